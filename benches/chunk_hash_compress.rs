@@ -1,0 +1,59 @@
+//! Micro benchmark of the ingest hot path, stage by stage: FastCDC chunking,
+//! BLAKE3 hashing, lz4 compression, and the three together, over the same
+//! 32 MiB of text-like data.
+//!
+//! `cargo bench --bench chunk_hash_compress`
+
+use cairn_chunker::{BlobId, ChunkerConfig};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn data(len: usize) -> Vec<u8> {
+    let words = ["cairn ", "store ", "chunk ", "blob ", "tree\n", "backup ", "restore ", "index "];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(words[(state % 8) as usize].as_bytes());
+        if state % 5 == 0 {
+            out.extend_from_slice(&state.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn stages(c: &mut Criterion) {
+    let input = data(32 << 20);
+    let config = ChunkerConfig::default_cdc();
+    let chunks: Vec<Vec<u8>> = config.stream(&input[..]).map(|c| c.unwrap().data).collect();
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.sample_size(10);
+    group.bench_function("fastcdc", |b| {
+        b.iter(|| config.stream(&input[..]).map(|c| c.unwrap().data.len()).sum::<usize>())
+    });
+    group.bench_function("fixed", |b| {
+        let fixed = ChunkerConfig::fixed(8192).unwrap();
+        b.iter(|| fixed.stream(&input[..]).map(|c| c.unwrap().data.len()).sum::<usize>())
+    });
+    group.bench_function("blake3", |b| b.iter(|| chunks.iter().map(|c| BlobId::of(c).0[0] as usize).sum::<usize>()));
+    group
+        .bench_function("lz4", |b| b.iter(|| chunks.iter().map(|c| lz4_flex::block::compress(c).len()).sum::<usize>()));
+    group.bench_function("cdc+blake3+lz4", |b| {
+        b.iter(|| {
+            config
+                .stream(&input[..])
+                .map(|c| {
+                    let c = c.unwrap();
+                    BlobId::of(&c.data).0[0] as usize + lz4_flex::block::compress(&c.data).len()
+                })
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

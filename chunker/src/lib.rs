@@ -1,0 +1,36 @@
+//! cairn-chunker: cuts byte streams into chunks and names them.
+//!
+//! Two ways to cut, chosen per store:
+//! - [`ChunkerConfig::Cdc`]: FastCDC 2020 with normalized chunking (the
+//!   `fastcdc` crate's cut-point search), so an insertion moves only the
+//!   boundaries near it and everything after re-aligns;
+//! - [`ChunkerConfig::Fixed`]: fixed-size blocks at aligned offsets, for VM
+//!   images and databases whose writes are block-aligned (OneFS style).
+//!
+//! Every chunk is named by a [`BlobId`], the BLAKE3-256 of its bytes.
+//!
+//! This crate is pure: it reads bytes from any [`std::io::Read`] and returns
+//! chunks. It knows nothing about containers, RocksDB or S3.
+
+mod config;
+mod id;
+mod stream;
+
+pub use config::{ChunkerConfig, ConfigError, DEFAULT_AVG_SIZE, DEFAULT_FIXED_SIZE};
+pub use id::{BlobId, ParseBlobIdError};
+pub use stream::{Chunk, ChunkStream};
+
+/// Chunks a whole in-memory buffer and returns the chunk lengths, in order.
+///
+/// This is the reference the streaming chunker is tested against; callers that
+/// have a reader should use [`ChunkerConfig::stream`].
+pub fn chunk_lengths(config: &ChunkerConfig, data: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let mut start = 0;
+    while start < data.len() {
+        let length = config.cut(&data[start..], true);
+        lengths.push(length);
+        start += length;
+    }
+    lengths
+}

@@ -1,0 +1,220 @@
+//! Streaming chunking over any reader, with bounded memory.
+//!
+//! Why not `fastcdc::v2020::StreamCDC`: it keeps a buffer of exactly
+//! `max_size` bytes and shifts it down after every chunk, so each byte is
+//! moved about `max/avg` (8) times. Here the buffer holds many chunks and the
+//! unconsumed tail is moved only when a refill is needed.
+
+use std::io::{self, Read};
+
+use crate::{BlobId, ChunkerConfig};
+
+/// How many maximum-size chunks the read buffer holds.
+const BUFFER_CHUNKS: usize = 16;
+
+/// One chunk: where it starts in the stream, and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// Offset of the first byte within the stream.
+    pub offset: u64,
+    /// The chunk's bytes.
+    pub data: Vec<u8>,
+}
+
+impl Chunk {
+    /// The chunk's BLAKE3 id.
+    pub fn id(&self) -> BlobId {
+        BlobId::of(&self.data)
+    }
+}
+
+/// Iterator of [`Chunk`]s read from a reader; see [`ChunkerConfig::stream`].
+pub struct ChunkStream<R> {
+    config: ChunkerConfig,
+    reader: R,
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    offset: u64,
+}
+
+impl<R: Read> ChunkStream<R> {
+    pub(crate) fn new(config: ChunkerConfig, reader: R) -> ChunkStream<R> {
+        let capacity = config.max_size() * BUFFER_CHUNKS;
+        ChunkStream { config, reader, buffer: vec![0; capacity], start: 0, end: 0, eof: false, offset: 0 }
+    }
+
+    /// Bytes read from the reader so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.offset + (self.end - self.start) as u64
+    }
+
+    /// Moves the unconsumed tail to the front and reads until the buffer is
+    /// full or the reader ends.
+    fn refill(&mut self) -> io::Result<()> {
+        self.buffer.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        while self.end < self.buffer.len() {
+            match self.reader.read(&mut self.buffer[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, `None` at the end of the stream.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        if self.end - self.start < self.config.max_size() && !self.eof {
+            self.refill()?;
+        }
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let length = self.config.cut(&self.buffer[self.start..self.end], self.eof);
+        let data = self.buffer[self.start..self.start + length].to_vec();
+        let chunk = Chunk { offset: self.offset, data };
+        self.start += length;
+        self.offset += length as u64;
+        Ok(Some(chunk))
+    }
+}
+
+impl<R: Read> Iterator for ChunkStream<R> {
+    type Item = io::Result<Chunk>;
+
+    fn next(&mut self) -> Option<io::Result<Chunk>> {
+        self.next_chunk().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk_lengths;
+    use proptest::prelude::*;
+
+    /// Pseudo-random but reproducible bytes (xorshift), so chunk boundaries
+    /// actually depend on content.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// A reader that returns at most `step` bytes per call, to exercise refills
+    /// at awkward places.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn stream_lengths(config: &ChunkerConfig, data: &[u8], step: usize) -> Vec<usize> {
+        config.stream(Trickle { data, step }).map(|chunk| chunk.unwrap().data.len()).collect()
+    }
+
+    #[test]
+    fn cdc_sizes_stay_within_bounds_and_average_near_target() {
+        let config = ChunkerConfig::default_cdc();
+        let data = noise(8 << 20, 7);
+        let lengths = chunk_lengths(&config, &data);
+        let (last, body) = lengths.split_last().unwrap();
+        assert!(body.iter().all(|&n| (2048..=65536).contains(&n)));
+        assert!(*last <= 65536);
+        let average = data.len() / lengths.len();
+        assert!((6 * 1024..=12 * 1024).contains(&average), "average chunk {average}");
+    }
+
+    #[test]
+    fn fixed_chunks_are_aligned_blocks() {
+        let config = ChunkerConfig::fixed(8192).unwrap();
+        let data = noise(8192 * 5 + 100, 3);
+        let chunks: Vec<Chunk> = config.stream(&data[..]).map(Result::unwrap).collect();
+        assert_eq!(chunks.len(), 6);
+        for (i, chunk) in chunks.iter().enumerate() {
+            assert_eq!(chunk.offset, i as u64 * 8192);
+        }
+        assert_eq!(chunks[5].data.len(), 100);
+    }
+
+    #[test]
+    fn empty_input_has_no_chunks() {
+        let config = ChunkerConfig::default_cdc();
+        assert_eq!(config.stream(&[][..]).count(), 0);
+        assert!(chunk_lengths(&config, &[]).is_empty());
+    }
+
+    #[test]
+    fn bad_sizes_are_rejected_with_advice() {
+        let error = ChunkerConfig::cdc(3000).unwrap_err().to_string();
+        assert!(error.contains("power of two"), "{error}");
+        assert!(ChunkerConfig::fixed(100).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn concatenated_chunks_equal_input(len in 0usize..400_000, seed: u64, fixed: bool, step in 1usize..200_000) {
+            let config = if fixed { ChunkerConfig::fixed(8192).unwrap() } else { ChunkerConfig::default_cdc() };
+            let data = noise(len, seed);
+            let mut joined = Vec::with_capacity(len);
+            let mut expected_offset = 0;
+            for chunk in config.stream(Trickle { data: &data, step }) {
+                let chunk = chunk.unwrap();
+                prop_assert_eq!(chunk.offset, expected_offset);
+                expected_offset += chunk.data.len() as u64;
+                joined.extend_from_slice(&chunk.data);
+            }
+            prop_assert_eq!(joined, data);
+        }
+
+        #[test]
+        fn streaming_agrees_with_in_memory(len in 0usize..600_000, seed: u64, step in 1usize..300_000) {
+            let config = ChunkerConfig::default_cdc();
+            let data = noise(len, seed);
+            prop_assert_eq!(stream_lengths(&config, &data, step), chunk_lengths(&config, &data));
+        }
+
+        #[test]
+        fn insertion_near_start_keeps_later_boundaries(seed: u64, at in 0usize..4096, inserted in proptest::collection::vec(any::<u8>(), 1..64)) {
+            let config = ChunkerConfig::default_cdc();
+            let data = noise(1 << 20, seed);
+            let mut edited = data[..at].to_vec();
+            edited.extend_from_slice(&inserted);
+            edited.extend_from_slice(&data[at..]);
+            let boundaries = |lengths: Vec<usize>, shift: usize| -> Vec<usize> {
+                lengths.iter().scan(0, |end, n| { *end += n; Some(*end - shift) }).collect()
+            };
+            let before = boundaries(chunk_lengths(&config, &data), 0);
+            let after: std::collections::HashSet<usize> =
+                boundaries(chunk_lengths(&config, &edited), inserted.len()).into_iter().collect();
+            // Past the first few chunks, every original boundary is still a boundary.
+            for boundary in before.iter().skip(3) {
+                prop_assert!(after.contains(boundary), "boundary {} moved", boundary);
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `cairn stats`.
+
+use anyhow::Result;
+
+use crate::commands::Globals;
+use crate::output::{self, Table};
+
+/// Prints store statistics.
+pub fn stats(globals: &Globals) -> Result<()> {
+    let store = globals.open_read()?;
+    let stats = store.stats()?;
+    if globals.json {
+        return output::json(&stats);
+    }
+    println!("store         {}", store.root().display());
+    println!("objects       {}", stats.objects);
+    println!("logical       {}", output::size(stats.logical_bytes));
+    println!("unique data   {}", output::size(stats.unique_bytes));
+    println!("stored        {}", output::size(stats.stored_bytes));
+    println!("dedup         {:.2}x", stats.dedup_ratio);
+    println!("compression   {:.2}x", stats.compression_ratio);
+    println!(
+        "containers    {} ({} metadata), dead bytes {}",
+        stats.containers,
+        stats.metadata_containers,
+        output::size(stats.dead_bytes)
+    );
+    println!();
+    let mut table = Table::new(
+        vec!["KIND", "BLOBS", "RAW", "STORED", "GARBAGE", "GARBAGE BYTES"],
+        vec![false, true, true, true, true, true],
+    );
+    for kind in &stats.kinds {
+        table.row(vec![
+            kind.kind.clone(),
+            kind.blobs.to_string(),
+            output::size(kind.raw_bytes),
+            output::size(kind.stored_bytes),
+            kind.garbage_blobs.to_string(),
+            output::size(kind.garbage_bytes),
+        ]);
+    }
+    table.print()
+}

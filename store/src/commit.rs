@@ -1,0 +1,187 @@
+//! What a commit changes, and how its references are resolved.
+//!
+//! [`Commit`] collects a transaction's record changes and its root
+//! references. [`Resolution`] turns root references into index changes, top
+//! down, following the brief's rule for every blob `b` that gains a reference:
+//!
+//! - If the index already has an entry for `b` (committed by someone else, or
+//!   an older copy still there, even at refs 0 and not yet collected), `b` gets
+//!   +1 as a merge delta and nothing below it changes: its children are already
+//!   counted by that entry. Any copy this session wrote is dead bytes.
+//! - Otherwise, if this session wrote `b`, an entry is inserted with refs 1,
+//!   and each child `b` names gets +1 in turn, recursively.
+//! - Otherwise `b` is named by nobody's bytes: the commit fails (nothing is
+//!   written) rather than commit a dangling reference.
+//!
+//! So every entry's children are counted exactly once, whichever session's
+//! copy wins. Reference drops come after all additions, and a count that ends
+//! at zero queues the blob in `zero` for the delete job.
+//!
+//! All of this runs under the commit lock: no other commit and no delete-job
+//! step can change an entry between the read here and the batch write.
+
+use std::collections::HashMap;
+
+use rocksdb::WriteBatch;
+
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, Tid};
+use crate::index::{Index, IndexEntry, cf, merge};
+use crate::session::Written;
+
+/// One record change.
+enum RecordOp {
+    Put(&'static str, Vec<u8>, Vec<u8>),
+    Delete(&'static str, Vec<u8>),
+}
+
+/// A transaction being built under the commit lock.
+pub struct Commit<'a> {
+    index: &'a Index,
+    tid: Tid,
+    adds: Vec<BlobId>,
+    drops: Vec<BlobId>,
+    records: Vec<RecordOp>,
+}
+
+impl<'a> Commit<'a> {
+    pub(crate) fn new(index: &'a Index, tid: Tid) -> Commit<'a> {
+        Commit { index, tid, adds: Vec::new(), drops: Vec::new(), records: Vec::new() }
+    }
+
+    /// The index, for reads that must be consistent with this commit.
+    pub fn index(&self) -> &Index {
+        self.index
+    }
+
+    /// The tid this commit will have.
+    pub fn tid(&self) -> Tid {
+        self.tid
+    }
+
+    /// A new record (object, dataset) names `root`.
+    pub fn add_ref(&mut self, root: BlobId) {
+        self.adds.push(root);
+    }
+
+    /// A record that named `root` goes away.
+    pub fn drop_ref(&mut self, root: BlobId) {
+        self.drops.push(root);
+    }
+
+    /// Puts a record.
+    pub fn put(&mut self, family: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.records.push(RecordOp::Put(family, key.into(), value.into()));
+    }
+
+    /// Deletes a record.
+    pub fn delete(&mut self, family: &'static str, key: impl Into<Vec<u8>>) {
+        self.records.push(RecordOp::Delete(family, key.into()));
+    }
+
+    pub(crate) fn into_batch(self) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        for op in self.records {
+            match op {
+                RecordOp::Put(family, key, value) => batch.put_cf(self.index.cf(family), key, value),
+                RecordOp::Delete(family, key) => batch.delete_cf(self.index.cf(family), key),
+            }
+        }
+        batch
+    }
+}
+
+/// The index changes a commit's references amount to.
+pub(crate) struct Resolution {
+    /// New entries (this session's copies that won).
+    inserted: HashMap<BlobId, IndexEntry>,
+    /// Deltas on entries that existed before the commit.
+    deltas: HashMap<BlobId, i64>,
+    /// Blobs whose count this commit brings to zero.
+    zeroed: Vec<BlobId>,
+}
+
+impl Resolution {
+    pub(crate) fn resolve(
+        index: &Index,
+        commit: &Commit<'_>,
+        written: &HashMap<BlobId, Written>,
+        children: &HashMap<BlobId, Vec<BlobId>>,
+    ) -> Result<Resolution> {
+        let mut resolution = Resolution { inserted: HashMap::new(), deltas: HashMap::new(), zeroed: Vec::new() };
+        // Existing entries' counts as read from the index (merges applied).
+        let mut existing: HashMap<BlobId, i64> = HashMap::new();
+        let mut pending: Vec<Vec<BlobId>> = vec![commit.adds.clone()];
+        while let Some(ids) = pending.pop() {
+            let unknown: Vec<BlobId> = ids
+                .iter()
+                .filter(|id| !resolution.inserted.contains_key(id) && !existing.contains_key(id))
+                .copied()
+                .collect();
+            for (id, entry) in unknown.iter().zip(index.blobs(&unknown)?) {
+                if let Some(entry) = entry.filter(|e| !e.is_orphan()) {
+                    existing.insert(*id, entry.refs);
+                }
+            }
+            for id in ids {
+                if let Some(entry) = resolution.inserted.get_mut(&id) {
+                    entry.refs += 1;
+                } else if existing.contains_key(&id) {
+                    *resolution.deltas.entry(id).or_default() += 1;
+                } else if let Some(written) = written.get(&id) {
+                    resolution.inserted.insert(id, IndexEntry::new(written.container, &written.record, 1));
+                    if let Some(kids) = children.get(&id) {
+                        pending.push(kids.clone());
+                    }
+                } else {
+                    return Err(Error::MissingBlob(id));
+                }
+            }
+        }
+        for id in &commit.drops {
+            let refs = if let Some(entry) = resolution.inserted.get_mut(id) {
+                entry.refs -= 1;
+                entry.refs
+            } else {
+                let base = match existing.get(id) {
+                    Some(refs) => *refs,
+                    None => {
+                        let refs = index.blob(id)?.filter(|e| !e.is_orphan()).ok_or(Error::MissingBlob(*id))?.refs;
+                        existing.insert(*id, refs);
+                        refs
+                    }
+                };
+                let delta = resolution.deltas.entry(*id).or_default();
+                *delta -= 1;
+                base + *delta
+            };
+            if refs == 0 {
+                resolution.zeroed.push(*id);
+            } else if refs < 0 {
+                tracing::warn!(blob = %id, refs, "reference count went below zero; run `cairn check`");
+            }
+        }
+        Ok(resolution)
+    }
+
+    /// Whether the session's copy of `id` became the index entry.
+    pub(crate) fn inserted(&self, id: &BlobId) -> bool {
+        self.inserted.contains_key(id)
+    }
+
+    /// Adds the entries, deltas and zero-queue entries to `batch`.
+    pub(crate) fn write_to(&self, index: &Index, batch: &mut WriteBatch, tid: Tid) {
+        let blobs = index.cf(cf::BLOBS);
+        for (id, entry) in &self.inserted {
+            batch.put_cf(blobs, id.as_bytes(), entry.encode());
+        }
+        for (id, delta) in &self.deltas {
+            if *delta != 0 {
+                batch.merge_cf(blobs, id.as_bytes(), merge::delta(*delta));
+            }
+        }
+        for id in &self.zeroed {
+            batch.put_cf(index.cf(cf::ZERO), id.as_bytes(), tid.0.to_le_bytes());
+        }
+    }
+}

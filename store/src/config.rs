@@ -1,0 +1,116 @@
+//! The store's settings file (`config.json`), fixed when the store is created.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use cairn_chunker::ChunkerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::container::sync_dir_of;
+use crate::error::{Error, Result};
+
+/// The store format this code writes. Opening a store with a higher number
+/// fails with a message asking for a newer cairn.
+pub const STORE_FORMAT: u32 = 1;
+
+/// Default container size at which a container is sealed: 4 MiB.
+pub const DEFAULT_CONTAINER_SIZE: u64 = 4 << 20;
+
+/// Options for creating a store (`cairn init`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// How data is cut.
+    pub chunker: ChunkerConfig,
+    /// Size at which containers are sealed.
+    pub container_size: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { chunker: ChunkerConfig::default_cdc(), container_size: DEFAULT_CONTAINER_SIZE }
+    }
+}
+
+/// What `config.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Store format version.
+    pub format: u32,
+    /// A random id naming this store (remotes and mirrors refer to it).
+    pub store_id: String,
+    /// `cdc` or `fixed`.
+    pub chunker: String,
+    /// Average chunk size (cdc) or block size (fixed), in bytes.
+    pub chunk_size: u64,
+    /// Container seal size in bytes.
+    pub container_size: u64,
+}
+
+impl StoreConfig {
+    /// A new config from options.
+    pub fn new(options: &StoreOptions) -> StoreConfig {
+        StoreConfig {
+            format: STORE_FORMAT,
+            store_id: random_id(),
+            chunker: options.chunker.kind_name().to_string(),
+            chunk_size: options.chunker.avg_size() as u64,
+            container_size: options.container_size,
+        }
+    }
+
+    /// The chunker this store uses.
+    pub fn chunker(&self) -> Result<ChunkerConfig> {
+        match self.chunker.as_str() {
+            "fixed" => Ok(ChunkerConfig::fixed(self.chunk_size)?),
+            _ => Ok(ChunkerConfig::cdc(self.chunk_size)?),
+        }
+    }
+
+    /// Reads `config.json` from a store directory.
+    pub fn load(root: &Path) -> Result<StoreConfig> {
+        let path = root.join("config.json");
+        let text = fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotAStore { path: root.to_path_buf() }
+            } else {
+                Error::io("reading store config", &path, e)
+            }
+        })?;
+        let config: StoreConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::BadStore { path: root.to_path_buf(), reason: format!("config.json: {e}") })?;
+        if config.format > STORE_FORMAT {
+            return Err(Error::BadStore {
+                path: root.to_path_buf(),
+                reason: format!(
+                    "store format {} is newer than this cairn understands ({STORE_FORMAT}); upgrade cairn",
+                    config.format
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Writes `config.json` atomically (temporary file, fsync, rename, fsync directory).
+    pub fn save(&self, root: &Path) -> Result<()> {
+        let path = root.join("config.json");
+        let temporary = root.join("config.json.tmp");
+        let text = serde_json::to_string_pretty(self).expect("config serializes");
+        let mut file = File::create(&temporary).map_err(|e| Error::io("writing store config", &temporary, e))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("writing store config", &temporary, e))?;
+        fs::rename(&temporary, &path).map_err(|e| Error::io("writing store config", &path, e))?;
+        sync_dir_of(&path)
+    }
+}
+
+/// 128 random-enough bits as hex: BLAKE3 of the time, the pid and an address.
+fn random_id() -> String {
+    let mut hasher = blake3::Hasher::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    hasher.update(&now.as_nanos().to_le_bytes());
+    hasher.update(&std::process::id().to_le_bytes());
+    hasher.update(&(&now as *const _ as usize).to_le_bytes());
+    hasher.finalize().to_hex()[..32].to_string()
+}

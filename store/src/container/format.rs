@@ -1,0 +1,157 @@
+//! Byte layout of containers: header, record headers, footer table, trailer.
+//! Little-endian throughout. See `docs/format.md` for the picture.
+
+use crate::ids::{BlobId, BlobKind};
+
+/// First 8 bytes of every container, and its last 8.
+pub const MAGIC: [u8; 8] = *b"CAIRNCTR";
+/// The container format this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Header: magic 8, version u32, container kind u8, 3 reserved, id u64, 8 reserved.
+pub const HEADER_LEN: usize = 32;
+/// Record header: id 32, kind u8, flags u8, raw_len u32, stored_len u32.
+pub const RECORD_HEADER_LEN: usize = 42;
+/// Footer table entry: id 32, kind u8, flags u8, offset u64, raw_len u32, stored_len u32.
+pub const FOOTER_ENTRY_LEN: usize = 50;
+/// Trailer: n_entries u32, reserved u32, table_offset u64, BLAKE3 32, magic 8.
+pub const TRAILER_LEN: usize = 56;
+/// Record flag: the stored bytes are an lz4 block (`lz4_flex::block`).
+pub const FLAG_LZ4: u8 = 1;
+
+/// Which blobs a container holds. Data and metadata never share a container,
+/// so browsing a dataset reads only the small metadata containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ContainerKind {
+    /// File and object content chunks.
+    Data = 0,
+    /// Trees and content lists.
+    Metadata = 1,
+}
+
+impl ContainerKind {
+    /// The container kind that holds blobs of `kind`.
+    pub fn for_blob(kind: BlobKind) -> ContainerKind {
+        if kind.is_metadata() { ContainerKind::Metadata } else { ContainerKind::Data }
+    }
+
+    /// Reads the kind byte.
+    pub fn from_byte(byte: u8) -> Option<ContainerKind> {
+        match byte {
+            0 => Some(ContainerKind::Data),
+            1 => Some(ContainerKind::Metadata),
+            _ => None,
+        }
+    }
+
+    /// "data" or "metadata".
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerKind::Data => "data",
+            ContainerKind::Metadata => "metadata",
+        }
+    }
+}
+
+/// Encodes a container header.
+pub fn encode_header(kind: ContainerKind, id: u64) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(&MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12] = kind as u8;
+    header[16..24].copy_from_slice(&id.to_le_bytes());
+    header
+}
+
+/// One record's placement, as listed in the footer table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableEntry {
+    /// The blob.
+    pub id: BlobId,
+    /// Its kind.
+    pub kind: BlobKind,
+    /// Record flags ([`FLAG_LZ4`]).
+    pub flags: u8,
+    /// Offset of the record header from the start of the file.
+    pub offset: u64,
+    /// Length of the blob's plaintext.
+    pub raw_len: u32,
+    /// Length of the stored (possibly compressed) bytes after the record header.
+    pub stored_len: u32,
+}
+
+impl TableEntry {
+    /// Bytes the record takes in the file, header included.
+    pub fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN as u64 + self.stored_len as u64
+    }
+
+    /// Encodes the record header that precedes the stored bytes.
+    pub fn encode_record_header(&self) -> [u8; RECORD_HEADER_LEN] {
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        header[..32].copy_from_slice(self.id.as_bytes());
+        header[32] = self.kind as u8;
+        header[33] = self.flags;
+        header[34..38].copy_from_slice(&self.raw_len.to_le_bytes());
+        header[38..42].copy_from_slice(&self.stored_len.to_le_bytes());
+        header
+    }
+
+    /// Decodes a record header found at `offset`.
+    pub fn decode_record_header(bytes: &[u8], offset: u64) -> Option<TableEntry> {
+        let bytes: &[u8; RECORD_HEADER_LEN] = bytes.get(..RECORD_HEADER_LEN)?.try_into().ok()?;
+        Some(TableEntry {
+            id: BlobId::from_slice(&bytes[..32])?,
+            kind: BlobKind::from_byte(bytes[32])?,
+            flags: bytes[33],
+            offset,
+            raw_len: u32::from_le_bytes(bytes[34..38].try_into().ok()?),
+            stored_len: u32::from_le_bytes(bytes[38..42].try_into().ok()?),
+        })
+    }
+
+    /// Appends the footer form of this entry to `out`.
+    pub fn encode_footer(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.id.as_bytes());
+        out.push(self.kind as u8);
+        out.push(self.flags);
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.raw_len.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+    }
+
+    /// Decodes one footer entry.
+    pub fn decode_footer(bytes: &[u8]) -> Option<TableEntry> {
+        let bytes: &[u8; FOOTER_ENTRY_LEN] = bytes.get(..FOOTER_ENTRY_LEN)?.try_into().ok()?;
+        Some(TableEntry {
+            id: BlobId::from_slice(&bytes[..32])?,
+            kind: BlobKind::from_byte(bytes[32])?,
+            flags: bytes[33],
+            offset: u64::from_le_bytes(bytes[34..42].try_into().ok()?),
+            raw_len: u32::from_le_bytes(bytes[42..46].try_into().ok()?),
+            stored_len: u32::from_le_bytes(bytes[46..50].try_into().ok()?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_in_both_forms() {
+        let entry = TableEntry {
+            id: BlobId::of(b"x"),
+            kind: BlobKind::ContentList,
+            flags: FLAG_LZ4,
+            offset: 1 << 40,
+            raw_len: 70_000,
+            stored_len: 1234,
+        };
+        let header = entry.encode_record_header();
+        assert_eq!(TableEntry::decode_record_header(&header, entry.offset), Some(entry));
+        let mut footer = Vec::new();
+        entry.encode_footer(&mut footer);
+        assert_eq!(footer.len(), FOOTER_ENTRY_LEN);
+        assert_eq!(TableEntry::decode_footer(&footer), Some(entry));
+    }
+}

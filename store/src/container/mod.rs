@@ -1,0 +1,39 @@
+//! Containers: append-only files of blobs (cairn's shadow stores).
+//!
+//! A container is written once, front to back, by one write session: a header,
+//! then one record per blob, then a footer with the table of every record and
+//! a BLAKE3 of everything before it. Once sealed (footer written, file and
+//! directory fsynced) it is never modified; it is deleted whole. The footer
+//! alone is enough to rebuild the index entries of its blobs. The byte layout
+//! is in `docs/format.md`.
+
+mod encode;
+mod format;
+mod reader;
+mod writer;
+
+pub use encode::{EncodedBlob, encode_blob};
+pub use format::{ContainerKind, FLAG_LZ4, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
+pub use reader::{ContainerFiles, read_table, verify_container};
+pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};
+
+use std::path::{Path, PathBuf};
+
+use crate::ids::ContainerId;
+
+/// How many containers share one shard directory (by id / this).
+const SHARD_SPAN: u64 = 4096;
+
+/// The file of container `id` under the store's `containers/` directory.
+pub fn container_path(containers_dir: &Path, id: ContainerId) -> PathBuf {
+    containers_dir.join(format!("{:05x}", id.0 / SHARD_SPAN)).join(format!("{id}"))
+}
+
+/// Parses a path made by [`container_path`] back into its id.
+pub fn container_id_of(path: &Path) -> Option<ContainerId> {
+    let name = path.file_name()?.to_str()?;
+    if name.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(name, 16).ok().map(ContainerId)
+}

@@ -1,0 +1,156 @@
+//! Writing one container, front to back, and sealing it.
+//!
+//! Durability order (the first step of the commit protocol): a container is
+//! sealed — footer written, file fdatasync'ed, then its directory fsynced —
+//! before any index entry may name it. A crash before sealing leaves a file
+//! that no commit names; opening the store deletes it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::container::container_path;
+use crate::container::encode::EncodedBlob;
+use crate::container::format::{
+    ContainerKind, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, TRAILER_LEN, TableEntry, encode_header,
+};
+use crate::error::{Error, Result};
+use crate::ids::ContainerId;
+
+/// A container being written.
+pub struct ContainerWriter {
+    id: ContainerId,
+    kind: ContainerKind,
+    path: PathBuf,
+    file: BufWriter<File>,
+    hasher: blake3::Hasher,
+    len: u64,
+    table: Vec<TableEntry>,
+}
+
+/// What sealing a container produced.
+#[derive(Debug)]
+pub struct SealedContainer {
+    /// The container.
+    pub id: ContainerId,
+    /// What it holds.
+    pub kind: ContainerKind,
+    /// Final file length, footer included.
+    pub len: u64,
+    /// Every record, in file order.
+    pub table: Vec<TableEntry>,
+}
+
+impl ContainerWriter {
+    /// Creates the file of container `id` (which must not exist) and writes
+    /// its header. The shard directory is created (and its parent fsynced) on
+    /// first use.
+    pub fn create(containers_dir: &Path, id: ContainerId, kind: ContainerKind) -> Result<ContainerWriter> {
+        let path = container_path(containers_dir, id);
+        let shard = path.parent().expect("container paths have a shard directory");
+        if !shard.exists() {
+            fs::create_dir_all(shard).map_err(|e| Error::io("creating container directory", shard, e))?;
+            sync_dir(containers_dir)?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating container", &path, e))?;
+        let mut writer = ContainerWriter {
+            id,
+            kind,
+            path,
+            file: BufWriter::with_capacity(256 * 1024, file),
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            table: Vec::new(),
+        };
+        writer.write(&encode_header(kind, id.0))?;
+        Ok(writer)
+    }
+
+    /// The container's id.
+    pub fn id(&self) -> ContainerId {
+        self.id
+    }
+
+    /// What it holds.
+    pub fn kind(&self) -> ContainerKind {
+        self.kind
+    }
+
+    /// Bytes written so far (header and records).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no blob has been appended yet.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Appends one blob and returns its table entry (offset of its record).
+    pub fn append(&mut self, blob: &EncodedBlob) -> Result<TableEntry> {
+        debug_assert_eq!(ContainerKind::for_blob(blob.kind), self.kind);
+        let entry = TableEntry {
+            id: blob.id,
+            kind: blob.kind,
+            flags: blob.flags,
+            offset: self.len,
+            raw_len: blob.raw_len,
+            stored_len: u32::try_from(blob.bytes.len()).expect("blobs are far smaller than 4 GiB"),
+        };
+        self.write(&entry.encode_record_header())?;
+        self.write(&blob.bytes)?;
+        self.table.push(entry);
+        Ok(entry)
+    }
+
+    /// Writes the footer, flushes and fdatasyncs the file, then fsyncs its
+    /// directory. After this returns the container survives a crash.
+    pub fn seal(mut self) -> Result<SealedContainer> {
+        let table_offset = self.len;
+        let mut footer = Vec::with_capacity(self.table.len() * FOOTER_ENTRY_LEN + TRAILER_LEN);
+        for entry in &self.table {
+            entry.encode_footer(&mut footer);
+        }
+        footer.extend_from_slice(&(self.table.len() as u32).to_le_bytes());
+        footer.extend_from_slice(&0u32.to_le_bytes());
+        footer.extend_from_slice(&table_offset.to_le_bytes());
+        self.write(&footer)?;
+        let digest = self.hasher.finalize();
+        let mut tail = [0u8; 40];
+        tail[..32].copy_from_slice(digest.as_bytes());
+        tail[32..].copy_from_slice(&MAGIC);
+        self.write(&tail)?;
+        let file = self.file.into_inner().map_err(|e| Error::io("writing container", &self.path, e.into_error()))?;
+        file.sync_data().map_err(|e| Error::io("syncing container", &self.path, e))?;
+        sync_dir(self.path.parent().expect("container paths have a parent"))?;
+        debug_assert!(self.len >= (HEADER_LEN + TRAILER_LEN) as u64);
+        Ok(SealedContainer { id: self.id, kind: self.kind, len: self.len, table: self.table })
+    }
+
+    /// Removes the unsealed file (a session that is abandoned).
+    pub fn discard(self) -> Result<()> {
+        drop(self.file);
+        fs::remove_file(&self.path).map_err(|e| Error::io("removing abandoned container", &self.path, e))
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file.write_all(bytes).map_err(|e| Error::io("writing container", &self.path, e))?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Fsyncs a directory so that the names created in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("syncing directory", dir, e))
+}
+
+/// Fsyncs the directory that holds `path`.
+pub fn sync_dir_of(path: &Path) -> Result<()> {
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}

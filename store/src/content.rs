@@ -1,0 +1,239 @@
+//! Content lists: the ordered (chunk id, length) sequence of a file or object,
+//! stored as a tree of pieces so that editing a huge file rewrites only the
+//! pieces around the edit.
+//!
+//! Level-0 pieces list data chunks; a level-k piece lists level-(k-1) pieces
+//! with the bytes each covers. A piece ends after an entry whose id's low bits
+//! match a pattern (on average every [`FANOUT`] entries, at most
+//! [`MAX_ENTRIES`]), so the split points are defined by content, like the
+//! chunker's: an insertion changes one level-0 piece and the pieces above it,
+//! and every other piece keeps its id. The root is the single piece at the
+//! top; an empty stream is one empty level-0 piece.
+//!
+//! Piece layout: `[version u8 = 1][level u8][reserved u16][n u32]` then `n`
+//! entries of `[id 32][length u64]`, little-endian.
+
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind};
+use crate::session::WriteSession;
+use crate::store::Store;
+
+/// Average entries per piece.
+pub const FANOUT: u32 = 64;
+/// Most entries in one piece.
+pub const MAX_ENTRIES: usize = 1024;
+const PIECE_VERSION: u8 = 1;
+const PIECE_HEADER_LEN: usize = 8;
+const PIECE_ENTRY_LEN: usize = 40;
+
+/// One entry of a piece: a chunk (level 0) or a lower piece, and the bytes it covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentEntry {
+    /// Chunk or piece id.
+    pub id: BlobId,
+    /// Bytes of content it covers.
+    pub len: u64,
+}
+
+/// A decoded piece.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// 0 for pieces that list chunks.
+    pub level: u8,
+    /// Its entries, in content order.
+    pub entries: Vec<ContentEntry>,
+}
+
+impl Piece {
+    /// Serializes the piece.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(PIECE_HEADER_LEN + self.entries.len() * PIECE_ENTRY_LEN);
+        out.extend_from_slice(&[PIECE_VERSION, self.level, 0, 0]);
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for entry in &self.entries {
+            out.extend_from_slice(entry.id.as_bytes());
+            out.extend_from_slice(&entry.len.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses a piece; `id` is only used in the error.
+    pub fn decode(id: BlobId, bytes: &[u8]) -> Result<Piece> {
+        let malformed = |reason: String| Error::Malformed { what: "content list", blob: id, reason };
+        if bytes.len() < PIECE_HEADER_LEN || bytes[0] != PIECE_VERSION {
+            return Err(malformed("unknown version or truncated header".into()));
+        }
+        let n = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+        if bytes.len() != PIECE_HEADER_LEN + n * PIECE_ENTRY_LEN {
+            return Err(malformed(format!("{} bytes for {n} entries", bytes.len())));
+        }
+        let entries = bytes[PIECE_HEADER_LEN..]
+            .chunks_exact(PIECE_ENTRY_LEN)
+            .map(|e| ContentEntry {
+                id: BlobId::from_slice(e).expect("32 bytes"),
+                len: u64::from_le_bytes(e[32..40].try_into().expect("8 bytes")),
+            })
+            .collect();
+        Ok(Piece { level: bytes[1], entries })
+    }
+
+    /// Ids this piece names, with multiplicity (its references).
+    pub fn children(&self) -> Vec<BlobId> {
+        self.entries.iter().map(|e| e.id).collect()
+    }
+
+    /// Bytes of content under this piece.
+    pub fn len(&self) -> u64 {
+        self.entries.iter().map(|e| e.len).sum()
+    }
+
+    /// Whether the piece covers no content.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Builds the piece tree of one stream as its chunks arrive, holding at most
+/// one unfinished piece per level.
+#[derive(Default)]
+pub struct ContentBuilder {
+    levels: Vec<Vec<ContentEntry>>,
+    total: u64,
+}
+
+/// What a finished content list is: its root piece and total length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentRef {
+    /// The root piece.
+    pub root: BlobId,
+    /// Bytes of content.
+    pub size: u64,
+}
+
+impl ContentBuilder {
+    /// An empty builder.
+    pub fn new() -> ContentBuilder {
+        ContentBuilder::default()
+    }
+
+    /// Appends a chunk (already stored or deduplicated by the caller).
+    pub fn push(&mut self, session: &mut WriteSession, id: BlobId, len: u64) -> Result<()> {
+        self.total += len;
+        self.push_at(session, 0, ContentEntry { id, len })
+    }
+
+    fn push_at(&mut self, session: &mut WriteSession, level: usize, entry: ContentEntry) -> Result<()> {
+        if self.levels.len() <= level {
+            self.levels.push(Vec::new());
+        }
+        self.levels[level].push(entry);
+        let ends_piece = entry.id.low_u32() % FANOUT == FANOUT - 1;
+        if ends_piece || self.levels[level].len() >= MAX_ENTRIES {
+            let piece = self.flush(session, level)?;
+            self.push_at(session, level + 1, piece)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the unfinished piece at `level` and returns its entry.
+    fn flush(&mut self, session: &mut WriteSession, level: usize) -> Result<ContentEntry> {
+        let piece = Piece { level: level as u8, entries: std::mem::take(&mut self.levels[level]) };
+        let len = piece.len();
+        let id = session.write_metadata(BlobKind::ContentList, piece.encode(), piece.children())?;
+        Ok(ContentEntry { id, len })
+    }
+
+    /// Writes the remaining pieces and returns the root.
+    pub fn finish(mut self, session: &mut WriteSession) -> Result<ContentRef> {
+        let mut level = 0;
+        loop {
+            if self.levels.len() <= level {
+                self.levels.push(Vec::new());
+            }
+            let is_top = self.levels.len() == level + 1;
+            // The top level holding exactly one lower piece: that piece is the root.
+            if is_top && level > 0 && self.levels[level].len() == 1 {
+                return Ok(ContentRef { root: self.levels[level][0].id, size: self.total });
+            }
+            if is_top && level == 0 || !self.levels[level].is_empty() {
+                let entry = self.flush(session, level)?;
+                if self.levels.len() <= level + 1 {
+                    self.levels.push(Vec::new());
+                }
+                self.levels[level + 1].push(entry);
+            }
+            level += 1;
+        }
+    }
+}
+
+/// Walks a content list depth-first, yielding its chunks in order.
+pub struct ContentReader<'a> {
+    store: &'a Store,
+    /// Pieces being walked, with the index of the next entry in each.
+    stack: Vec<(Piece, usize)>,
+}
+
+impl<'a> ContentReader<'a> {
+    /// Starts at the root piece.
+    pub fn new(store: &'a Store, root: BlobId) -> Result<ContentReader<'a>> {
+        let piece = Piece::decode(root, &store.read_blob(&root)?)?;
+        Ok(ContentReader { store, stack: vec![(piece, 0)] })
+    }
+
+    /// The next chunk, `None` at the end.
+    pub fn next_chunk(&mut self) -> Result<Option<ContentEntry>> {
+        loop {
+            let Some((piece, next)) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            let Some(entry) = piece.entries.get(*next).copied() else {
+                self.stack.pop();
+                continue;
+            };
+            *next += 1;
+            if piece.level == 0 {
+                return Ok(Some(entry));
+            }
+            let child = Piece::decode(entry.id, &self.store.read_blob(&entry.id)?)?;
+            if child.level + 1 != piece.level {
+                return Err(Error::Malformed {
+                    what: "content list",
+                    blob: entry.id,
+                    reason: format!("level {} under level {}", child.level, piece.level),
+                });
+            }
+            self.stack.push((child, 0));
+        }
+    }
+
+    /// Up to `max` next chunks.
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<ContentEntry>> {
+        let mut batch = Vec::with_capacity(max);
+        while batch.len() < max {
+            match self.next_chunk()? {
+                Some(entry) => batch.push(entry),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_round_trip_and_reject_garbage() {
+        let piece = Piece {
+            level: 2,
+            entries: vec![ContentEntry { id: BlobId::of(b"a"), len: 5 }, ContentEntry { id: BlobId::of(b"b"), len: 7 }],
+        };
+        let bytes = piece.encode();
+        assert_eq!(Piece::decode(BlobId::of(&bytes), &bytes).unwrap(), piece);
+        assert_eq!(piece.len(), 12);
+        assert!(Piece::decode(BlobId::of(b""), &bytes[..bytes.len() - 1]).is_err());
+        assert!(Piece::decode(BlobId::of(b""), b"\x09\0\0\0\0\0\0\0").is_err());
+    }
+}

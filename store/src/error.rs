@@ -1,0 +1,169 @@
+//! The store's errors. Each names the thing it is about (path, container,
+//! blob, key) and, where there is one, what the user can do next.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::ids::{BlobId, ContainerId};
+
+/// Result with the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O error on a named file.
+    #[error("{}: {action}: {}", path.display(), describe_io(source))]
+    Io {
+        /// What was being done ("reading", "creating container", ...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Reading input for the store failed (a source file or stdin).
+    #[error("reading {what}: {}", describe_io(source))]
+    Input {
+        /// What was being read.
+        what: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Writing output failed (a file being restored, stdout).
+    #[error("writing {what}: {}", describe_io(source))]
+    Output {
+        /// What was being written.
+        what: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Another process holds the store for writing.
+    #[error(
+        "the store at {} is in use by another cairn process{}; wait for it to finish, or use a read-only command",
+        path.display(),
+        holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
+    InUse {
+        /// The store directory.
+        path: PathBuf,
+        /// "pid N: command line" of the holder, when it could be read.
+        holder: Option<String>,
+    },
+    /// There is no store at the path.
+    #[error("no cairn store at {}: create one with `cairn init`, or point --store (or CAIRN_STORE) at an existing store", path.display())]
+    NotAStore {
+        /// The path that was tried.
+        path: PathBuf,
+    },
+    /// The store was written by a newer cairn, or is damaged.
+    #[error("the store at {}: {reason}", path.display())]
+    BadStore {
+        /// The store directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A blob failed its check, or could not be decoded.
+    #[error("blob {blob} in container {container} is corrupt: {reason}; run `cairn check` to list what it affects")]
+    CorruptBlob {
+        /// The container holding the blob.
+        container: ContainerId,
+        /// The blob.
+        blob: BlobId,
+        /// What failed.
+        reason: String,
+    },
+    /// A container's header or footer is damaged.
+    #[error("container {container} ({}) is corrupt: {reason}", path.display())]
+    CorruptContainer {
+        /// The container.
+        container: ContainerId,
+        /// Its file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A blob the caller needs is not in the index.
+    #[error("blob {0} is not in the store's index; the store may be damaged: run `cairn check`")]
+    MissingBlob(BlobId),
+    /// A metadata blob does not parse.
+    #[error("{what} {blob} is malformed: {reason}")]
+    Malformed {
+        /// "content list", "tree", ...
+        what: &'static str,
+        /// The blob.
+        blob: BlobId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No object has this key.
+    #[error("no object named '{0}'; list them with `cairn objects`")]
+    NoSuchObject(String),
+    /// An object with this key exists already.
+    #[error("an object named '{0}' exists already; remove it first with `cairn rm`")]
+    ObjectExists(String),
+    /// An object key that cannot be stored.
+    #[error("bad object key '{key}': {reason}")]
+    BadKey {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A write on a store opened read-only.
+    #[error("the store is open read-only")]
+    ReadOnly,
+    /// RocksDB failed.
+    #[error("index (RocksDB) at {}: {source}", path.display())]
+    Index {
+        /// The index directory.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+    /// A record in the index does not decode.
+    #[error("index entry {what} is malformed: {reason}; run `cairn check`")]
+    BadEntry {
+        /// Which entry.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// Invalid chunker settings.
+    #[error(transparent)]
+    Chunker(#[from] cairn_chunker::ConfigError),
+}
+
+impl Error {
+    /// An I/O error with the file and the action that failed.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io { action, path: path.into(), source }
+    }
+
+    /// True when output went to a closed pipe (`cairn get KEY - | head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// True when the error is a full disk, so callers can say so plainly.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } | Error::Input { source, .. } | Error::Output { source, .. } => {
+                source.raw_os_error() == Some(libc::ENOSPC)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Describes an I/O error, spelling out the cases users hit most.
+fn describe_io(error: &io::Error) -> String {
+    match error.raw_os_error() {
+        Some(libc::ENOSPC) => {
+            format!("{error}; the disk is full: free space or move the store, nothing committed was lost")
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => format!("{error}; check the file's permissions"),
+        _ => error.to_string(),
+    }
+}

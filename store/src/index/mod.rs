@@ -1,0 +1,198 @@
+//! The index: a RocksDB database with one column family per concern.
+//!
+//! | column family | key | value |
+//! | --- | --- | --- |
+//! | `blobs` | BlobId (32) | [`IndexEntry`], refs changed by the merge operator |
+//! | `containers` | ContainerId (u64 BE) | [`ContainerRecord`] |
+//! | `zero` | BlobId | tid (u64 LE) at which its count reached zero |
+//! | `datasets` | DatasetId (u64 BE) | dataset record |
+//! | `objects` | object key bytes | object record (JSON) |
+//! | `meta` | name | counters and settings |
+//!
+//! This module only encodes and decodes; the rules for who may change what,
+//! and when, live in `session` (commits) and the delete job.
+
+pub mod entry;
+pub mod merge;
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode,
+    Options, WriteBatch, WriteOptions,
+};
+
+pub use entry::{ContainerRecord, IndexEntry};
+
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, ContainerId, Tid};
+
+/// Column family names.
+pub mod cf {
+    /// Blob id → entry.
+    pub const BLOBS: &str = "blobs";
+    /// Container id → record.
+    pub const CONTAINERS: &str = "containers";
+    /// Blob id → tid at which it reached zero references.
+    pub const ZERO: &str = "zero";
+    /// Dataset id → record.
+    pub const DATASETS: &str = "datasets";
+    /// Object key → record.
+    pub const OBJECTS: &str = "objects";
+    /// Counters and settings.
+    pub const META: &str = "meta";
+    /// Every family, in creation order.
+    pub const ALL: [&str; 6] = [BLOBS, CONTAINERS, ZERO, DATASETS, OBJECTS, META];
+}
+
+/// Keys in the `meta` column family.
+pub mod meta {
+    /// The last committed transaction id.
+    pub const TID: &[u8] = b"tid";
+    /// The next container id to allocate (a lower bound; files on disk may be higher).
+    pub const NEXT_CONTAINER: &[u8] = b"next_container";
+}
+
+/// The open RocksDB database.
+pub struct Index {
+    db: DB,
+    path: PathBuf,
+    read_only: bool,
+}
+
+impl Index {
+    /// Opens (creating if needed, unless read-only) the index at `path`.
+    pub fn open(path: &Path, read_only: bool) -> Result<Index> {
+        let cache = Cache::new_lru_cache(64 << 20);
+        let mut db_options = Options::default();
+        db_options.create_if_missing(!read_only);
+        db_options.create_missing_column_families(!read_only);
+        db_options.set_max_open_files(512);
+        db_options.set_keep_log_file_num(4);
+        let descriptors = cf::ALL.iter().map(|name| {
+            let mut options = Options::default();
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_bloom_filter(10.0, false);
+            options.set_block_based_table_factory(&table);
+            if *name == cf::BLOBS {
+                // Keys are hashes and values mostly numbers: nothing to gain.
+                options.set_compression_type(DBCompressionType::None);
+                options.set_merge_operator(merge::NAME, merge::full_merge, merge::partial_merge);
+            } else {
+                options.set_compression_type(DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(*name, options)
+        });
+        let result = if read_only {
+            DB::open_cf_descriptors_read_only(&db_options, path, descriptors, false)
+        } else {
+            DB::open_cf_descriptors(&db_options, path, descriptors)
+        };
+        let db = result.map_err(|source| Error::Index { path: path.to_path_buf(), source })?;
+        Ok(Index { db, path: path.to_path_buf(), read_only })
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Maps a RocksDB error to the store's error.
+    pub fn err(&self, source: rocksdb::Error) -> Error {
+        Error::Index { path: self.path.clone(), source }
+    }
+
+    /// A column family handle.
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("every column family is opened with the index")
+    }
+
+    /// The blob's entry, merges applied.
+    pub fn blob(&self, id: &BlobId) -> Result<Option<IndexEntry>> {
+        match self.db.get_pinned_cf(self.cf(cf::BLOBS), id.as_bytes()).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(bytes) => decode_entry(id, &bytes).map(Some),
+        }
+    }
+
+    /// Entries for many blobs at once (RocksDB's batched multi-get).
+    pub fn blobs(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
+        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(cf::BLOBS), keys.iter().copied(), false)
+            .into_iter()
+            .zip(ids)
+            .map(|(result, id)| {
+                let value = result.map_err(|e| self.err(e))?;
+                match value {
+                    None => Ok(None),
+                    Some(bytes) => decode_entry(id, bytes.as_ref()).map(Some),
+                }
+            })
+            .collect()
+    }
+
+    /// A raw value.
+    pub fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(family), key).map_err(|e| self.err(e))
+    }
+
+    /// A `u64` counter in `meta` (0 when absent).
+    pub fn meta_u64(&self, key: &[u8]) -> Result<u64> {
+        Ok(self.get(cf::META, key)?.and_then(|bytes| bytes.try_into().ok().map(u64::from_le_bytes)).unwrap_or(0))
+    }
+
+    /// The last committed transaction id.
+    pub fn tid(&self) -> Result<Tid> {
+        self.meta_u64(meta::TID).map(Tid)
+    }
+
+    /// A container's record, if it was committed.
+    pub fn container(&self, id: ContainerId) -> Result<Option<ContainerRecord>> {
+        self.get(cf::CONTAINERS, &id.key())?
+            .map(|bytes| {
+                ContainerRecord::decode(&bytes).ok_or_else(|| Error::BadEntry {
+                    what: format!("container {id}"),
+                    reason: "does not decode".into(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Every key/value of a column family whose key starts with `prefix`, in key order.
+    pub fn scan<'a>(
+        &'a self,
+        family: &str,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a {
+        self.db
+            .iterator_cf(self.cf(family), IteratorMode::From(prefix, Direction::Forward))
+            .map(|item| item.map_err(|e| self.err(e)))
+            .take_while(move |item| item.as_ref().map_or(true, |(key, _)| key.starts_with(prefix)))
+    }
+
+    /// Applies a batch atomically; `sync` makes it durable before returning.
+    pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options).map_err(|e| self.err(e))
+    }
+
+    /// Puts one value without syncing (hints that are safe to lose).
+    pub fn put_unsynced(&self, family: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(family), key, value);
+        self.write(batch, false)
+    }
+}
+
+fn decode_entry(id: &BlobId, bytes: &[u8]) -> Result<IndexEntry> {
+    IndexEntry::decode(bytes).ok_or_else(|| Error::BadEntry {
+        what: format!("blob {id}"),
+        reason: format!("{} bytes instead of {}", bytes.len(), entry::ENTRY_LEN),
+    })
+}

@@ -1,0 +1,180 @@
+//! Streaming content into a session, and back out of the store, in parallel
+//! with bounded memory.
+//!
+//! In: one thread reads and chunks (FastCDC is sequential by nature) and
+//! hands batches of chunks over a bounded channel; the caller's thread hashes
+//! and compresses each batch on all cores (rayon), asks the index which
+//! chunks are new in one multi-get, and appends those to the session's
+//! containers in order. At most `QUEUE_DEPTH + 1` batches are in memory.
+//!
+//! Out: one thread walks the content list and reads, decompresses and
+//! verifies batches of chunks on all cores; the caller's thread writes them
+//! out in order.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::sync_channel;
+
+use rayon::prelude::*;
+
+use crate::container::encode_blob;
+use crate::content::{ContentBuilder, ContentEntry, ContentReader, ContentRef};
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind};
+use crate::session::WriteSession;
+use crate::store::Store;
+
+/// Chunks per batch (about 1 MiB at the default chunk size).
+const BATCH_CHUNKS: usize = 128;
+/// Batches waiting between the reading thread and the processing one.
+const QUEUE_DEPTH: usize = 2;
+
+/// Counts of one ingest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Chunks read.
+    pub chunks: u64,
+    /// Chunks that were new to the store and written.
+    pub new_chunks: u64,
+    /// Raw bytes of the new chunks.
+    pub new_bytes: u64,
+}
+
+/// Reads `source` to its end into `session` and returns its content list.
+/// `what` names the source in errors; `progress` is called with the bytes
+/// read after each batch.
+pub fn ingest<R: Read + Send>(
+    session: &mut WriteSession,
+    source: R,
+    what: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(ContentRef, IngestStats)> {
+    let chunker = session.chunker().clone();
+    let mut builder = ContentBuilder::new();
+    let mut stats = IngestStats::default();
+    std::thread::scope(|scope| {
+        let (sender, receiver) = sync_channel::<std::io::Result<Vec<Vec<u8>>>>(QUEUE_DEPTH);
+        scope.spawn(move || {
+            let mut stream = chunker.stream(source);
+            loop {
+                let mut batch = Vec::with_capacity(BATCH_CHUNKS);
+                let result = loop {
+                    match stream.next_chunk() {
+                        Ok(Some(chunk)) => {
+                            batch.push(chunk.data);
+                            if batch.len() == BATCH_CHUNKS {
+                                break Ok(false);
+                            }
+                        }
+                        Ok(None) => break Ok(true),
+                        Err(e) => break Err(e),
+                    }
+                };
+                let done = !matches!(result, Ok(false));
+                let message = result.map(|_| batch);
+                if sender.send(message).is_err() || done {
+                    return;
+                }
+            }
+        });
+        for message in receiver {
+            let batch = message.map_err(|source| Error::Input { what: what.to_string(), source })?;
+            store_batch(session, &mut builder, &mut stats, batch)?;
+            progress(stats.bytes_read);
+        }
+        Ok::<(), Error>(())
+    })?;
+    Ok((builder.finish(session)?, stats))
+}
+
+fn store_batch(
+    session: &mut WriteSession,
+    builder: &mut ContentBuilder,
+    stats: &mut IngestStats,
+    batch: Vec<Vec<u8>>,
+) -> Result<()> {
+    let ids: Vec<BlobId> = batch.par_iter().map(|data| BlobId::of(data)).collect();
+    let missing = session.missing(&ids)?;
+    let lengths: Vec<u64> = batch.iter().map(|data| data.len() as u64).collect();
+    let encoded: Vec<_> = batch
+        .into_par_iter()
+        .zip(ids.par_iter().zip(missing.par_iter()))
+        .filter(|(_, (_, missing))| **missing)
+        .map(|(data, (id, _))| encode_blob(*id, BlobKind::Data, data))
+        .collect();
+    for blob in &encoded {
+        stats.new_chunks += 1;
+        stats.new_bytes += blob.raw_len as u64;
+        session.write_blob(blob)?;
+    }
+    for (id, len) in ids.into_iter().zip(lengths) {
+        stats.chunks += 1;
+        stats.bytes_read += len;
+        builder.push(session, id, len)?;
+    }
+    Ok(())
+}
+
+/// Writes the content under `root` to `out`, every chunk checked against its
+/// id. `progress` is called with the bytes written so far.
+pub fn extract<W: Write>(
+    store: &Store,
+    root: BlobId,
+    out: &mut W,
+    what: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64> {
+    let mut written = 0u64;
+    std::thread::scope(|scope| {
+        let (sender, receiver) = sync_channel::<Result<Vec<Vec<u8>>>>(QUEUE_DEPTH);
+        scope.spawn(move || {
+            let mut reader = match ContentReader::new(store, root) {
+                Ok(reader) => reader,
+                Err(e) => {
+                    let _ = sender.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let batch = reader.next_batch(BATCH_CHUNKS).and_then(|entries| read_chunks(store, &entries));
+                let stop = batch.as_ref().map_or(true, |chunks| chunks.is_empty());
+                if sender.send(batch).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        for batch in receiver {
+            for chunk in batch? {
+                out.write_all(&chunk).map_err(|e| Error::Output { what: what.to_string(), source: e })?;
+                written += chunk.len() as u64;
+            }
+            progress(written);
+        }
+        Ok::<(), Error>(())
+    })?;
+    out.flush().map_err(|e| Error::Output { what: what.to_string(), source: e })?;
+    Ok(written)
+}
+
+/// Reads chunks in parallel, checking each against its id and length.
+pub fn read_chunks(store: &Store, entries: &[ContentEntry]) -> Result<Vec<Vec<u8>>> {
+    let ids: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
+    let located = store.index().blobs(&ids)?;
+    entries
+        .par_iter()
+        .zip(located.into_par_iter())
+        .map(|(entry, located)| {
+            let located = located.filter(|e| !e.is_orphan()).ok_or(Error::MissingBlob(entry.id))?;
+            let data = store.files().read_blob(located.container, &located.record(entry.id))?;
+            if data.len() as u64 != entry.len {
+                return Err(Error::Malformed {
+                    what: "content list",
+                    blob: entry.id,
+                    reason: format!("names a {}-byte chunk that is {} bytes", entry.len, data.len()),
+                });
+            }
+            Ok(data)
+        })
+        .collect()
+}

@@ -1,0 +1,36 @@
+//! cairn-store: the storage engine.
+//!
+//! Blobs (data chunks and metadata) are appended to containers, located
+//! through a RocksDB index that also holds their reference counts, and made
+//! visible only by a write session's commit (see [`session`]). On top sit
+//! objects, the flat key namespace (`put`, `get`, `clone`, `rm`), statistics
+//! and the integrity check.
+//!
+//! The store knows nothing of retention policy or the command line.
+
+pub mod check;
+pub mod commit;
+pub mod config;
+pub mod container;
+pub mod content;
+pub mod error;
+pub mod fault;
+pub mod ids;
+pub mod index;
+pub mod ingest;
+mod lock;
+pub mod objects;
+pub mod refs;
+pub mod session;
+pub mod stats;
+mod store;
+
+pub use cairn_chunker::{BlobId, ChunkerConfig};
+pub use check::{CheckOptions, CheckReport};
+pub use config::{DEFAULT_CONTAINER_SIZE, StoreConfig, StoreOptions};
+pub use error::{Error, Result};
+pub use ids::{BlobKind, ContainerId, SessionId, Tid};
+pub use objects::{ObjectInfo, ObjectRecord, PutOutcome};
+pub use session::WriteSession;
+pub use stats::StoreStats;
+pub use store::{OpenMode, Store};

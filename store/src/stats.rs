@@ -1,0 +1,106 @@
+//! Store-wide statistics (`cairn stats`): logical vs stored bytes, dedup and
+//! compression ratios, blobs by kind, containers and dead bytes.
+//!
+//! Computed by scanning the index (one pass over `blobs`, `containers` and
+//! `objects`); about a second per million blobs.
+
+use serde::Serialize;
+
+use crate::container::ContainerKind;
+use crate::error::Result;
+use crate::ids::{BlobId, BlobKind};
+use crate::index::{ContainerRecord, IndexEntry, cf};
+use crate::store::Store;
+
+/// Counts for one blob kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindStats {
+    /// Kind name.
+    pub kind: String,
+    /// Blobs with at least one reference.
+    pub blobs: u64,
+    /// Their plaintext bytes.
+    pub raw_bytes: u64,
+    /// Their stored bytes (compressed, without record headers).
+    pub stored_bytes: u64,
+    /// Blobs at zero references, waiting for the delete job.
+    pub garbage_blobs: u64,
+    /// Their stored bytes.
+    pub garbage_bytes: u64,
+}
+
+/// Everything `cairn stats` reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StoreStats {
+    /// Objects in the namespace.
+    pub objects: u64,
+    /// Sum of object sizes (what users put in).
+    pub logical_bytes: u64,
+    /// Sum of the plaintext of live data blobs (what is left after dedup).
+    pub unique_bytes: u64,
+    /// Total size of container files (what the disk holds).
+    pub stored_bytes: u64,
+    /// logical / unique.
+    pub dedup_ratio: f64,
+    /// live raw / live stored, over all blob kinds.
+    pub compression_ratio: f64,
+    /// Per blob kind.
+    pub kinds: Vec<KindStats>,
+    /// Committed containers.
+    pub containers: u64,
+    /// Of which metadata containers.
+    pub metadata_containers: u64,
+    /// Bytes in containers that no index entry names.
+    pub dead_bytes: u64,
+    /// Last committed tid.
+    pub tid: u64,
+}
+
+fn ratio(numerator: u64, denominator: u64) -> f64 {
+    if denominator == 0 { 1.0 } else { numerator as f64 / denominator as f64 }
+}
+
+impl Store {
+    /// Scans the index and returns the store's statistics.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let index = self.index();
+        let mut stats = StoreStats { tid: self.tid()?.0, ..StoreStats::default() };
+        let mut kinds: Vec<KindStats> =
+            BlobKind::ALL.iter().map(|k| KindStats { kind: k.name().to_string(), ..KindStats::default() }).collect();
+        for item in index.scan(cf::BLOBS, b"") {
+            let (key, value) = item?;
+            let Some(entry) = IndexEntry::decode(&value) else { continue };
+            if entry.is_orphan() || BlobId::from_slice(&key).is_none() {
+                continue;
+            }
+            let kind = &mut kinds[entry.kind as usize];
+            if entry.refs > 0 {
+                kind.blobs += 1;
+                kind.raw_bytes += entry.raw_len as u64;
+                kind.stored_bytes += entry.stored_len as u64;
+            } else {
+                kind.garbage_blobs += 1;
+                kind.garbage_bytes += entry.stored_len as u64;
+            }
+        }
+        for item in index.scan(cf::CONTAINERS, b"") {
+            let (_, value) = item?;
+            let Some(record) = ContainerRecord::decode(&value) else { continue };
+            stats.containers += 1;
+            stats.metadata_containers += (record.kind == ContainerKind::Metadata) as u64;
+            stats.stored_bytes += record.stored_bytes;
+            stats.dead_bytes += record.dead_bytes;
+        }
+        for object in self.objects("")? {
+            stats.objects += 1;
+            stats.logical_bytes += object.record.size;
+        }
+        stats.unique_bytes = kinds[BlobKind::Data as usize].raw_bytes;
+        stats.dedup_ratio = ratio(stats.logical_bytes, stats.unique_bytes);
+        let raw: u64 = kinds.iter().map(|k| k.raw_bytes).sum();
+        let stored: u64 = kinds.iter().map(|k| k.stored_bytes).sum();
+        stats.compression_ratio = ratio(raw, stored);
+        stats.kinds = kinds;
+        Ok(stats)
+    }
+}

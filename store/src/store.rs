@@ -1,0 +1,235 @@
+//! [`Store`]: an open store directory, shared by every session and reader in
+//! the process.
+//!
+//! ```text
+//! STORE/
+//!   config.json    settings fixed at creation (chunker, container size)
+//!   lock           flock'ed by the writing process; holds its pid
+//!   index/         RocksDB
+//!   containers/    XXXXX/<16 hex digits>: one file per container
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cairn_chunker::ChunkerConfig;
+
+use crate::config::{StoreConfig, StoreOptions};
+use crate::container::{ContainerFiles, container_id_of, sync_dir};
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, ContainerId, SessionId, Tid};
+use crate::index::{Index, IndexEntry, cf, meta};
+use crate::lock::WriterLock;
+use crate::session::WriteSession;
+
+/// How a store is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Exclusive writer: takes the lock and recovers from crashes.
+    Write,
+    /// Reader: no lock, index opened read-only; sees the store as of opening.
+    ReadOnly,
+}
+
+/// An open store. Cheap to clone; all clones share one index and lock.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+pub(crate) struct StoreInner {
+    pub(crate) root: PathBuf,
+    pub(crate) config: StoreConfig,
+    pub(crate) chunker: ChunkerConfig,
+    pub(crate) index: Index,
+    pub(crate) files: ContainerFiles,
+    /// Held while a commit (or anything else that lowers reference counts)
+    /// reads and writes the index; see `session.rs`.
+    pub(crate) commit_lock: Mutex<()>,
+    pub(crate) next_container: AtomicU64,
+    next_session: AtomicU64,
+    /// Running write sessions and the tid each started at (the delete job's
+    /// protection horizon).
+    pub(crate) sessions: Mutex<BTreeMap<SessionId, Tid>>,
+    _lock: Option<WriterLock>,
+}
+
+impl Store {
+    /// Creates a store at `root` (mode 0700), which must not hold one already.
+    pub fn create(root: &Path, options: &StoreOptions) -> Result<Store> {
+        if root.join("config.json").exists() {
+            return Err(Error::BadStore {
+                path: root.to_path_buf(),
+                reason: "a store already exists here; use it, or choose another --store".into(),
+            });
+        }
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(|e| Error::io("creating store directory", root, e))?;
+        for sub in ["containers", "index"] {
+            let path = root.join(sub);
+            DirBuilder::new().mode(0o700).create(&path).map_err(|e| Error::io("creating store directory", &path, e))?;
+        }
+        sync_dir(root)?;
+        StoreConfig::new(options).save(root)?;
+        Store::open(root, OpenMode::Write)
+    }
+
+    /// Opens the store at `root`, creating it with default options when it
+    /// does not exist (the first write to the default store).
+    pub fn open_or_create(root: &Path) -> Result<Store> {
+        if root.join("config.json").exists() {
+            Store::open(root, OpenMode::Write)
+        } else {
+            Store::create(root, &StoreOptions::default())
+        }
+    }
+
+    /// Opens an existing store.
+    pub fn open(root: &Path, mode: OpenMode) -> Result<Store> {
+        let config = StoreConfig::load(root)?;
+        let chunker = config.chunker()?;
+        let lock = match mode {
+            OpenMode::Write => Some(WriterLock::acquire(root)?),
+            OpenMode::ReadOnly => None,
+        };
+        let index = Index::open(&root.join("index"), mode == OpenMode::ReadOnly)?;
+        let files = ContainerFiles::new(root.join("containers"));
+        let inner = StoreInner {
+            root: root.to_path_buf(),
+            config,
+            chunker,
+            index,
+            files,
+            commit_lock: Mutex::new(()),
+            next_container: AtomicU64::new(0),
+            next_session: AtomicU64::new(1),
+            sessions: Mutex::new(BTreeMap::new()),
+            _lock: lock,
+        };
+        let next = if mode == OpenMode::Write { inner.recover()? } else { 0 };
+        inner.next_container.store(next, Ordering::SeqCst);
+        Ok(Store { inner: Arc::new(inner) })
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The store's chunker.
+    pub fn chunker(&self) -> &ChunkerConfig {
+        &self.inner.chunker
+    }
+
+    /// The index, for read-only inspection (statistics, checks).
+    pub fn index(&self) -> &Index {
+        &self.inner.index
+    }
+
+    /// Container files.
+    pub fn files(&self) -> &ContainerFiles {
+        &self.inner.files
+    }
+
+    /// The last committed transaction id.
+    pub fn tid(&self) -> Result<Tid> {
+        self.inner.index.tid()
+    }
+
+    /// Starts a write session.
+    pub fn session(&self) -> Result<WriteSession> {
+        if self.inner.index.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        let id = SessionId(self.inner.next_session.fetch_add(1, Ordering::SeqCst));
+        // Taking the commit lock orders the session's start against commits:
+        // the tid it records is one that no later commit can precede.
+        let start_tid = {
+            let _commit = self.inner.lock_commits();
+            let tid = self.inner.index.tid()?;
+            self.inner.sessions.lock().expect("session table poisoned").insert(id, tid);
+            tid
+        };
+        Ok(WriteSession::new(self.inner.clone(), id, start_tid))
+    }
+
+    /// The start tid of the oldest running session, if any.
+    pub fn oldest_session_tid(&self) -> Option<Tid> {
+        self.inner.sessions.lock().expect("session table poisoned").values().min().copied()
+    }
+
+    /// Reads one blob by id, checked against the id.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let entry = self.entry(id)?;
+        self.inner.files.read_blob(entry.container, &entry.record(*id))
+    }
+
+    /// A blob's index entry, or an error when it is missing.
+    pub fn entry(&self, id: &BlobId) -> Result<IndexEntry> {
+        match self.inner.index.blob(id)? {
+            Some(entry) if !entry.is_orphan() => Ok(entry),
+            _ => Err(Error::MissingBlob(*id)),
+        }
+    }
+}
+
+impl StoreInner {
+    pub(crate) fn lock_commits(&self) -> MutexGuard<'_, ()> {
+        self.commit_lock.lock().expect("commit lock poisoned")
+    }
+
+    /// Crash recovery, run when a writer opens the store: every container
+    /// file that no commit named (no record in `containers`) was being
+    /// written by a session that never committed. No index entry can point
+    /// into it, so it is deleted whole. Returns the next container id to
+    /// allocate: above every id on disk or in the index, so ids only grow.
+    fn recover(&self) -> Result<u64> {
+        let containers_dir = self.files.dir();
+        let mut next = self.index.meta_u64(meta::NEXT_CONTAINER)?;
+        for (key, _) in self.index.scan(cf::CONTAINERS, b"").collect::<Result<Vec<_>>>()? {
+            if let Some(id) = ContainerId::from_key(&key) {
+                next = next.max(id.0 + 1);
+            }
+        }
+        let mut removed = 0;
+        for shard in read_dir_paths(containers_dir)? {
+            for path in read_dir_paths(&shard)? {
+                let Some(id) = container_id_of(&path) else {
+                    continue;
+                };
+                next = next.max(id.0 + 1);
+                if self.index.container(id)?.is_none() {
+                    // An unsealed or never-committed container: nothing names it.
+                    tracing::info!(container = %id, "removing container left by an interrupted session");
+                    fs::remove_file(&path).map_err(|e| Error::io("removing uncommitted container", &path, e))?;
+                    removed += 1;
+                }
+            }
+            if removed > 0 {
+                sync_dir(&shard)?;
+            }
+        }
+        Ok(next)
+    }
+}
+
+fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    entries.map(|entry| entry.map(|e| e.path()).map_err(|e| Error::io("listing", dir, e))).collect()
+}

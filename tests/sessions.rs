@@ -1,0 +1,114 @@
+//! The commit protocol through the library API: racing sessions that write
+//! the same blobs, abandoned sessions, and a session whose process "dies"
+//! (its session is leaked, never committed nor cleaned up).
+
+use std::io::Cursor;
+
+use cairn_store::fault::CRASH_POINTS;
+use cairn_store::{CheckOptions, OpenMode, Store, StoreOptions};
+
+use crate::util::{Fixture, noise, text};
+
+fn new_store(dir: &tempfile::TempDir) -> Store {
+    let options = StoreOptions { container_size: 256 * 1024, ..StoreOptions::default() };
+    Store::create(&dir.path().join("store"), &options).unwrap()
+}
+
+fn assert_clean(store: &Store) {
+    let report = store.check(CheckOptions { read_data: true }).unwrap();
+    assert!(report.is_clean(), "check found problems: {:#?}", report.problems);
+}
+
+fn read(store: &Store, key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    store.get_object(key, &mut out, "test", &|_| {}).unwrap();
+    out
+}
+
+#[test]
+fn racing_sessions_writing_the_same_blobs_count_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(&dir);
+    let data = text(3 << 20, 21);
+    // Both sessions start before either commits: neither can dedup against
+    // the other, so both write every blob; the second commit must keep one
+    // copy, count its bytes dead, and leave counts exact.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let store = store.clone();
+            let data = data.clone();
+            std::thread::spawn(move || store.put_object(&format!("k{i}"), Cursor::new(data), "test", &|_| {}).unwrap())
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    for i in 0..4 {
+        assert_eq!(read(&store, &format!("k{i}")), data);
+    }
+    assert_clean(&store);
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.logical_bytes, 4 * data.len() as u64);
+    assert!(stats.unique_bytes == data.len() as u64, "unique {} for {}", stats.unique_bytes, data.len());
+}
+
+#[test]
+fn an_abandoned_session_leaves_no_files_and_no_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(&dir);
+    store.put_object("kept", Cursor::new(noise(1 << 20, 1)), "test", &|_| {}).unwrap();
+    let files_before = count_files(&store);
+    {
+        let mut session = store.session().unwrap();
+        cairn_store::ingest::ingest(&mut session, Cursor::new(noise(2 << 20, 2)), "test", &|_| {}).unwrap();
+        assert!(count_files(&store) > files_before, "the session wrote containers");
+        session.abort();
+    }
+    assert_eq!(count_files(&store), files_before);
+    assert_clean(&store);
+}
+
+/// Aborts `cairn put` at every crash point of the commit protocol in turn.
+#[test]
+fn a_crash_at_every_commit_step_keeps_committed_data_and_hides_the_rest() {
+    for point in CRASH_POINTS {
+        let fixture = Fixture::new();
+        fixture.ok(&["init", "--container-size", "256KiB"]);
+        let kept = noise(1 << 20, 3);
+        fixture.put("kept", &kept);
+        // Shares chunks with "kept" and adds new ones over several containers.
+        let mut mixed = kept.clone();
+        mixed.extend_from_slice(&noise(2 << 20, 4));
+        let file = fixture.file("mixed", &mixed);
+        let output = fixture.command(&["put", "mixed", &file]).env("CAIRN_CRASH_AT", point).output().unwrap();
+        assert!(!output.status.success(), "{point}: the put should have crashed");
+
+        let listed: serde_json::Value = serde_json::from_str(&fixture.ok(&["--json", "objects"])).unwrap();
+        let keys: Vec<&str> = listed.as_array().unwrap().iter().map(|o| o["key"].as_str().unwrap()).collect();
+        if point == "commit:written" {
+            assert_eq!(keys, ["kept", "mixed"], "{point}: a durable commit is visible");
+            assert_eq!(fixture.get("mixed"), mixed);
+        } else {
+            assert_eq!(keys, ["kept"], "{point}: nothing uncommitted is visible");
+        }
+        assert_eq!(fixture.get("kept"), kept, "{point}");
+        fixture.ok(&["check"]);
+
+        // The next writer removes what the crashed session left, and reuses no ids.
+        fixture.put("after", &noise(1 << 20, 5));
+        let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+        assert_eq!(count_files(&store), store.stats().unwrap().containers, "{point}: leftovers remain");
+        assert_clean(&store);
+    }
+}
+
+fn count_files(store: &Store) -> u64 {
+    fn walk(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| if e.file_type().unwrap().is_dir() { walk(&e.path()) } else { 1 })
+            .sum()
+    }
+    walk(store.files().dir())
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary, one module per topic. They drive the real
+//! `cairn` binary (and, where a test needs to reach inside, the public
+//! library API) against stores in temporary directories.
+
+mod util;
+
+mod cli_errors;
+mod corruption;
+mod crash;
+mod objects;
+mod sessions;

@@ -1,0 +1,144 @@
+//! Shared test helpers: running the binary, making data, reading stats.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A temporary store directory (removed on drop) and the binary to drive it.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture { dir: tempfile::tempdir().expect("temporary directory") }
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A `cairn` command aimed at this fixture's store.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        command.arg("--store").arg(self.store()).args(args);
+        command.env_remove("CAIRN_STORE").stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `cairn ARGS`; returns the output whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cairn runs")
+    }
+
+    /// Runs `cairn ARGS` and insists that it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "cairn {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    /// Runs `cairn ARGS`, insists that it fails, and returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(!output.status.success(), "cairn {args:?} should have failed");
+        assert_eq!(output.status.code(), Some(1), "errors exit with 1");
+        String::from_utf8(output.stderr).expect("utf-8 output")
+    }
+
+    /// `cairn --json stats`, parsed.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["--json", "stats"])).expect("stats is JSON")
+    }
+
+    /// Bytes of container files on disk, by walking the directory.
+    pub fn stored_bytes(&self) -> u64 {
+        walk_size(&self.store().join("containers"))
+    }
+
+    /// Writes `data` to a file in the fixture and returns its path as a string.
+    pub fn file(&self, name: &str, data: &[u8]) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, data).expect("write test file");
+        path.to_str().expect("utf-8 path").to_string()
+    }
+
+    /// Puts `data` under `key` through the binary.
+    pub fn put(&self, key: &str, data: &[u8]) {
+        let file = self.file(&format!("{}.in", key.replace('/', "_")), data);
+        self.ok(&["put", key, &file]);
+    }
+
+    /// Gets `key` through the binary.
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        let out = self.path(&format!("{}.out", key.replace('/', "_")));
+        self.ok(&["get", key, out.to_str().unwrap()]);
+        std::fs::read(out).expect("read got file")
+    }
+}
+
+fn walk_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() { walk_size(&e.path()) } else { meta.len() }
+        })
+        .sum()
+}
+
+/// Reproducible pseudo-random bytes that do not compress (xorshift).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Text-like bytes that compress about 3:1 and still chunk by content.
+pub fn text(len: usize, seed: u64) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "cairn",
+        "store",
+        "chunk",
+        "blob",
+        "tree",
+        "backup",
+        "restore",
+        "version",
+        "container",
+        "index",
+        "reference",
+        "dataset",
+        "manifest",
+        "mirror",
+        "retain",
+        "compact",
+    ];
+    let random = noise(len / 4 + 16, seed);
+    let mut out = Vec::with_capacity(len + 16);
+    let mut i = 0;
+    while out.len() < len {
+        out.extend_from_slice(WORDS[(random[i % random.len()] & 15) as usize].as_bytes());
+        out.push(if random[(i + 1) % random.len()] & 7 == 0 { b'\n' } else { b' ' });
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
