@@ -4,28 +4,13 @@
 //!
 //! `cargo bench --bench chunk_hash_compress`
 
+mod common;
+
 use cairn_chunker::{BlobId, ChunkerConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn data(len: usize) -> Vec<u8> {
-    let words = ["cairn ", "store ", "chunk ", "blob ", "tree\n", "backup ", "restore ", "index "];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(words[(state % 8) as usize].as_bytes());
-        if state % 5 == 0 {
-            out.extend_from_slice(&state.to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
-}
-
 fn stages(c: &mut Criterion) {
-    let input = data(32 << 20);
+    let input = common::text_like(32 << 20, 0x2545_f491_4f6c_dd1d);
     let config = ChunkerConfig::default_cdc();
     let chunks: Vec<Vec<u8>> = config.stream(&input[..]).map(|c| c.unwrap().data).collect();
     let mut group = c.benchmark_group("ingest");

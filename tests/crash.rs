@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use crate::util::{Fixture, noise, text};
+use crate::util::{Fixture, count_files, noise, text};
 
 /// Kills `cairn put` at 20 random moments and checks the store after each.
 #[test]
@@ -75,12 +75,4 @@ fn sigkill_during_put_loses_nothing_committed() {
     let files = count_files(&fixture.store().join("containers"));
     assert_eq!(files, stats["containers"].as_u64().unwrap(), "uncommitted containers were left behind");
     fixture.ok(&["check", "--read-data"]);
-}
-
-fn count_files(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| if e.file_type().unwrap().is_dir() { count_files(&e.path()) } else { 1 })
-        .sum()
 }

@@ -5,6 +5,7 @@
 mod util;
 
 mod cli_errors;
+mod content;
 mod corruption;
 mod crash;
 mod objects;

@@ -142,3 +142,12 @@ pub fn text(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Files below `dir`, recursively (containers on disk).
+pub fn count_files(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| if e.file_type().unwrap().is_dir() { count_files(&e.path()) } else { 1 })
+        .sum()
+}

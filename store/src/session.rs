@@ -31,6 +31,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
 
 use crate::commit::{Commit, Resolution};
 use crate::container::{ContainerKind, ContainerWriter, EncodedBlob, TableEntry, encode_blob};
@@ -38,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::fault::crash_point;
 use crate::ids::{BlobId, BlobKind, ContainerId, SessionId, Tid};
 use crate::index::{ContainerRecord, cf, meta};
-use crate::store::StoreInner;
+use crate::store::{Store, StoreInner};
 
 /// Where a blob this session wrote lives.
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +57,12 @@ struct Sealed {
     n_blobs: u64,
 }
 
+/// Full containers being sealed in the background at once: sealing ends in
+/// an fdatasync and a directory fsync, which would otherwise stall ingest
+/// for each container. The commit waits for all of them before it takes the
+/// commit lock.
+const MAX_SEALING: usize = 4;
+
 /// One writer's unit of work; see the module documentation.
 pub struct WriteSession {
     store: Arc<StoreInner>,
@@ -64,6 +71,7 @@ pub struct WriteSession {
     data: Option<ContainerWriter>,
     metadata: Option<ContainerWriter>,
     sealed: Vec<Sealed>,
+    sealing: Vec<(ContainerId, JoinHandle<Result<Sealed>>)>,
     written: HashMap<BlobId, Written>,
     children: HashMap<BlobId, Vec<BlobId>>,
     bytes_written: u64,
@@ -79,6 +87,7 @@ impl WriteSession {
             data: None,
             metadata: None,
             sealed: Vec::new(),
+            sealing: Vec::new(),
             written: HashMap::new(),
             children: HashMap::new(),
             bytes_written: 0,
@@ -113,10 +122,11 @@ impl WriteSession {
     }
 
     /// Appends an encoded data blob (or a metadata blob without children).
-    /// A blob this session wrote already is skipped.
-    pub fn write_blob(&mut self, blob: &EncodedBlob) -> Result<()> {
+    /// A blob this session wrote already is skipped; returns whether it was
+    /// appended.
+    pub fn write_blob(&mut self, blob: &EncodedBlob) -> Result<bool> {
         if self.written.contains_key(&blob.id) {
-            return Ok(());
+            return Ok(false);
         }
         let container_size = self.store.config.container_size;
         let kind = ContainerKind::for_blob(blob.kind);
@@ -127,8 +137,7 @@ impl WriteSession {
         };
         if slot.as_ref().is_some_and(|w| !w.is_empty() && w.len() + record_len > container_size) {
             let full = slot.take().expect("checked above");
-            self.seal(full)?;
-            crash_point("session:container-sealed");
+            self.seal_in_background(full)?;
         }
         let slot = match kind {
             ContainerKind::Data => &mut self.data,
@@ -142,7 +151,7 @@ impl WriteSession {
         let record = writer.append(blob)?;
         self.bytes_written += record_len;
         self.written.insert(blob.id, Written { container: writer.id(), record });
-        Ok(())
+        Ok(true)
     }
 
     /// Stores a metadata blob (a content-list piece or a tree) naming
@@ -158,22 +167,41 @@ impl WriteSession {
         Ok(id)
     }
 
-    /// Seals the open containers (footer, fdatasync, directory fsync).
+    /// Seals the open containers and waits for the background seals.
     fn seal_open(&mut self) -> Result<()> {
         for writer in [self.data.take(), self.metadata.take()].into_iter().flatten() {
-            self.seal(writer)?;
+            self.seal_in_background(writer)?;
+        }
+        while !self.sealing.is_empty() {
+            self.join_oldest_seal()?;
         }
         Ok(())
     }
 
-    fn seal(&mut self, writer: ContainerWriter) -> Result<()> {
-        let sealed = writer.seal()?;
-        self.sealed.push(Sealed {
-            id: sealed.id,
-            kind: sealed.kind,
-            len: sealed.len,
-            n_blobs: sealed.table.len() as u64,
+    /// Hands a full container to a sealing thread, first waiting for the
+    /// oldest one when `MAX_SEALING` are in flight (this bounds open files and
+    /// buffered bytes when the disk is slower than ingest).
+    fn seal_in_background(&mut self, writer: ContainerWriter) -> Result<()> {
+        if self.sealing.len() >= MAX_SEALING {
+            self.join_oldest_seal()?;
+        }
+        let id = writer.id();
+        let handle = std::thread::spawn(move || {
+            let sealed = writer.seal()?;
+            crash_point("session:container-sealed");
+            Ok(Sealed { id: sealed.id, kind: sealed.kind, len: sealed.len, n_blobs: sealed.table.len() as u64 })
         });
+        self.sealing.push((id, handle));
+        Ok(())
+    }
+
+    fn join_oldest_seal(&mut self) -> Result<()> {
+        let (id, handle) = self.sealing.remove(0);
+        let sealed = handle.join().map_err(|_| Error::BadStore {
+            path: self.store.files.path(id),
+            reason: "the thread sealing this container panicked".into(),
+        })?;
+        self.sealed.push(sealed?);
         Ok(())
     }
 
@@ -233,6 +261,12 @@ impl WriteSession {
         for writer in [self.data.take(), self.metadata.take()].into_iter().flatten() {
             writer.discard()?;
         }
+        for (id, handle) in self.sealing.drain(..) {
+            // Sealed or not, the file is this session's to remove.
+            let _ = handle.join();
+            let path = self.store.files.path(id);
+            std::fs::remove_file(&path).map_err(|e| Error::io("removing abandoned container", &path, e))?;
+        }
         for sealed in self.sealed.drain(..) {
             let path = self.store.files.path(sealed.id);
             std::fs::remove_file(&path).map_err(|e| Error::io("removing abandoned container", &path, e))?;
@@ -257,5 +291,10 @@ impl WriteSession {
     /// The store's chunker.
     pub fn chunker(&self) -> &cairn_chunker::ChunkerConfig {
         &self.store.chunker
+    }
+
+    /// The store this session writes to.
+    pub fn store(&self) -> Store {
+        Store { inner: self.store.clone() }
     }
 }

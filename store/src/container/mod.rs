@@ -7,6 +7,7 @@
 //! alone is enough to rebuild the index entries of its blobs. The byte layout
 //! is in `docs/format.md`.
 
+mod direct;
 mod encode;
 mod format;
 mod reader;

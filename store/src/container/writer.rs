@@ -5,11 +5,12 @@
 //! before any index entry may name it. A crash before sealing leaves a file
 //! that no commit names; opening the store deletes it.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::container::container_path;
+use crate::container::direct::DirectFile;
 use crate::container::encode::EncodedBlob;
 use crate::container::format::{
     ContainerKind, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, TRAILER_LEN, TableEntry, encode_header,
@@ -22,7 +23,7 @@ pub struct ContainerWriter {
     id: ContainerId,
     kind: ContainerKind,
     path: PathBuf,
-    file: BufWriter<File>,
+    file: DirectFile,
     hasher: blake3::Hasher,
     len: u64,
     table: Vec<TableEntry>,
@@ -52,20 +53,9 @@ impl ContainerWriter {
             fs::create_dir_all(shard).map_err(|e| Error::io("creating container directory", shard, e))?;
             sync_dir(containers_dir)?;
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io("creating container", &path, e))?;
-        let mut writer = ContainerWriter {
-            id,
-            kind,
-            path,
-            file: BufWriter::with_capacity(256 * 1024, file),
-            hasher: blake3::Hasher::new(),
-            len: 0,
-            table: Vec::new(),
-        };
+        let file = DirectFile::create_new(&path).map_err(|e| Error::io("creating container", &path, e))?;
+        let mut writer =
+            ContainerWriter { id, kind, path, file, hasher: blake3::Hasher::new(), len: 0, table: Vec::new() };
         writer.write(&encode_header(kind, id.0))?;
         Ok(writer)
     }
@@ -124,8 +114,7 @@ impl ContainerWriter {
         tail[..32].copy_from_slice(digest.as_bytes());
         tail[32..].copy_from_slice(&MAGIC);
         self.write(&tail)?;
-        let file = self.file.into_inner().map_err(|e| Error::io("writing container", &self.path, e.into_error()))?;
-        file.sync_data().map_err(|e| Error::io("syncing container", &self.path, e))?;
+        self.file.finish().map_err(|e| Error::io("writing container", &self.path, e))?;
         sync_dir(self.path.parent().expect("container paths have a parent"))?;
         debug_assert!(self.len >= (HEADER_LEN + TRAILER_LEN) as u64);
         Ok(SealedContainer { id: self.id, kind: self.kind, len: self.len, table: self.table })

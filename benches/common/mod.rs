@@ -1,0 +1,20 @@
+//! Data shared by the benchmarks.
+
+/// Text-like bytes (words from a small vocabulary, a few binary runs) that
+/// compress about 2:1 and chunk by content. Reproducible for a given seed.
+pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
+    let words = ["cairn ", "store ", "chunk ", "blob ", "tree\n", "backup ", "restore ", "index "];
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(words[(state % 8) as usize].as_bytes());
+        if state % 5 == 0 {
+            out.extend_from_slice(&state.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
