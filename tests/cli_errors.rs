@@ -3,7 +3,7 @@
 
 use cairn_store::{OpenMode, Store};
 
-use crate::util::{Fixture, text};
+use crate::util::{Fixture, command_on, succeed, text};
 
 #[test]
 fn missing_store_is_explained() {
@@ -81,4 +81,60 @@ fn get_into_a_closed_pipe_is_not_an_error() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0", "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A tmpfs mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` at `path`; `None` when this process may not mount.
+    fn mount(path: std::path::PathBuf, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallDisk { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// A put that fills the disk fails with a plain message, leaves no partial
+/// containers behind, and loses nothing committed. Needs permission to
+/// mount a small tmpfs (CI runs as root); elsewhere it says so and stops.
+#[test]
+fn full_disk_fails_cleanly_and_loses_nothing() {
+    let fixture = Fixture::new();
+    let Some(disk) = SmallDisk::mount(fixture.path("disk"), "24m") else {
+        eprintln!("full_disk_fails_cleanly_and_loses_nothing: cannot mount a tmpfs here (not root); not run");
+        return;
+    };
+    let store = disk.path.join("store");
+    let small = crate::util::noise(2 << 20, 1);
+    let small_file = fixture.file("small", &small);
+    succeed(command_on(&store, &["put", "small", &small_file]));
+
+    let big_file = fixture.file("big", &crate::util::noise(64 << 20, 2));
+    let output = command_on(&store, &["put", "big", &big_file]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("disk is full"), "{error}");
+    assert!(error.contains("nothing committed was lost"), "{error}");
+
+    // What committed is intact, and the failed session's files are gone, so
+    // there is room again.
+    let out = fixture.path("small.out");
+    succeed(command_on(&store, &["get", "small", out.to_str().unwrap()]));
+    assert!(std::fs::read(&out).unwrap() == small);
+    succeed(command_on(&store, &["check", "--read-data"]));
+    succeed(command_on(&store, &["put", "small-again", &small_file]));
 }

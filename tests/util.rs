@@ -23,10 +23,7 @@ impl Fixture {
 
     /// A `cairn` command aimed at this fixture's store.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        command.arg("--store").arg(self.store()).args(args);
-        command.env_remove("CAIRN_STORE").stdin(Stdio::null());
-        command
+        command_on(&self.store(), args)
     }
 
     /// Runs `cairn ARGS`; returns the output whatever the exit code.
@@ -36,15 +33,7 @@ impl Fixture {
 
     /// Runs `cairn ARGS` and insists that it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "cairn {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8 output")
+        succeed(self.command(args))
     }
 
     /// Runs `cairn ARGS`, insists that it fails, and returns stderr.
@@ -84,6 +73,27 @@ impl Fixture {
         self.ok(&["get", key, out.to_str().unwrap()]);
         std::fs::read(out).expect("read got file")
     }
+}
+
+/// A `cairn` command aimed at the store at `store`.
+pub fn command_on(store: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command.arg("--store").arg(store).args(args);
+    command.env_remove("CAIRN_STORE").stdin(Stdio::null());
+    command
+}
+
+/// Runs a command and insists that it succeeds; returns stdout.
+pub fn succeed(mut command: Command) -> String {
+    let output = command.output().expect("cairn runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
 fn walk_size(dir: &Path) -> u64 {

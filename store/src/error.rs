@@ -13,30 +13,30 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O error on a named file.
-    #[error("{}: {action}: {}", path.display(), describe_io(source))]
+    #[error("{}: {action}: {}", path.display(), describe_io(cause))]
     Io {
         /// What was being done ("reading", "creating container", ...).
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error (already part of the message, so not a `source`).
+        cause: io::Error,
     },
     /// Reading input for the store failed (a source file or stdin).
-    #[error("reading {what}: {}", describe_io(source))]
+    #[error("reading {what}: {}", describe_io(cause))]
     Input {
         /// What was being read.
         what: String,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error (already part of the message, so not a `source`).
+        cause: io::Error,
     },
     /// Writing output failed (a file being restored, stdout).
-    #[error("writing {what}: {}", describe_io(source))]
+    #[error("writing {what}: {}", describe_io(cause))]
     Output {
         /// What was being written.
         what: String,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error (already part of the message, so not a `source`).
+        cause: io::Error,
     },
     /// Another process holds the store for writing.
     #[error(
@@ -115,12 +115,12 @@ pub enum Error {
     #[error("the store is open read-only")]
     ReadOnly,
     /// RocksDB failed.
-    #[error("index (RocksDB) at {}: {source}", path.display())]
+    #[error("index (RocksDB) at {}: {cause}", path.display())]
     Index {
         /// The index directory.
         path: PathBuf,
-        /// RocksDB's error.
-        source: rocksdb::Error,
+        /// RocksDB's error (already part of the message).
+        cause: rocksdb::Error,
     },
     /// A record in the index does not decode.
     #[error("index entry {what} is malformed: {reason}; run `cairn check`")]
@@ -138,19 +138,19 @@ pub enum Error {
 impl Error {
     /// An I/O error with the file and the action that failed.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
-        Error::Io { action, path: path.into(), source }
+        Error::Io { action, path: path.into(), cause: source }
     }
 
     /// True when output went to a closed pipe (`cairn get KEY - | head`).
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Output { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+        matches!(self, Error::Output { cause, .. } if cause.kind() == io::ErrorKind::BrokenPipe)
     }
 
     /// True when the error is a full disk, so callers can say so plainly.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            Error::Io { source, .. } | Error::Input { source, .. } | Error::Output { source, .. } => {
-                source.raw_os_error() == Some(libc::ENOSPC)
+            Error::Io { cause, .. } | Error::Input { cause, .. } | Error::Output { cause, .. } => {
+                cause.raw_os_error() == Some(libc::ENOSPC)
             }
             _ => false,
         }

@@ -99,7 +99,7 @@ pub fn ingest<R: Read + Send>(
         scope.spawn(move || {
             for batch in raw_receiver {
                 let prepared = batch
-                    .map_err(|source| Error::Input { what: what.to_string(), source })
+                    .map_err(|source| Error::Input { what: what.to_string(), cause: source })
                     .and_then(|batch| prepare(&store, batch));
                 let failed = prepared.is_err();
                 if prepared_sender.send(prepared).is_err() || failed {
@@ -171,14 +171,14 @@ pub fn extract<W: Write>(
         });
         for batch in receiver {
             for chunk in batch? {
-                out.write_all(&chunk).map_err(|e| Error::Output { what: what.to_string(), source: e })?;
+                out.write_all(&chunk).map_err(|e| Error::Output { what: what.to_string(), cause: e })?;
                 written += chunk.len() as u64;
             }
             progress(written);
         }
         Ok::<(), Error>(())
     })?;
-    out.flush().map_err(|e| Error::Output { what: what.to_string(), source: e })?;
+    out.flush().map_err(|e| Error::Output { what: what.to_string(), cause: e })?;
     Ok(written)
 }
 

@@ -96,8 +96,11 @@ impl Store {
     ) -> Result<PutOutcome> {
         check_key(key)?;
         let mut session = self.session()?;
+        let started = std::time::Instant::now();
         let (content, stats) = ingest(&mut session, source, what, progress)?;
         let bytes_stored = session.bytes_written();
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), chunks = stats.chunks, "ingested {key}");
+        let started = std::time::Instant::now();
         let (tid, (record, replaced)) = session.commit(|commit| {
             let old = record_in(commit, key)?;
             let record =
@@ -110,6 +113,7 @@ impl Store {
             Ok((record, old.is_some()))
         })?;
         debug_assert_eq!(record.tid, tid);
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), %tid, "committed {key}");
         Ok(PutOutcome { object: ObjectInfo { key: key.to_string(), record }, stats, bytes_stored, replaced })
     }
 

@@ -89,7 +89,7 @@ impl Index {
         } else {
             DB::open_cf_descriptors(&db_options, path, descriptors)
         };
-        let db = result.map_err(|source| Error::Index { path: path.to_path_buf(), source })?;
+        let db = result.map_err(|source| Error::Index { path: path.to_path_buf(), cause: source })?;
         Ok(Index { db, path: path.to_path_buf(), read_only })
     }
 
@@ -100,7 +100,7 @@ impl Index {
 
     /// Maps a RocksDB error to the store's error.
     pub fn err(&self, source: rocksdb::Error) -> Error {
-        Error::Index { path: self.path.clone(), source }
+        Error::Index { path: self.path.clone(), cause: source }
     }
 
     /// A column family handle.
