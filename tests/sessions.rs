@@ -59,8 +59,8 @@ fn an_abandoned_session_leaves_no_files_and_no_entries() {
     store.put_object("kept", Cursor::new(noise(1 << 20, 1)), "test", &|_| {}).unwrap();
     let files_before = count_files(store.files().dir());
     {
-        let mut session = store.session().unwrap();
-        cairn_store::ingest::ingest(&mut session, Cursor::new(noise(2 << 20, 2)), "test", &|_| {}).unwrap();
+        let session = store.session().unwrap();
+        cairn_store::ingest::ingest(&session, Cursor::new(noise(2 << 20, 2)), "test", &|_| {}).unwrap();
         assert!(count_files(store.files().dir()) > files_before, "the session wrote containers");
         session.abort();
     }

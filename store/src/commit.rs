@@ -113,11 +113,12 @@ impl Resolution {
         let mut existing: HashMap<BlobId, i64> = HashMap::new();
         let mut pending: Vec<Vec<BlobId>> = vec![commit.adds.clone()];
         while let Some(ids) = pending.pop() {
-            let unknown: Vec<BlobId> = ids
+            let mut unknown: Vec<BlobId> = ids
                 .iter()
                 .filter(|id| !resolution.inserted.contains_key(id) && !existing.contains_key(id))
                 .copied()
                 .collect();
+            unknown.sort_unstable();
             for (id, entry) in unknown.iter().zip(index.blobs(&unknown)?) {
                 if let Some(entry) = entry.filter(|e| !e.is_orphan()) {
                     existing.insert(*id, entry.refs);
@@ -172,7 +173,11 @@ impl Resolution {
     /// Adds the entries, deltas and zero-queue entries to `batch`.
     pub(crate) fn write_to(&self, index: &Index, batch: &mut WriteBatch, tid: Tid) {
         let blobs = index.cf(cf::BLOBS);
-        for (id, entry) in &self.inserted {
+        // In key order: RocksDB's memtable inserts sorted keys much faster
+        // (each insert starts from where the last one ended).
+        let mut inserted: Vec<_> = self.inserted.iter().collect();
+        inserted.sort_unstable_by_key(|(id, _)| **id);
+        for (id, entry) in inserted {
             batch.put_cf(blobs, id.as_bytes(), entry.encode());
         }
         for (id, delta) in &self.deltas {

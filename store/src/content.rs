@@ -117,12 +117,12 @@ impl ContentBuilder {
     }
 
     /// Appends a chunk (already stored or deduplicated by the caller).
-    pub fn push(&mut self, session: &mut WriteSession, id: BlobId, len: u64) -> Result<()> {
+    pub fn push(&mut self, session: &WriteSession, id: BlobId, len: u64) -> Result<()> {
         self.total += len;
         self.push_at(session, 0, ContentEntry { id, len })
     }
 
-    fn push_at(&mut self, session: &mut WriteSession, level: usize, entry: ContentEntry) -> Result<()> {
+    fn push_at(&mut self, session: &WriteSession, level: usize, entry: ContentEntry) -> Result<()> {
         if self.levels.len() <= level {
             self.levels.push(Vec::new());
         }
@@ -136,7 +136,7 @@ impl ContentBuilder {
     }
 
     /// Writes the unfinished piece at `level` and returns its entry.
-    fn flush(&mut self, session: &mut WriteSession, level: usize) -> Result<ContentEntry> {
+    fn flush(&mut self, session: &WriteSession, level: usize) -> Result<ContentEntry> {
         let piece = Piece { level: level as u8, entries: std::mem::take(&mut self.levels[level]) };
         let len = piece.len();
         let id = session.write_metadata(BlobKind::ContentList, piece.encode(), piece.children())?;
@@ -144,7 +144,7 @@ impl ContentBuilder {
     }
 
     /// Writes the remaining pieces and returns the root.
-    pub fn finish(mut self, session: &mut WriteSession) -> Result<ContentRef> {
+    pub fn finish(mut self, session: &WriteSession) -> Result<ContentRef> {
         let mut level = 0;
         loop {
             if self.levels.len() <= level {

@@ -12,7 +12,7 @@
 //! out in order.
 
 use std::io::{Read, Write};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use rayon::prelude::*;
 
@@ -62,7 +62,7 @@ struct Prepared {
 /// written once (`write_blob` skips what the session wrote): rare, and
 /// harmless.
 pub fn ingest<R: Read + Send>(
-    session: &mut WriteSession,
+    session: &WriteSession,
     source: R,
     what: &str,
     progress: &(dyn Fn(u64) + Sync),
@@ -74,28 +74,7 @@ pub fn ingest<R: Read + Send>(
     std::thread::scope(|scope| {
         let (raw_sender, raw_receiver) = sync_channel::<std::io::Result<Vec<Vec<u8>>>>(QUEUE_DEPTH);
         let (prepared_sender, prepared_receiver) = sync_channel::<Result<Vec<Prepared>>>(QUEUE_DEPTH);
-        scope.spawn(move || {
-            let mut stream = chunker.stream(source);
-            loop {
-                let mut batch = Vec::with_capacity(BATCH_CHUNKS);
-                let result = loop {
-                    match stream.next_chunk() {
-                        Ok(Some(chunk)) => {
-                            batch.push(chunk.data);
-                            if batch.len() == BATCH_CHUNKS {
-                                break Ok(false);
-                            }
-                        }
-                        Ok(None) => break Ok(true),
-                        Err(e) => break Err(e),
-                    }
-                };
-                let done = !matches!(result, Ok(false));
-                if raw_sender.send(result.map(|_| batch)).is_err() || done {
-                    return;
-                }
-            }
-        });
+        scope.spawn(move || chunk_batches(chunker.stream(source), &raw_sender));
         scope.spawn(move || {
             for batch in raw_receiver {
                 let prepared = batch
@@ -108,22 +87,121 @@ pub fn ingest<R: Read + Send>(
             }
         });
         for prepared in prepared_receiver {
-            for chunk in prepared? {
-                if let Some(blob) = &chunk.encoded {
-                    if session.write_blob(blob)? {
-                        stats.new_chunks += 1;
-                        stats.new_bytes += blob.raw_len as u64;
-                    }
-                }
-                stats.chunks += 1;
-                stats.bytes_read += chunk.len;
-                builder.push(session, chunk.id, chunk.len)?;
-            }
+            store_prepared(session, &mut builder, &mut stats, prepared?)?;
             progress(stats.bytes_read);
         }
         Ok::<(), Error>(())
     })?;
     Ok((builder.finish(session)?, stats))
+}
+
+/// Files up to this size are read whole and chunked on the calling thread;
+/// bigger ones get a chunking thread of their own, so chunking overlaps
+/// hashing and compression.
+const SMALL_FILE: u64 = 4 << 20;
+
+/// Reads one file of a backup into `session`; meant to run on a rayon
+/// worker, many files at once. `size` is what `lstat` said (a hint).
+/// `progress` is called with the bytes of each batch as it is stored.
+pub fn ingest_file<R: Read + Send>(
+    session: &WriteSession,
+    mut source: R,
+    size: u64,
+    what: &str,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(ContentRef, IngestStats)> {
+    let store = session.store();
+    let chunker = session.chunker().clone();
+    let mut builder = ContentBuilder::new();
+    let mut stats = IngestStats::default();
+    let input = |cause| Error::Input { what: what.to_string(), cause };
+    if size <= SMALL_FILE {
+        // One byte past the expected size is enough to see that the file
+        // grew (the caller then skips it as changed), and bounds memory.
+        let mut data = Vec::with_capacity(size as usize);
+        (&mut source).take(size + 1).read_to_end(&mut data).map_err(input)?;
+        let mut batch = Vec::new();
+        for chunk in chunker.stream(data.as_slice()) {
+            batch.push(chunk.map_err(input)?.data);
+            if batch.len() == BATCH_CHUNKS {
+                store_batch(session, &store, &mut builder, &mut stats, std::mem::take(&mut batch), progress)?;
+            }
+        }
+        store_batch(session, &store, &mut builder, &mut stats, batch, progress)?;
+    } else {
+        std::thread::scope(|scope| {
+            let (sender, receiver) = sync_channel::<std::io::Result<Vec<Vec<u8>>>>(QUEUE_DEPTH);
+            scope.spawn(move || chunk_batches(chunker.stream(source), &sender));
+            for batch in receiver {
+                store_batch(session, &store, &mut builder, &mut stats, batch.map_err(input)?, progress)?;
+            }
+            Ok::<(), Error>(())
+        })?;
+    }
+    Ok((builder.finish(session)?, stats))
+}
+
+/// Prepares a batch on all cores and stores it.
+fn store_batch(
+    session: &WriteSession,
+    store: &Store,
+    builder: &mut ContentBuilder,
+    stats: &mut IngestStats,
+    batch: Vec<Vec<u8>>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    let before = stats.bytes_read;
+    store_prepared(session, builder, stats, prepare(store, batch)?)?;
+    progress(stats.bytes_read - before);
+    Ok(())
+}
+
+/// Sends the stream's chunks in batches of `BATCH_CHUNKS` until it ends,
+/// fails, or the receiver hangs up.
+fn chunk_batches<R: Read>(
+    mut stream: cairn_chunker::ChunkStream<R>,
+    sender: &SyncSender<std::io::Result<Vec<Vec<u8>>>>,
+) {
+    loop {
+        let mut batch = Vec::with_capacity(BATCH_CHUNKS);
+        let result = loop {
+            match stream.next_chunk() {
+                Ok(Some(chunk)) => {
+                    batch.push(chunk.data);
+                    if batch.len() == BATCH_CHUNKS {
+                        break Ok(false);
+                    }
+                }
+                Ok(None) => break Ok(true),
+                Err(e) => break Err(e),
+            }
+        };
+        let done = !matches!(result, Ok(false));
+        if sender.send(result.map(|_| batch)).is_err() || done {
+            return;
+        }
+    }
+}
+
+/// Appends a prepared batch to the session and the content list, in order.
+fn store_prepared(
+    session: &WriteSession,
+    builder: &mut ContentBuilder,
+    stats: &mut IngestStats,
+    prepared: Vec<Prepared>,
+) -> Result<()> {
+    for chunk in prepared {
+        if let Some(blob) = &chunk.encoded
+            && session.write_blob(blob)?
+        {
+            stats.new_chunks += 1;
+            stats.new_bytes += blob.raw_len as u64;
+        }
+        stats.chunks += 1;
+        stats.bytes_read += chunk.len;
+        builder.push(session, chunk.id, chunk.len)?;
+    }
+    Ok(())
 }
 
 /// Hashes a batch, asks the index about each chunk, and compresses the ones
@@ -143,7 +221,7 @@ fn prepare(store: &Store, batch: Vec<Vec<u8>>) -> Result<Vec<Prepared>> {
 
 /// Writes the content under `root` to `out`, every chunk checked against its
 /// id. `progress` is called with the bytes written so far.
-pub fn extract<W: Write>(
+pub fn extract<W: Write + ?Sized>(
     store: &Store,
     root: BlobId,
     out: &mut W,

@@ -95,9 +95,9 @@ impl Store {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<PutOutcome> {
         check_key(key)?;
-        let mut session = self.session()?;
+        let session = self.session()?;
         let started = std::time::Instant::now();
-        let (content, stats) = ingest(&mut session, source, what, progress)?;
+        let (content, stats) = ingest(&session, source, what, progress)?;
         let bytes_stored = session.bytes_written();
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), chunks = stats.chunks, "ingested {key}");
         let started = std::time::Instant::now();

@@ -29,8 +29,8 @@
 //! list of every metadata blob it wrote. Data it deduplicates costs nothing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::commit::{Commit, Resolution};
@@ -64,10 +64,21 @@ struct Sealed {
 const MAX_SEALING: usize = 4;
 
 /// One writer's unit of work; see the module documentation.
+///
+/// Its methods take `&self`, so many threads can write through one session
+/// (a backup ingests files in parallel); appends are serialized by a mutex
+/// held only for the copy into the container buffer.
 pub struct WriteSession {
     store: Arc<StoreInner>,
     id: SessionId,
     start_tid: Tid,
+    state: Mutex<SessionState>,
+    finished: bool,
+}
+
+/// What a session has written so far.
+#[derive(Default)]
+struct SessionState {
     data: Option<ContainerWriter>,
     metadata: Option<ContainerWriter>,
     sealed: Vec<Sealed>,
@@ -75,24 +86,15 @@ pub struct WriteSession {
     written: HashMap<BlobId, Written>,
     children: HashMap<BlobId, Vec<BlobId>>,
     bytes_written: u64,
-    finished: bool,
 }
 
 impl WriteSession {
     pub(crate) fn new(store: Arc<StoreInner>, id: SessionId, start_tid: Tid) -> WriteSession {
-        WriteSession {
-            store,
-            id,
-            start_tid,
-            data: None,
-            metadata: None,
-            sealed: Vec::new(),
-            sealing: Vec::new(),
-            written: HashMap::new(),
-            children: HashMap::new(),
-            bytes_written: 0,
-            finished: false,
-        }
+        WriteSession { store, id, start_tid, state: Mutex::new(SessionState::default()), finished: false }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.state.lock().expect("session state poisoned")
     }
 
     /// The session's id.
@@ -107,41 +109,44 @@ impl WriteSession {
 
     /// Bytes appended to containers so far (records, compressed).
     pub fn bytes_written(&self) -> u64 {
-        self.bytes_written
+        self.state().bytes_written
     }
 
     /// For each id, whether it must be written: true unless this session wrote
     /// it already or the index has it with at least one reference.
     pub fn missing(&self, ids: &[BlobId]) -> Result<Vec<bool>> {
         let entries = self.store.index.blobs(ids)?;
+        let state = self.state();
         Ok(ids
             .iter()
             .zip(entries)
-            .map(|(id, entry)| !self.written.contains_key(id) && !entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()))
+            .map(|(id, entry)| !state.written.contains_key(id) && !entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()))
             .collect())
     }
 
     /// Appends an encoded data blob (or a metadata blob without children).
     /// A blob this session wrote already is skipped; returns whether it was
     /// appended.
-    pub fn write_blob(&mut self, blob: &EncodedBlob) -> Result<bool> {
-        if self.written.contains_key(&blob.id) {
+    pub fn write_blob(&self, blob: &EncodedBlob) -> Result<bool> {
+        let mut state = self.state();
+        let state = &mut *state;
+        if state.written.contains_key(&blob.id) {
             return Ok(false);
         }
         let container_size = self.store.config.container_size;
         let kind = ContainerKind::for_blob(blob.kind);
         let record_len = (crate::container::RECORD_HEADER_LEN + blob.bytes.len()) as u64;
         let slot = match kind {
-            ContainerKind::Data => &mut self.data,
-            ContainerKind::Metadata => &mut self.metadata,
+            ContainerKind::Data => &mut state.data,
+            ContainerKind::Metadata => &mut state.metadata,
         };
         if slot.as_ref().is_some_and(|w| !w.is_empty() && w.len() + record_len > container_size) {
             let full = slot.take().expect("checked above");
-            self.seal_in_background(full)?;
+            self.seal_in_background(state, full)?;
         }
         let slot = match kind {
-            ContainerKind::Data => &mut self.data,
-            ContainerKind::Metadata => &mut self.metadata,
+            ContainerKind::Data => &mut state.data,
+            ContainerKind::Metadata => &mut state.metadata,
         };
         if slot.is_none() {
             let id = ContainerId(self.store.next_container.fetch_add(1, Ordering::SeqCst));
@@ -149,31 +154,34 @@ impl WriteSession {
         }
         let writer = slot.as_mut().expect("created above");
         let record = writer.append(blob)?;
-        self.bytes_written += record_len;
-        self.written.insert(blob.id, Written { container: writer.id(), record });
+        state.bytes_written += record_len;
+        state.written.insert(blob.id, Written { container: writer.id(), record });
         Ok(true)
     }
 
     /// Stores a metadata blob (a content-list piece or a tree) naming
     /// `children`, unless it is stored already, and returns its id.
-    pub fn write_metadata(&mut self, kind: BlobKind, raw: Vec<u8>, children: Vec<BlobId>) -> Result<BlobId> {
+    pub fn write_metadata(&self, kind: BlobKind, raw: Vec<u8>, children: Vec<BlobId>) -> Result<BlobId> {
         debug_assert!(kind.is_metadata());
         let id = BlobId::of(&raw);
         if !self.missing(&[id])?[0] {
             return Ok(id);
         }
+        // Children first: whoever sees the blob written also finds its children.
+        self.state().children.insert(id, children);
         self.write_blob(&encode_blob(id, kind, raw))?;
-        self.children.insert(id, children);
         Ok(id)
     }
 
     /// Seals the open containers and waits for the background seals.
-    fn seal_open(&mut self) -> Result<()> {
-        for writer in [self.data.take(), self.metadata.take()].into_iter().flatten() {
-            self.seal_in_background(writer)?;
+    fn seal_open(&self) -> Result<()> {
+        let mut state = self.state();
+        let state = &mut *state;
+        for writer in [state.data.take(), state.metadata.take()].into_iter().flatten() {
+            self.seal_in_background(state, writer)?;
         }
-        while !self.sealing.is_empty() {
-            self.join_oldest_seal()?;
+        while !state.sealing.is_empty() {
+            self.join_oldest_seal(state)?;
         }
         Ok(())
     }
@@ -181,9 +189,9 @@ impl WriteSession {
     /// Hands a full container to a sealing thread, first waiting for the
     /// oldest one when `MAX_SEALING` are in flight (this bounds open files and
     /// buffered bytes when the disk is slower than ingest).
-    fn seal_in_background(&mut self, writer: ContainerWriter) -> Result<()> {
-        if self.sealing.len() >= MAX_SEALING {
-            self.join_oldest_seal()?;
+    fn seal_in_background(&self, state: &mut SessionState, writer: ContainerWriter) -> Result<()> {
+        if state.sealing.len() >= MAX_SEALING {
+            self.join_oldest_seal(state)?;
         }
         let id = writer.id();
         let handle = std::thread::spawn(move || {
@@ -191,17 +199,17 @@ impl WriteSession {
             crash_point("session:container-sealed");
             Ok(Sealed { id: sealed.id, kind: sealed.kind, len: sealed.len, n_blobs: sealed.table.len() as u64 })
         });
-        self.sealing.push((id, handle));
+        state.sealing.push((id, handle));
         Ok(())
     }
 
-    fn join_oldest_seal(&mut self) -> Result<()> {
-        let (id, handle) = self.sealing.remove(0);
+    fn join_oldest_seal(&self, state: &mut SessionState) -> Result<()> {
+        let (id, handle) = state.sealing.remove(0);
         let sealed = handle.join().map_err(|_| Error::BadStore {
             path: self.store.files.path(id),
             reason: "the thread sealing this container panicked".into(),
         })?;
-        self.sealed.push(sealed?);
+        state.sealed.push(sealed?);
         Ok(())
     }
 
@@ -221,19 +229,22 @@ impl WriteSession {
         let tid = Tid(index.tid()?.0 + 1);
         let mut commit = Commit::new(index, tid);
         let value = build(&mut commit)?;
-        let resolution = Resolution::resolve(index, &commit, &self.written, &self.children)?;
+        let state = self.state.get_mut().expect("session state poisoned");
+        let started = std::time::Instant::now();
+        let resolution = Resolution::resolve(index, &commit, &state.written, &state.children)?;
+        let resolve_seconds = started.elapsed().as_secs_f64();
         let mut batch = commit.into_batch();
         resolution.write_to(index, &mut batch, tid);
 
         // The session's containers become committed here, with the bytes of
         // blobs that no entry names (duplicates) counted as dead.
         let mut dead: HashMap<ContainerId, u64> = HashMap::new();
-        for (id, written) in &self.written {
+        for (id, written) in &state.written {
             if !resolution.inserted(id) {
                 *dead.entry(written.container).or_default() += written.record.record_len();
             }
         }
-        for sealed in &self.sealed {
+        for sealed in &state.sealed {
             let record = ContainerRecord {
                 kind: sealed.kind,
                 committed_tid: tid,
@@ -249,6 +260,12 @@ impl WriteSession {
         batch.put_cf(index.cf(cf::META), meta::NEXT_CONTAINER, next_container.to_le_bytes());
         crash_point("commit:resolved");
         index.write(batch, true)?;
+        tracing::debug!(
+            resolve_seconds,
+            total_seconds = started.elapsed().as_secs_f64(),
+            blobs = state.written.len(),
+            "commit {tid}"
+        );
         crash_point("commit:written");
         self.finished = true;
         Ok((tid, value))
@@ -258,16 +275,17 @@ impl WriteSession {
     pub fn abort(self) {}
 
     fn cleanup(&mut self) -> Result<()> {
-        for writer in [self.data.take(), self.metadata.take()].into_iter().flatten() {
+        let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for writer in [state.data.take(), state.metadata.take()].into_iter().flatten() {
             writer.discard()?;
         }
-        for (id, handle) in self.sealing.drain(..) {
+        for (id, handle) in state.sealing.drain(..) {
             // Sealed or not, the file is this session's to remove.
             let _ = handle.join();
             let path = self.store.files.path(id);
             std::fs::remove_file(&path).map_err(|e| Error::io("removing abandoned container", &path, e))?;
         }
-        for sealed in self.sealed.drain(..) {
+        for sealed in state.sealed.drain(..) {
             let path = self.store.files.path(sealed.id);
             std::fs::remove_file(&path).map_err(|e| Error::io("removing abandoned container", &path, e))?;
         }

@@ -51,6 +51,8 @@ pub mod meta {
     pub const TID: &[u8] = b"tid";
     /// The next container id to allocate (a lower bound; files on disk may be higher).
     pub const NEXT_CONTAINER: &[u8] = b"next_container";
+    /// The next dataset id to allocate.
+    pub const NEXT_DATASET: &[u8] = b"next_dataset";
 }
 
 /// The open RocksDB database.
@@ -59,6 +61,9 @@ pub struct Index {
     path: PathBuf,
     read_only: bool,
 }
+
+/// A key and its value, as RocksDB hands them out.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 impl Index {
     /// Opens (creating if needed, unless read-only) the index at `path`.
@@ -116,11 +121,12 @@ impl Index {
         }
     }
 
-    /// Entries for many blobs at once (RocksDB's batched multi-get).
+    /// Entries for many blobs at once (RocksDB's batched multi-get, which is
+    /// faster still when `ids` are sorted).
     pub fn blobs(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
         let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
         self.db
-            .batched_multi_get_cf(self.cf(cf::BLOBS), keys.iter().copied(), false)
+            .batched_multi_get_cf(self.cf(cf::BLOBS), keys.iter().copied(), ids.is_sorted())
             .into_iter()
             .zip(ids)
             .map(|(result, id)| {
@@ -161,11 +167,7 @@ impl Index {
     }
 
     /// Every key/value of a column family whose key starts with `prefix`, in key order.
-    pub fn scan<'a>(
-        &'a self,
-        family: &str,
-        prefix: &'a [u8],
-    ) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a {
+    pub fn scan<'a>(&'a self, family: &str, prefix: &'a [u8]) -> impl Iterator<Item = Result<KeyValue>> + 'a {
         self.db
             .iterator_cf(self.cf(family), IteratorMode::From(prefix, Direction::Forward))
             .map(|item| item.map_err(|e| self.err(e)))
