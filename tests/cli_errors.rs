@@ -3,7 +3,7 @@
 
 use cairn_store::{OpenMode, Store};
 
-use crate::util::{Fixture, command_on, succeed, text};
+use crate::util::{Fixture, SmallDisk, command_on, succeed, text};
 
 #[test]
 fn missing_store_is_explained() {
@@ -81,31 +81,6 @@ fn get_into_a_closed_pipe_is_not_an_error() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0", "{}", String::from_utf8_lossy(&output.stderr));
-}
-
-/// A tmpfs mounted for one test and unmounted when dropped.
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    /// Mounts a tmpfs of `size` at `path`; `None` when this process may not mount.
-    fn mount(path: std::path::PathBuf, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(&path).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then_some(SmallDisk { path })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.path).status();
-    }
 }
 
 /// A put that fills the disk fails with a plain message, leaves no partial

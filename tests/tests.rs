@@ -2,11 +2,15 @@
 //! `cairn` binary (and, where a test needs to reach inside, the public
 //! library API) against stores in temporary directories.
 
+mod fstree;
 mod util;
 
 mod cli_errors;
 mod content;
 mod corruption;
 mod crash;
+mod dataset_errors;
+mod datasets;
 mod objects;
 mod sessions;
+mod versions;

@@ -161,3 +161,28 @@ pub fn count_files(dir: &Path) -> u64 {
         .map(|e| if e.file_type().unwrap().is_dir() { count_files(&e.path()) } else { 1 })
         .sum()
 }
+
+/// A tmpfs mounted for one test and unmounted when dropped.
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` at `path`; `None` when this process may not mount.
+    pub fn mount(path: std::path::PathBuf, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(SmallDisk { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.path).status();
+    }
+}

@@ -11,7 +11,7 @@ pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
         state ^= state >> 7;
         state ^= state << 17;
         out.extend_from_slice(words[(state % 8) as usize].as_bytes());
-        if state % 5 == 0 {
+        if state.is_multiple_of(5) {
             out.extend_from_slice(&state.to_le_bytes());
         }
     }

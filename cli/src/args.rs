@@ -88,4 +88,145 @@ pub enum Command {
         #[arg(long)]
         read_data: bool,
     },
+    /// Back up files and directories as a new dataset.
+    ///
+    /// Exits 3 ("partial") when some entries could not be read; the dataset
+    /// is committed without them and they are listed.
+    Backup {
+        /// Files and directories to back up.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// A label to find the dataset by (`cairn ls LABEL`).
+        #[arg(long, value_name = "LABEL")]
+        name: Option<String>,
+        /// A tag (repeatable).
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Leave out matching paths (repeatable). A glob without `/` matches
+        /// a name anywhere (`*.tmp`, `.cache`); one with `/` matches the
+        /// absolute path (`/home/*/Downloads`).
+        #[arg(long = "exclude", value_name = "GLOB")]
+        excludes: Vec<String>,
+        /// Stay on the file systems of the sources (mount points are kept, empty).
+        #[arg(long, short = 'x')]
+        one_file_system: bool,
+        /// The dataset whose unchanged files are not read again
+        /// [default: the latest of the same sources on this host].
+        #[arg(long, value_name = "DATASET")]
+        parent: Option<String>,
+        /// Read every file, even those the parent saw unchanged.
+        #[arg(long)]
+        read_all: bool,
+    },
+    /// List datasets, oldest first.
+    Datasets,
+    /// List a directory of a dataset.
+    Ls {
+        /// An id, `latest`, `latest~N` or a label.
+        dataset: String,
+        /// The directory (or file) inside the dataset.
+        #[arg(default_value = "/")]
+        path: String,
+        /// Long listing: mode, owner, size, time.
+        #[arg(short = 'l', long)]
+        long: bool,
+    },
+    /// List everything under a path of a dataset, optionally filtered.
+    Find {
+        /// An id, `latest`, `latest~N` or a label.
+        dataset: String,
+        /// Where to start.
+        #[arg(default_value = "/")]
+        path: String,
+        /// Only names matching this glob (`*.rs`).
+        #[arg(long, value_name = "GLOB")]
+        name: Option<String>,
+        /// Only this kind.
+        #[arg(long = "type", value_enum, value_name = "TYPE")]
+        kind: Option<FindType>,
+    },
+    /// Show all metadata of one path, with how its chunks are shared.
+    Stat {
+        /// An id, `latest`, `latest~N` or a label.
+        dataset: String,
+        /// The path inside the dataset.
+        path: String,
+    },
+    /// Write a file of a dataset to standard output.
+    Cat {
+        /// An id, `latest`, `latest~N` or a label.
+        dataset: String,
+        /// The file inside the dataset.
+        path: String,
+    },
+    /// What changed between two datasets: added, removed, modified.
+    Diff {
+        /// The older dataset.
+        old: String,
+        /// The newer dataset.
+        new: String,
+        /// Only under this path.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Restore a dataset (or some of its paths) into a directory.
+    ///
+    /// Exits 3 when some metadata or paths could not be restored.
+    Restore {
+        /// An id, `latest`, `latest~N` or a label.
+        dataset: String,
+        /// Paths inside the dataset [default: everything].
+        paths: Vec<String>,
+        /// The directory to restore into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// What to do with paths that exist in DIR.
+        #[arg(long, value_enum, default_value = "never")]
+        overwrite: OverwriteArg,
+        /// Only say what would be done.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+}
+
+/// `find --type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FindType {
+    /// Regular files.
+    F,
+    /// Directories.
+    D,
+    /// Symbolic links.
+    L,
+    /// Fifos.
+    P,
+    /// Character devices.
+    C,
+    /// Block devices.
+    B,
+}
+
+impl FindType {
+    /// The letter [`cairn_store::dataset::EntryKind::letter`] uses.
+    pub fn letter(self) -> char {
+        match self {
+            FindType::F => 'f',
+            FindType::D => 'd',
+            FindType::L => 'l',
+            FindType::P => 'p',
+            FindType::C => 'c',
+            FindType::B => 'b',
+        }
+    }
+}
+
+/// `restore --overwrite`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OverwriteArg {
+    /// Leave existing paths alone, and count them.
+    Never,
+    /// Replace only files whose content differs (metadata is put back on all).
+    IfChanged,
+    /// Replace everything.
+    Always,
 }

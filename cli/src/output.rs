@@ -77,3 +77,37 @@ impl Table {
         Ok(())
     }
 }
+
+/// A time in the local zone: `2026-11-23 14:03:07`, with `.123456789` ns when `precise`.
+pub fn local_time(ns: i64, precise: bool) -> String {
+    let Ok(stamp) = jiff::Timestamp::from_nanosecond(i128::from(ns)) else { return format!("@{ns}ns") };
+    let zoned = stamp.to_zoned(jiff::tz::TimeZone::system());
+    if precise {
+        zoned.strftime("%Y-%m-%d %H:%M:%S.%f %z").to_string()
+    } else {
+        zoned.strftime("%Y-%m-%d %H:%M:%S").to_string()
+    }
+}
+
+/// `ls -l`'s mode column: `drwxr-sr-x`, `-rwsr-xr-t`.
+pub fn mode_string(kind: cairn_store::dataset::EntryKind, mode: u32) -> String {
+    let mut out = String::with_capacity(10);
+    out.push(match kind.letter() {
+        'f' => '-',
+        letter => letter,
+    });
+    let special = [(0o4000, 's'), (0o2000, 's'), (0o1000, 't')];
+    for (i, (bit, letter)) in special.iter().enumerate() {
+        let shift = 6 - 3 * i;
+        out.push(if mode >> shift & 4 != 0 { 'r' } else { '-' });
+        out.push(if mode >> shift & 2 != 0 { 'w' } else { '-' });
+        let exec = mode >> shift & 1 != 0;
+        out.push(match (mode & bit != 0, exec) {
+            (true, true) => *letter,
+            (true, false) => letter.to_ascii_uppercase(),
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    out
+}

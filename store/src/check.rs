@@ -87,6 +87,9 @@ impl Store {
         for object in self.objects("")? {
             *expected.entry(object.record.content).or_default() += 1;
         }
+        for dataset in self.datasets()? {
+            *expected.entry(dataset.root).or_default() += 1;
+        }
         let zero: HashSet<BlobId> = index
             .scan(cf::ZERO, b"")
             .filter_map(|item| item.ok().and_then(|(key, _)| BlobId::from_slice(&key)))

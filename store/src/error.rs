@@ -100,6 +100,20 @@ pub enum Error {
     /// No object has this key.
     #[error("no object named '{0}'; list them with `cairn objects`")]
     NoSuchObject(String),
+    /// No dataset matches what the user named.
+    #[error("no dataset '{0}': name one by number, `latest`, `latest~N` or label; list them with `cairn datasets`")]
+    NoSuchDataset(String),
+    /// No entry at a path inside a dataset.
+    #[error("no '{path}' in dataset {dataset}; list what is there with `cairn ls {dataset}`")]
+    NoSuchPath {
+        /// The dataset as the user named it.
+        dataset: String,
+        /// The path inside it.
+        path: String,
+    },
+    /// Something the user asked for does not make sense.
+    #[error("{0}")]
+    Usage(String),
     /// An object with this key exists already.
     #[error("an object named '{0}' exists already; remove it first with `cairn rm`")]
     ObjectExists(String),
@@ -144,6 +158,18 @@ impl Error {
     /// True when output went to a closed pipe (`cairn get KEY - | head`).
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Error::Output { cause, .. } if cause.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// True when stored data is damaged or missing (a failed check, an
+    /// undecodable blob), as opposed to a problem with the caller's files.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::CorruptBlob { .. }
+                | Error::CorruptContainer { .. }
+                | Error::MissingBlob(_)
+                | Error::Malformed { .. }
+        )
     }
 
     /// True when the error is a full disk, so callers can say so plainly.

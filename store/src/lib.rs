@@ -3,8 +3,8 @@
 //! Blobs (data chunks and metadata) are appended to containers, located
 //! through a RocksDB index that also holds their reference counts, and made
 //! visible only by a write session's commit (see [`session`]). On top sit
-//! objects, the flat key namespace (`put`, `get`, `clone`, `rm`), statistics
-//! and the integrity check.
+//! objects, the flat key namespace (`put`, `get`, `clone`, `rm`), datasets
+//! (versioned backups of directory trees), statistics and the integrity check.
 //!
 //! The store knows nothing of retention policy or the command line.
 
@@ -13,6 +13,7 @@ pub mod commit;
 pub mod config;
 pub mod container;
 pub mod content;
+pub mod dataset;
 pub mod error;
 pub mod fault;
 pub mod ids;
@@ -28,6 +29,7 @@ mod store;
 pub use cairn_chunker::{BlobId, ChunkerConfig};
 pub use check::{CheckOptions, CheckReport};
 pub use config::{DEFAULT_CONTAINER_SIZE, StoreConfig, StoreOptions};
+pub use dataset::{DatasetId, DatasetRecord};
 pub use error::{Error, Result};
 pub use ids::{BlobKind, ContainerId, SessionId, Tid};
 pub use objects::{ObjectInfo, ObjectRecord, PutOutcome};

@@ -3,6 +3,7 @@
 //! cascade).
 
 use crate::content::Piece;
+use crate::dataset::Tree;
 use crate::error::Result;
 use crate::ids::{BlobId, BlobKind};
 
@@ -12,10 +13,6 @@ pub fn children_of(kind: BlobKind, id: BlobId, bytes: &[u8]) -> Result<Vec<BlobI
     match kind {
         BlobKind::Data => Ok(Vec::new()),
         BlobKind::ContentList => Ok(Piece::decode(id, bytes)?.children()),
-        BlobKind::Tree => Err(crate::error::Error::Malformed {
-            what: "tree",
-            blob: id,
-            reason: "trees are not supported by this version of cairn".into(),
-        }),
+        BlobKind::Tree => Ok(Tree::decode(id, bytes)?.children()),
     }
 }

@@ -1,8 +1,8 @@
 //! Store-wide statistics (`cairn stats`): logical vs stored bytes, dedup and
 //! compression ratios, blobs by kind, containers and dead bytes.
 //!
-//! Computed by scanning the index (one pass over `blobs`, `containers` and
-//! `objects`); about a second per million blobs.
+//! Computed by scanning the index (one pass over `blobs`, `containers`,
+//! `objects` and `datasets`); about a second per million blobs.
 
 use serde::Serialize;
 
@@ -34,7 +34,9 @@ pub struct KindStats {
 pub struct StoreStats {
     /// Objects in the namespace.
     pub objects: u64,
-    /// Sum of object sizes (what users put in).
+    /// Datasets (backups).
+    pub datasets: u64,
+    /// Sum of object sizes and dataset file sizes (what users put in).
     pub logical_bytes: u64,
     /// Sum of the plaintext of live data blobs (what is left after dedup).
     pub unique_bytes: u64,
@@ -94,6 +96,10 @@ impl Store {
         for object in self.objects("")? {
             stats.objects += 1;
             stats.logical_bytes += object.record.size;
+        }
+        for dataset in self.datasets()? {
+            stats.datasets += 1;
+            stats.logical_bytes += dataset.logical_bytes;
         }
         stats.unique_bytes = kinds[BlobKind::Data as usize].raw_bytes;
         stats.dedup_ratio = ratio(stats.logical_bytes, stats.unique_bytes);

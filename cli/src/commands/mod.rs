@@ -1,17 +1,26 @@
 //! One function per subcommand; `run` dispatches.
 
+mod backup;
+mod browse;
 mod check;
 mod init;
 mod objects;
+mod restore;
 mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use cairn_store::dataset::BackupOptions;
 use cairn_store::{OpenMode, Store};
 
 use crate::args::{Cli, Command};
+
+/// Exit code for work that finished but left some things out (a backup
+/// that could not read some files, a restore that could not put back
+/// some metadata); what it did is committed.
+pub const EXIT_PARTIAL: u8 = 3;
 
 /// Global settings every command sees.
 pub struct Globals {
@@ -56,17 +65,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         json: cli.json,
         progress: !cli.no_progress,
     };
+    let done = |result: Result<()>| result.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Init { chunker, avg_size, container_size } => {
-            init::init(&globals, chunker, avg_size.0, container_size.0)
+            done(init::init(&globals, chunker, avg_size.0, container_size.0))
         }
-        Command::Put { key, file } => objects::put(&globals, &key, file),
-        Command::Get { key, file } => objects::get(&globals, &key, file),
-        Command::Objects { prefix } => objects::list(&globals, prefix.as_deref().unwrap_or("")),
-        Command::Rm { key } => objects::remove(&globals, &key),
-        Command::Clone { source, destination } => objects::clone(&globals, &source, &destination),
-        Command::Stats => stats::stats(&globals),
-        Command::Check { read_data } => check::check(&globals, read_data),
-    }?;
-    Ok(ExitCode::SUCCESS)
+        Command::Put { key, file } => done(objects::put(&globals, &key, file)),
+        Command::Get { key, file } => done(objects::get(&globals, &key, file)),
+        Command::Objects { prefix } => done(objects::list(&globals, prefix.as_deref().unwrap_or(""))),
+        Command::Rm { key } => done(objects::remove(&globals, &key)),
+        Command::Clone { source, destination } => done(objects::clone(&globals, &source, &destination)),
+        Command::Stats => done(stats::stats(&globals)),
+        Command::Check { read_data } => done(check::check(&globals, read_data)),
+        Command::Backup { paths, name, tags, excludes, one_file_system, parent, read_all } => backup::backup(
+            &globals,
+            BackupOptions { sources: paths, label: name, tags, excludes, one_file_system, parent, read_all },
+        ),
+        Command::Datasets => done(browse::datasets(&globals)),
+        Command::Ls { dataset, path, long } => done(browse::ls(&globals, &dataset, &path, long)),
+        Command::Find { dataset, path, name, kind } => {
+            done(browse::find(&globals, &dataset, &path, name.as_deref(), kind))
+        }
+        Command::Stat { dataset, path } => done(browse::stat(&globals, &dataset, &path)),
+        Command::Cat { dataset, path } => done(browse::cat(&globals, &dataset, &path)),
+        Command::Diff { old, new, path } => done(browse::diff(&globals, &old, &new, &path)),
+        Command::Restore { dataset, paths, to, overwrite, dry_run } => {
+            restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run)
+        }
+    }
 }

@@ -14,6 +14,7 @@ pub fn stats(globals: &Globals) -> Result<()> {
     }
     println!("store         {}", store.root().display());
     println!("objects       {}", stats.objects);
+    println!("datasets      {}", stats.datasets);
     println!("logical       {}", output::size(stats.logical_bytes));
     println!("unique data   {}", output::size(stats.unique_bytes));
     println!("stored        {}", output::size(stats.stored_bytes));

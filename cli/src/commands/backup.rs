@@ -1,0 +1,67 @@
+//! `cairn backup`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use cairn_store::dataset::{BackupOptions, Progress};
+
+use crate::commands::{EXIT_PARTIAL, Globals};
+use crate::output;
+use crate::progress::track;
+
+/// Backs up `options.sources`; exits [`EXIT_PARTIAL`] when entries were skipped.
+pub fn backup(globals: &Globals, options: BackupOptions) -> Result<ExitCode> {
+    // A missing source is an error before the store is created or locked.
+    for source in &options.sources {
+        if let Err(e) = std::fs::symlink_metadata(source) {
+            anyhow::bail!("cannot back up {}: {e}; check the path", source.display());
+        }
+    }
+    let store = globals.open_or_create()?;
+    let progress = Progress::default();
+    let report = track(globals.progress, "backup", &progress, || store.backup(&options, &progress))?;
+    let record = &report.record;
+    if globals.json {
+        output::json(&report)?;
+    } else {
+        let label = record.label.as_deref().map(|l| format!(" '{l}'")).unwrap_or_default();
+        println!(
+            "dataset {}{label} of {}: {} files, {} dirs, {} others, {}",
+            record.id,
+            record.source(),
+            record.files,
+            record.dirs,
+            record.others,
+            output::size(record.logical_bytes)
+        );
+        let parent = record.parent.map(|p| format!(" (compared with dataset {p})")).unwrap_or_default();
+        println!(
+            "  files: {} new, {} changed, {} unchanged{parent}",
+            report.files_new, report.files_changed, report.files_unchanged
+        );
+        println!(
+            "  read {} ({}), added {} to the store, in {:.2} s ({:.0} files/s)",
+            output::size(report.bytes_read),
+            output::rate(report.bytes_read, record.seconds),
+            output::size(record.bytes_added),
+            record.seconds,
+            record.files as f64 / record.seconds.max(0.001),
+        );
+        if report.sockets > 0 {
+            println!("  {} sockets left out (they cannot be restored)", report.sockets);
+        }
+        for skipped in &report.skipped {
+            eprintln!("skipped {}: {}", skipped.path, skipped.reason);
+        }
+    }
+    if report.skipped.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "cairn: backup is partial: {} entries could not be read and are missing from dataset {}; \
+         everything else is in it",
+        report.skipped.len(),
+        record.id
+    );
+    Ok(ExitCode::from(EXIT_PARTIAL))
+}

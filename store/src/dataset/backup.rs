@@ -1,0 +1,434 @@
+//! `backup`: one commit that stores a new dataset of one or more sources.
+//!
+//! Directories are listed on the walking thread and their entries processed
+//! in parallel (rayon), files ingested on all cores through one shared write
+//! session. A file whose size, mtime, ctime and inode match its entry in the
+//! parent dataset keeps the parent's content list without being read. A file
+//! that cannot be read, vanishes, or changes while it is read is left out
+//! and reported; the backup still commits (a "partial" dataset).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+
+use super::fsmeta::{Classified, Names, classify, read_entry, unchanged_since};
+use super::record::{DatasetId, DatasetRecord, next_id, put_record};
+use super::tree::{Entry, EntryKind, Tree};
+use super::{Progress, display_path};
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobKind};
+use crate::ingest::ingest_file;
+use crate::session::WriteSession;
+use crate::store::Store;
+
+/// What to back up, and how.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Files and directories to back up.
+    pub sources: Vec<PathBuf>,
+    /// A label for the dataset.
+    pub label: Option<String>,
+    /// Tags for the dataset.
+    pub tags: Vec<String>,
+    /// Globs to leave out: one without `/` matches a name anywhere, one with
+    /// `/` matches the absolute path.
+    pub excludes: Vec<String>,
+    /// Do not descend into other file systems (their mount points are kept, empty).
+    pub one_file_system: bool,
+    /// The dataset to compare with (a spec); by default the latest with the same sources and host.
+    pub parent: Option<String>,
+    /// Read every file, even those the parent saw unchanged.
+    pub read_all: bool,
+}
+
+/// One entry left out of a dataset.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Skipped {
+    /// Its path on the source.
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BackupReport {
+    /// The new dataset.
+    pub record: DatasetRecord,
+    /// Files read that the parent did not have.
+    pub files_new: u64,
+    /// Files read that differ from the parent's.
+    pub files_changed: u64,
+    /// Files the parent had unchanged (not read).
+    pub files_unchanged: u64,
+    /// Bytes read from the sources.
+    pub bytes_read: u64,
+    /// Entries left out, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Sockets met (never stored).
+    pub sockets: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    others: AtomicU64,
+    logical: AtomicU64,
+    new: AtomicU64,
+    changed: AtomicU64,
+    unchanged: AtomicU64,
+    read: AtomicU64,
+    sockets: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// A multiply-linked file already read: its entry then, and its content.
+type LinkedFile = (Entry, Option<BlobId>);
+
+/// The state of one backup's walk, shared by the worker threads.
+struct Walk<'a> {
+    store: &'a Store,
+    session: &'a WriteSession,
+    read_all: bool,
+    one_file_system: bool,
+    names_glob: GlobSet,
+    paths_glob: GlobSet,
+    names: Names,
+    counts: Counts,
+    skipped: Mutex<Vec<Skipped>>,
+    /// Content of multiply-linked files already read, by (device, inode).
+    linked: Mutex<HashMap<(u64, u64), LinkedFile>>,
+    progress: &'a Progress,
+}
+
+impl Store {
+    /// Backs up `options.sources` as a new dataset. Fails (committing
+    /// nothing) on store errors and on sources that do not exist; entries
+    /// that cannot be read are left out and listed in the report.
+    pub fn backup(&self, options: &BackupOptions, progress: &Progress) -> Result<BackupReport> {
+        let started = Instant::now();
+        let time_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        let sources = absolute_sources(&options.sources)?;
+        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+        let source_names: Vec<String> = sources.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let parent = match &options.parent {
+            Some(spec) => Some(self.dataset(spec)?),
+            None => self.datasets()?.into_iter().rev().find(|d| d.sources == source_names && d.host == host),
+        };
+        let (names_glob, paths_glob) = excludes(&options.excludes)?;
+        let session = self.session()?;
+        let walk = Walk {
+            store: self,
+            session: &session,
+            read_all: options.read_all,
+            one_file_system: options.one_file_system,
+            names_glob,
+            paths_glob,
+            names: Names::default(),
+            counts: Counts::default(),
+            skipped: Mutex::new(Vec::new()),
+            linked: Mutex::new(HashMap::new()),
+            progress,
+        };
+        let parent_root = parent.as_ref().map(|p| p.root_entry());
+        let (root, root_meta) = match sources.as_slice() {
+            [single] if std::fs::symlink_metadata(single).is_ok_and(|m| m.is_dir()) => {
+                let entry = walk.entry(single, b"", None, parent_root.as_ref())?;
+                let mut entry = entry.ok_or_else(|| Error::Usage(format!("could not read {}", single.display())))?;
+                let root = entry.blob.take().expect("a directory entry has a tree");
+                (root, Some(entry))
+            }
+            _ => {
+                let parent_tree = parent.as_ref().map(|p| walk.tree(p.root)).transpose()?;
+                let mut entries = Vec::new();
+                for source in &sources {
+                    let name = source.file_name().map_or(b"/".as_slice(), |n| n.as_bytes());
+                    let name = if name == b"/" { b"root".as_slice() } else { name };
+                    let parent_entry = parent_tree.as_ref().and_then(|t| t.get(name));
+                    entries.extend(walk.entry(source, name, None, parent_entry)?);
+                }
+                entries.sort_by(|a, b| a.name.cmp(&b.name));
+                if let Some(pair) = entries.windows(2).find(|w| w[0].name == w[1].name) {
+                    return Err(Error::Usage(format!(
+                        "two sources are called '{}'; back them up as separate datasets, or back up their common parent",
+                        pair[0].display_name()
+                    )));
+                }
+                (walk.write_tree(Tree { entries })?, None)
+            }
+        };
+        let bytes_added = session.bytes_written();
+        let counts = &walk.counts;
+        let skipped = walk.skipped.into_inner().expect("skip list poisoned");
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (_, record) = session.commit(|commit| {
+            let record = DatasetRecord {
+                id: next_id(commit)?,
+                time_ns,
+                host,
+                sources: source_names,
+                label: options.label.clone(),
+                tags: options.tags.clone(),
+                root,
+                root_meta,
+                files: get(&counts.files),
+                dirs: get(&counts.dirs),
+                others: get(&counts.others),
+                logical_bytes: get(&counts.logical),
+                bytes_added,
+                skipped: skipped.len() as u64,
+                parent: parent.as_ref().map(|p| p.id),
+                tid: commit.tid(),
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            put_record(commit, &record);
+            Ok(record)
+        })?;
+        tracing::debug!(dataset = %record.id, seconds = started.elapsed().as_secs_f64(), "backup committed");
+        Ok(BackupReport {
+            record,
+            files_new: get(&counts.new),
+            files_changed: get(&counts.changed),
+            files_unchanged: get(&counts.unchanged),
+            bytes_read: get(&counts.read),
+            skipped,
+            sockets: get(&counts.sockets),
+        })
+    }
+
+    /// Reads and decodes a tree blob.
+    pub fn tree(&self, id: BlobId) -> Result<Tree> {
+        Tree::decode(id, &self.read_blob(&id)?)
+    }
+}
+
+/// The sources as absolute paths (symlinks in them resolved, so a later
+/// backup finds the same parent), each checked to exist.
+fn absolute_sources(sources: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if sources.is_empty() {
+        return Err(Error::Usage("nothing to back up: name at least one file or directory".into()));
+    }
+    sources
+        .iter()
+        .map(|source| {
+            std::fs::canonicalize(source)
+                .map_err(|e| Error::Usage(format!("cannot back up {}: {e}; check the path", source.display())))
+        })
+        .collect()
+}
+
+fn excludes(patterns: &[String]) -> Result<(GlobSet, GlobSet)> {
+    let mut names = GlobSetBuilder::new();
+    let mut paths = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = Glob::new(pattern).map_err(|e| Error::Usage(format!("bad --exclude pattern '{pattern}': {e}")))?;
+        if pattern.contains('/') {
+            paths.add(glob)
+        } else {
+            names.add(glob)
+        };
+    }
+    let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Usage(format!("bad --exclude pattern: {e}")));
+    Ok((build(names)?, build(paths)?))
+}
+
+/// Opens a source file without updating its atime where allowed (the owner
+/// or root), so backing up does not change what the next backup sees.
+fn open_source(path: &Path) -> std::io::Result<File> {
+    match File::options().read(true).custom_flags(libc::O_NOATIME).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        other => other,
+    }
+}
+
+/// The names in a directory, listed without updating its atime where
+/// allowed (as `open_source` does for files), so an unchanged directory
+/// stays byte-for-byte the same tree blob in the next backup.
+fn list_dir(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    use nix::dir::Dir;
+    use nix::errno::Errno;
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dir = match Dir::open(path, flags | OFlag::O_NOATIME, Mode::empty()) {
+        Err(Errno::EPERM) => Dir::open(path, flags, Mode::empty()),
+        other => other,
+    }?;
+    let mut names = Vec::new();
+    for item in dir.iter() {
+        let name = item?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+impl Walk<'_> {
+    fn skip(&self, path: &Path, reason: impl std::fmt::Display) {
+        tracing::warn!("skipping {}: {reason}", path.display());
+        self.skipped
+            .lock()
+            .expect("skip list poisoned")
+            .push(Skipped { path: display_path(path.as_os_str().as_bytes()), reason: reason.to_string() });
+    }
+
+    fn tree(&self, id: BlobId) -> Result<Tree> {
+        self.store.tree(id)
+    }
+
+    fn write_tree(&self, tree: Tree) -> Result<BlobId> {
+        self.session.write_metadata(BlobKind::Tree, tree.encode(), tree.children())
+    }
+
+    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
+        let name = std::ffi::OsStr::from_bytes(name);
+        self.names_glob.is_match(name) || self.paths_glob.is_match(path)
+    }
+
+    /// The entry for `path`, with its content or subtree stored; `None` if
+    /// it is excluded, a socket, or could not be read (then reported).
+    /// `top_dev` is the device of the source it is under (`None` for a source).
+    fn entry(&self, path: &Path, name: &[u8], top_dev: Option<u64>, parent: Option<&Entry>) -> Result<Option<Entry>> {
+        if top_dev.is_some() && self.excluded(path, name) {
+            return Ok(None);
+        }
+        let metadata = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(None);
+            }
+        };
+        let kind = match classify(&metadata) {
+            Classified::Kind(kind) => kind,
+            Classified::Socket => {
+                bump(&self.counts.sockets, 1);
+                return Ok(None);
+            }
+        };
+        let mut entry = match read_entry(path, name, kind, &metadata, &self.names) {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(None);
+            }
+        };
+        let parent = parent.filter(|p| p.kind == kind);
+        match kind {
+            EntryKind::Dir => {
+                let dev = top_dev.unwrap_or(metadata.dev());
+                entry.blob = Some(if self.one_file_system && metadata.dev() != dev {
+                    self.write_tree(Tree::default())?
+                } else {
+                    let parent_tree = match parent.and_then(|p| p.blob) {
+                        Some(id) => Some(self.tree(id)?),
+                        None => None,
+                    };
+                    self.dir(path, dev, parent_tree.as_ref())?
+                });
+                if top_dev.is_some() {
+                    bump(&self.counts.dirs, 1);
+                }
+            }
+            EntryKind::File => {
+                if !self.file(path, &mut entry, parent)? {
+                    return Ok(None);
+                }
+                bump(&self.counts.files, 1);
+                bump(&self.counts.logical, entry.size);
+            }
+            _ => bump(&self.counts.others, 1),
+        }
+        Ok(Some(entry))
+    }
+
+    /// Stores the directory at `path` and returns its tree.
+    fn dir(&self, path: &Path, dev: u64, parent: Option<&Tree>) -> Result<BlobId> {
+        let mut names = list_dir(path).unwrap_or_else(|e| {
+            self.skip(path, format!("listing the directory: {e}"));
+            Vec::new()
+        });
+        names.sort_unstable();
+        let entries = names
+            .par_iter()
+            .map(|name| {
+                let child = path.join(std::ffi::OsStr::from_bytes(name));
+                self.entry(&child, name, Some(dev), parent.and_then(|t| t.get(name)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.write_tree(Tree { entries: entries.into_iter().flatten().collect() })
+    }
+
+    /// Fills in a file's content list; false if the file was skipped.
+    fn file(&self, path: &Path, entry: &mut Entry, parent: Option<&Entry>) -> Result<bool> {
+        let same = |p: &Entry| {
+            p.size == entry.size
+                && p.mtime_ns == entry.mtime_ns
+                && p.ctime_ns == entry.ctime_ns
+                && p.inode == entry.inode
+        };
+        if !self.read_all && parent.is_some_and(same) {
+            entry.blob = parent.and_then(|p| p.blob);
+            bump(&self.counts.unchanged, 1);
+            self.progress.add(1, 0);
+            return Ok(true);
+        }
+        let key = (entry.dev, entry.inode);
+        if entry.links > 1
+            && let Some((seen, blob)) = self.linked.lock().expect("link table poisoned").get(&key)
+            && same(seen)
+        {
+            entry.blob = *blob;
+            self.progress.add(1, 0);
+            return Ok(true);
+        }
+        let file = match open_source(path) {
+            Ok(file) => file,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(false);
+            }
+        };
+        let what = path.display().to_string();
+        let progress = |bytes| self.progress.add(0, bytes);
+        let (content, stats) = match ingest_file(self.session, &file, entry.size, &what, &progress) {
+            Ok(done) => done,
+            Err(Error::Input { cause, .. }) => {
+                self.skip(path, cause);
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        bump(&self.counts.read, stats.bytes_read);
+        let after = file.metadata().map_err(|e| Error::Input { what, cause: e })?;
+        if !unchanged_since(entry, &after) || content.size != entry.size {
+            self.skip(path, "changed while it was being read; back it up again");
+            return Ok(false);
+        }
+        entry.blob = (content.size > 0).then_some(content.root);
+        bump(if parent.is_some() { &self.counts.changed } else { &self.counts.new }, 1);
+        self.progress.add(1, 0);
+        if entry.links > 1 {
+            self.linked.lock().expect("link table poisoned").insert(key, (entry.clone(), entry.blob));
+        }
+        Ok(true)
+    }
+}
+
+/// The id a dataset's entry is known by in messages.
+pub fn describe(id: DatasetId, path: &[u8]) -> String {
+    format!("{id}:/{}", display_path(path))
+}

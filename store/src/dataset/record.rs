@@ -1,0 +1,161 @@
+//! Dataset records: one per backup, JSON in the `datasets` column family
+//! under the big-endian id (so a scan lists them oldest first), and how
+//! users name them (`7`, `latest`, `latest~2`, a label).
+
+use serde::{Deserialize, Serialize};
+
+use super::tree::{Entry, EntryKind};
+use crate::commit::Commit;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, Tid};
+use crate::index::{cf, meta};
+use crate::objects::hex_id;
+use crate::store::Store;
+
+/// A dataset's number, allocated in commit order (never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DatasetId(pub u64);
+
+impl DatasetId {
+    /// The index key.
+    pub fn key(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+}
+
+impl std::fmt::Display for DatasetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What the index keeps about a dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// Its number.
+    pub id: DatasetId,
+    /// When the backup started, ns since the epoch.
+    pub time_ns: i64,
+    /// The machine it was taken on.
+    pub host: String,
+    /// The paths backed up, absolute.
+    pub sources: Vec<String>,
+    /// A label given at backup time.
+    pub label: Option<String>,
+    /// Tags given at backup time.
+    pub tags: Vec<String>,
+    /// The tree of the top directory (hex).
+    #[serde(with = "hex_id")]
+    pub root: BlobId,
+    /// Metadata of the top directory when one directory was backed up (a
+    /// restore puts it on the target); none when the top is made up.
+    pub root_meta: Option<Entry>,
+    /// Regular files.
+    pub files: u64,
+    /// Directories (the top one not counted).
+    pub dirs: u64,
+    /// Symlinks, fifos and devices.
+    pub others: u64,
+    /// Sum of file sizes.
+    pub logical_bytes: u64,
+    /// Bytes this backup added to the store's containers.
+    pub bytes_added: u64,
+    /// Entries that could not be read and are missing from the dataset.
+    pub skipped: u64,
+    /// The dataset whose unchanged files this one reused without reading.
+    pub parent: Option<DatasetId>,
+    /// The commit that made it.
+    pub tid: Tid,
+    /// Seconds the backup took.
+    pub seconds: f64,
+}
+
+impl DatasetRecord {
+    /// The entry of the top directory, for walking.
+    pub fn root_entry(&self) -> Entry {
+        let mut entry = self.root_meta.clone().unwrap_or_else(|| Entry {
+            name: Vec::new(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: 0,
+            mtime_ns: self.time_ns,
+            atime_ns: self.time_ns,
+            ctime_ns: self.time_ns,
+            inode: 0,
+            dev: 0,
+            links: 1,
+            rdev: 0,
+            xattrs: Vec::new(),
+            target: Vec::new(),
+            blob: None,
+        });
+        entry.kind = EntryKind::Dir;
+        entry.blob = Some(self.root);
+        entry
+    }
+
+    /// The sources as one string for tables.
+    pub fn source(&self) -> String {
+        self.sources.join(" ")
+    }
+}
+
+fn decode_record(key: &[u8], bytes: &[u8]) -> Result<DatasetRecord> {
+    serde_json::from_slice(bytes).map_err(|e| Error::BadStore {
+        path: "datasets".into(),
+        reason: format!("dataset record {key:?} does not parse: {e}"),
+    })
+}
+
+/// Allocates the next dataset id inside a commit (for everything that
+/// makes datasets: backups, clones, tools and tests).
+pub fn next_id(commit: &mut Commit<'_>) -> Result<DatasetId> {
+    let next = commit
+        .index()
+        .get(cf::META, meta::NEXT_DATASET)?
+        .map_or(1, |bytes| u64::from_le_bytes(bytes.as_slice().try_into().unwrap_or([1, 0, 0, 0, 0, 0, 0, 0])));
+    commit.put(cf::META, meta::NEXT_DATASET, (next + 1).to_le_bytes());
+    Ok(DatasetId(next))
+}
+
+/// Writes a new dataset record in a commit, with its reference on the root.
+pub fn put_record(commit: &mut Commit<'_>, record: &DatasetRecord) {
+    commit.add_ref(record.root);
+    commit.put(cf::DATASETS, record.id.key(), serde_json::to_vec(record).expect("records serialize"));
+}
+
+impl Store {
+    /// Every dataset, oldest first.
+    pub fn datasets(&self) -> Result<Vec<DatasetRecord>> {
+        self.index()
+            .scan(cf::DATASETS, b"")
+            .map(|item| {
+                let (key, value) = item?;
+                decode_record(&key, &value)
+            })
+            .collect()
+    }
+
+    /// The dataset `spec` names: a number, `latest`, `latest~N` (N before
+    /// the latest), or a label (the newest dataset with it).
+    pub fn dataset(&self, spec: &str) -> Result<DatasetRecord> {
+        let no_such = || Error::NoSuchDataset(spec.to_string());
+        if let Ok(number) = spec.parse::<u64>() {
+            let bytes = self.index().get(cf::DATASETS, &DatasetId(number).key())?.ok_or_else(no_such)?;
+            return decode_record(spec.as_bytes(), &bytes);
+        }
+        let all = self.datasets()?;
+        let back = match spec {
+            "latest" => Some(0),
+            _ => spec.strip_prefix("latest~").map(|n| n.parse::<usize>().map_err(|_| no_such())).transpose()?,
+        };
+        match back {
+            Some(back) => all.into_iter().rev().nth(back).ok_or_else(no_such),
+            None => all.into_iter().rev().find(|d| d.label.as_deref() == Some(spec)).ok_or_else(no_such),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Datasets end to end through the binary: a tree holding every kind of
+//! entry backs up and restores identical (lstat, xattrs and ACLs, hardlink
+//! structure, holes); browsing commands; naming datasets.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::fstree::{assert_same, is_root, now_ns, set_times, sh, snapshot};
+use crate::util::{Fixture, noise, text};
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    std::ffi::OsStr::new(s)
+}
+
+/// Builds a tree with every kind cairn stores, and one socket it must skip.
+fn build_every_kind(root: &Path) {
+    let dir = |rel: &str, mode: u32| {
+        let path = root.join(rel);
+        fs::create_dir_all(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let file = |rel: &str, data: &[u8], mode: u32| {
+        let path = root.join(rel);
+        fs::write(&path, data).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    dir("", 0o750);
+    dir("docs", 0o755);
+    file("docs/readme.txt", &text(100_000, 1), 0o644);
+    file("docs/big.bin", &noise(3 << 20, 2), 0o600);
+    file("docs/empty", b"", 0o644);
+    dir("docs/empty-dir", 0o700);
+    dir("bin", 0o755);
+    file("bin/tool", &text(5000, 3), 0o4755);
+    file("bin/group-tool", &text(5000, 4), 0o2711);
+    dir("shared", 0o2775);
+    dir("tmp", 0o1777);
+    dir("links", 0o755);
+    symlink("../docs/readme.txt", root.join("links/relative")).unwrap();
+    symlink("/etc/hostname", root.join("links/absolute")).unwrap();
+    symlink("nowhere/at/all", root.join("links/dangling")).unwrap();
+    // Three names for one inode, across directories.
+    dir("hard", 0o755);
+    dir("other", 0o755);
+    file("hard/one", &text(20_000, 5), 0o640);
+    fs::hard_link(root.join("hard/one"), root.join("hard/two")).unwrap();
+    fs::hard_link(root.join("hard/one"), root.join("other/three")).unwrap();
+    // A pipe, a socket (skipped), and devices when root.
+    dir("special", 0o755);
+    nix::unistd::mkfifo(&root.join("special/pipe"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(root.join("special/socket")).unwrap());
+    if is_root() {
+        sh("mknod", &[root.join("special/null").as_os_str(), os("c"), os("1"), os("3")]);
+        sh("mknod", &[root.join("special/loop").as_os_str(), os("b"), os("7"), os("200")]);
+    }
+    // Extended attributes, and POSIX ACLs (access on a file, default on a directory).
+    xattr::set(root.join("docs/readme.txt"), "user.comment", b"hello").unwrap();
+    xattr::set(root.join("docs/readme.txt"), "user.binary", &[0, 255, 1]).unwrap();
+    xattr::set(root.join("docs"), "user.dir", b"on a directory").unwrap();
+    dir("acl", 0o755);
+    file("acl/file", &text(3000, 6), 0o640);
+    sh("setfacl", &[os("-m"), os("u:65534:rwx"), root.join("acl/file").as_os_str()]);
+    sh("setfacl", &[os("-d"), os("-m"), os("g:65534:rx"), root.join("acl").as_os_str()]);
+    file("acl/inherited", &text(3000, 7), 0o640);
+    // A sparse file: holes before, between and after its data.
+    dir("sparse", 0o755);
+    let sparse = fs::File::create(root.join("sparse/image")).unwrap();
+    sparse.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &noise(8192, 8), 1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &noise(4096, 9), 5 << 20).unwrap();
+    drop(sparse);
+    // Names that are not UTF-8.
+    let latin1 = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs::write(&latin1, b"latin-1 name").unwrap();
+    let odd_dir = root.join(std::ffi::OsStr::from_bytes(b"dir\xff\x01"));
+    fs::create_dir(&odd_dir).unwrap();
+    fs::write(odd_dir.join("inside"), b"under an odd name").unwrap();
+    // Deep and long: 30 levels of 60-byte names, then a 255-byte name.
+    let mut deep = root.join("deep");
+    for level in 0..30 {
+        deep.push(format!("{level:02}{}", "d".repeat(58)));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f".repeat(255)), b"at the bottom").unwrap();
+    // Owners: a user that exists, and numbers with no name, when root.
+    if is_root() {
+        dir("owned", 0o755);
+        file("owned/nobody", b"owned by nobody", 0o644);
+        file("owned/numbers", b"owned by numbers", 0o644);
+        nix::unistd::chown(&root.join("owned/nobody"), Some(65534.into()), Some(65534.into())).unwrap();
+        nix::unistd::chown(&root.join("owned/numbers"), Some(4321.into()), Some(8765.into())).unwrap();
+        nix::unistd::chown(&root.join("owned"), Some(4321.into()), Some(8765.into())).unwrap();
+    }
+    // Times last, children before parents: mtimes in 2020 with odd ns, atimes
+    // an hour ahead, later than the ctimes that setting them makes (so
+    // relatime never moves them when the backup reads a symlink).
+    let paths = snapshot(root);
+    let base_atime = now_ns() + 3_600_000_000_000;
+    for (i, rel) in paths.keys().rev().enumerate() {
+        let i = i as i64;
+        set_times(&root.join(rel), base_atime + i * 1_000_001, 1_600_000_000_123_456_789 + i * 7_777_777);
+    }
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn every_kind_of_entry_round_trips_with_all_metadata() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    build_every_kind(&source);
+    let report = json(&fixture.ok(&["--json", "backup", source.to_str().unwrap(), "--name", "all-kinds"]));
+    assert_eq!(report["sockets"], 1, "{report}");
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 0, "{report}");
+
+    let mut expected = snapshot(&source);
+    expected.remove(Path::new("special/socket"));
+    let target = fixture.path("restored");
+    let restore = json(&fixture.ok(&["--json", "restore", "all-kinds", "--to", target.to_str().unwrap()]));
+    assert_eq!(restore["problems"].as_array().unwrap().len(), 0, "{restore}");
+    assert_eq!(restore["hardlinks"], 2, "{restore}");
+    assert_same(&expected, &snapshot(&target));
+    fixture.ok(&["check", "--read-data"]);
+
+    // Holes came back as holes: the 8 MiB image holds 12 KiB of data.
+    let image = fs::symlink_metadata(target.join("sparse/image")).unwrap();
+    assert!(std::os::unix::fs::MetadataExt::blocks(&image) * 512 <= 64 << 10, "image not sparse: {image:?}");
+}
+
+#[test]
+fn restoring_one_path_brings_its_parents_and_leaves_the_rest() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    build_every_kind(&source);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let target = fixture.path("one");
+    fixture.ok(&["restore", "latest", "docs/readme.txt", "hard/two", "--to", target.to_str().unwrap()]);
+    assert_eq!(fs::read(target.join("docs/readme.txt")).unwrap(), fs::read(source.join("docs/readme.txt")).unwrap());
+    assert_eq!(fs::read(target.join("hard/two")).unwrap(), fs::read(source.join("hard/one")).unwrap());
+    assert!(!target.join("docs/big.bin").exists());
+    assert!(!target.join("bin").exists());
+    let missing = fixture.fails(&["restore", "latest", "docs/absent", "--to", target.to_str().unwrap()]);
+    assert!(missing.contains("docs/absent"), "{missing}");
+}
+
+#[test]
+fn browsing_lists_finds_stats_cats_and_diffs() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    fs::create_dir_all(source.join("src/nested")).unwrap();
+    let main = text(200_000, 1);
+    fs::write(source.join("src/main.rs"), &main).unwrap();
+    fs::write(source.join("src/lib.rs"), text(3000, 2)).unwrap();
+    fs::write(source.join("src/nested/mod.rs"), text(3000, 3)).unwrap();
+    fs::write(source.join("notes.txt"), text(1000, 4)).unwrap();
+    symlink("src/main.rs", source.join("entry")).unwrap();
+    let src = source.to_str().unwrap();
+    fixture.ok(&["backup", src, "--name", "first"]);
+
+    // ls: names with a trailing slash on directories; -l shows mode and target.
+    assert_eq!(fixture.ok(&["ls", "first"]), "entry\nnotes.txt\nsrc/\n");
+    assert_eq!(fixture.ok(&["ls", "first", "/src"]), "lib.rs\nmain.rs\nnested/\n");
+    let long = fixture.ok(&["ls", "-l", "latest"]);
+    assert!(long.contains("lrwxrwxrwx") && long.contains("entry -> src/main.rs"), "{long}");
+    let listed = json(&fixture.ok(&["--json", "ls", "1", "src"]));
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    assert_eq!(listed[1]["path"], "/src/main.rs");
+    assert_eq!(listed[1]["size"], 200_000);
+
+    // find: by name glob and by type.
+    assert_eq!(fixture.ok(&["find", "first", "--name", "*.rs"]), "/src/lib.rs\n/src/main.rs\n/src/nested/mod.rs\n");
+    assert_eq!(fixture.ok(&["find", "first", "--type", "d"]), "/\n/src\n/src/nested\n");
+    assert_eq!(fixture.ok(&["find", "first", "src", "--type", "f"]), "/src/lib.rs\n/src/main.rs\n/src/nested/mod.rs\n");
+
+    // cat gives the bytes back.
+    let cat = fixture.command(&["cat", "first", "src/main.rs"]).output().unwrap();
+    assert!(cat.status.success());
+    assert_eq!(cat.stdout, main);
+
+    // A second version: one file changed by an insertion, one added, one removed.
+    let mut changed = main.clone();
+    changed.splice(100..100, b"inserted line\n".iter().copied());
+    fs::write(source.join("src/main.rs"), &changed).unwrap();
+    fs::write(source.join("src/new.rs"), text(500, 9)).unwrap();
+    fs::remove_file(source.join("notes.txt")).unwrap();
+    fixture.ok(&["backup", src, "--name", "second"]);
+
+    let diff = fixture.ok(&["diff", "first", "second"]);
+    assert!(diff.contains("+ /src/new.rs"), "{diff}");
+    assert!(diff.contains("- /notes.txt"), "{diff}");
+    assert!(diff.contains("M /src/main.rs"), "{diff}");
+    assert!(!diff.contains("lib.rs"), "{diff}");
+    let changes = json(&fixture.ok(&["--json", "diff", "latest~1", "latest", "src"]));
+    assert_eq!(changes.as_array().unwrap().len(), 2, "{changes}");
+
+    // stat: most of the changed file's chunks are shared with the first version.
+    let stat = json(&fixture.ok(&["--json", "stat", "second", "src/main.rs"]));
+    let (chunks, shared) = (stat["chunks"]["chunks"].as_u64().unwrap(), stat["chunks"]["shared"].as_u64().unwrap());
+    assert!(chunks >= 10 && shared + 3 >= chunks && shared < chunks, "{stat}");
+    let human = fixture.ok(&["stat", "second", "src/main.rs"]);
+    assert!(human.contains("chunks") && human.contains("shared"), "{human}");
+
+    // datasets: both, oldest first, with labels; names that do not exist are explained.
+    let list = json(&fixture.ok(&["--json", "datasets"]));
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["label"], "first");
+    assert_eq!(list[1]["files"], 4);
+    let table = fixture.ok(&["datasets"]);
+    assert!(table.contains("second") && table.contains("ADDED"), "{table}");
+    let error = fixture.fails(&["ls", "third"]);
+    assert!(error.contains("third") && error.contains("cairn datasets"), "{error}");
+    let error = fixture.fails(&["ls", "first", "src/absent.rs"]);
+    assert!(error.contains("src/absent.rs"), "{error}");
+}
