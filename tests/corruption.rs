@@ -1,13 +1,10 @@
 //! Damaged bytes on disk: reads that need them fail with an error naming the
 //! container and the blob; everything else still reads.
 
-use std::os::unix::fs::FileExt;
-
-use cairn_store::container::RECORD_HEADER_LEN;
 use cairn_store::content::ContentReader;
 use cairn_store::{OpenMode, Store};
 
-use crate::util::{Fixture, noise, text};
+use crate::util::{Fixture, flip_byte_in_blob, noise, text};
 
 /// Flips one byte in the middle of the stored bytes of `key`'s `nth` chunk
 /// and returns (container id, blob id) as printed.
@@ -16,15 +13,8 @@ fn flip_byte_in_chunk(fixture: &Fixture, key: &str, nth: usize, compressible: bo
     let record = store.object(key).unwrap();
     let mut reader = ContentReader::new(&store, record.content).unwrap();
     let chunk = reader.next_batch(nth + 1).unwrap()[nth];
-    let entry = store.entry(&chunk.id).unwrap();
-    assert_eq!(entry.flags != 0, compressible, "expected compression state");
-    let path = store.files().path(entry.container);
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let at = entry.offset + RECORD_HEADER_LEN as u64 + entry.stored_len as u64 / 2;
-    let mut byte = [0u8];
-    file.read_exact_at(&mut byte, at).unwrap();
-    file.write_all_at(&[byte[0] ^ 0x5a], at).unwrap();
-    (entry.container.to_string(), chunk.id.to_string())
+    assert_eq!(store.entry(&chunk.id).unwrap().flags != 0, compressible, "expected compression state");
+    flip_byte_in_blob(&store, chunk.id)
 }
 
 #[test]

@@ -2,17 +2,16 @@
 //! non-zero exit, and earlier datasets stay intact.
 
 use std::fs;
-use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use cairn_store::container::RECORD_HEADER_LEN;
 use cairn_store::content::ContentReader;
 use cairn_store::dataset::record::{DatasetRecord, next_id, put_record};
 use cairn_store::dataset::{Entry, EntryKind, Tree};
 use cairn_store::{BlobKind, OpenMode, Store};
 
 use crate::fstree::is_root;
-use crate::util::{Fixture, SmallDisk, command_on, noise, succeed, text};
+use crate::util::{Fixture, SmallDisk, command_on, flip_byte_in_blob, noise, succeed, text};
 
 fn small_tree(root: &Path, seed: u64) {
     fs::create_dir_all(root.join("sub")).unwrap();
@@ -89,13 +88,7 @@ fn corrupt_file(fixture: &Fixture, path: &str) -> (String, String) {
     let entry = store.lookup(&dataset, path).unwrap();
     let mut reader = ContentReader::new(&store, entry.blob.unwrap()).unwrap();
     let chunk = reader.next_batch(1).unwrap()[0];
-    let located = store.entry(&chunk.id).unwrap();
-    let file = fs::OpenOptions::new().read(true).write(true).open(store.files().path(located.container)).unwrap();
-    let at = located.offset + RECORD_HEADER_LEN as u64 + located.stored_len as u64 / 2;
-    let mut byte = [0u8];
-    file.read_exact_at(&mut byte, at).unwrap();
-    file.write_all_at(&[byte[0] ^ 0x5a], at).unwrap();
-    (located.container.to_string(), chunk.id.to_string())
+    flip_byte_in_blob(&store, chunk.id)
 }
 
 #[test]

@@ -218,3 +218,50 @@ fn browsing_lists_finds_stats_cats_and_diffs() {
     let error = fixture.fails(&["ls", "first", "src/absent.rs"]);
     assert!(error.contains("src/absent.rs"), "{error}");
 }
+
+#[test]
+fn excludes_tags_and_one_file_system() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    fs::create_dir_all(source.join("src/target/debug")).unwrap();
+    fs::create_dir_all(source.join("cache")).unwrap();
+    fs::write(source.join("src/main.rs"), b"fn main() {}").unwrap();
+    fs::write(source.join("src/scratch.tmp"), b"scratch").unwrap();
+    fs::write(source.join("src/target/debug/big"), noise(100_000, 1)).unwrap();
+    fs::write(source.join("cache/blob"), b"cached").unwrap();
+    fs::write(source.join("keep.tmp.txt"), b"kept").unwrap();
+    let cache_glob = format!("{}/cache", source.display());
+    let report = json(&fixture.ok(&[
+        "--json",
+        "backup",
+        source.to_str().unwrap(),
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "target",
+        "--exclude",
+        &cache_glob,
+        "--tag",
+        "daily",
+        "--tag",
+        "laptop",
+    ]));
+    assert_eq!(report["record"]["tags"], serde_json::json!(["daily", "laptop"]));
+    let found = fixture.ok(&["find", "latest"]);
+    assert_eq!(found, "/\n/keep.tmp.txt\n/src\n/src/main.rs\n", "{found}");
+
+    // A file system mounted inside the source: kept as an empty directory
+    // with --one-file-system, backed up without it (needs root to mount).
+    let mount = source.join("src/mnt");
+    let Some(_disk) = crate::util::SmallDisk::mount(mount.clone(), "1m") else {
+        eprintln!(
+            "excludes_tags_and_one_file_system: cannot mount a tmpfs here (not root); --one-file-system not checked"
+        );
+        return;
+    };
+    fs::write(mount.join("on-another-fs"), b"elsewhere").unwrap();
+    fixture.ok(&["backup", source.to_str().unwrap(), "--one-file-system", "--name", "xdev"]);
+    assert_eq!(fixture.ok(&["find", "xdev", "src/mnt"]), "/src/mnt\n");
+    fixture.ok(&["backup", source.to_str().unwrap(), "--name", "all"]);
+    assert_eq!(fixture.ok(&["find", "all", "src/mnt"]), "/src/mnt\n/src/mnt/on-another-fs\n");
+}

@@ -186,3 +186,16 @@ impl Drop for SmallDisk {
         let _ = std::process::Command::new("umount").arg(&self.path).status();
     }
 }
+
+/// Flips one byte in the middle of the stored bytes of blob `id` and
+/// returns (container id, blob id) as messages print them.
+pub fn flip_byte_in_blob(store: &cairn_store::Store, id: cairn_store::BlobId) -> (String, String) {
+    use std::os::unix::fs::FileExt;
+    let entry = store.entry(&id).unwrap();
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(store.files().path(entry.container)).unwrap();
+    let at = entry.offset + cairn_store::container::RECORD_HEADER_LEN as u64 + entry.stored_len as u64 / 2;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x5a], at).unwrap();
+    (entry.container.to_string(), id.to_string())
+}

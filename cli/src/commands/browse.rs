@@ -229,7 +229,7 @@ fn print_stat(record: &DatasetRecord, path: &str, e: &Entry, chunks: ChunkUse) {
     let name_or = |name: &Option<String>, id: u32| name.as_ref().map_or(id.to_string(), |n| format!("{n} ({id})"));
     println!("dataset   {} ({})", record.id, local_time(record.time_ns, false));
     println!("path      {path}");
-    println!("kind      {:?}", e.kind);
+    println!("kind      {}", format!("{:?}", e.kind).to_lowercase());
     println!("mode      {:04o} ({})", e.mode, mode_string(e.kind, e.mode));
     println!("owner     {}", name_or(&e.user, e.uid));
     println!("group     {}", name_or(&e.group, e.gid));
