@@ -265,3 +265,43 @@ fn excludes_tags_and_one_file_system() {
     fixture.ok(&["backup", source.to_str().unwrap(), "--name", "all"]);
     assert_eq!(fixture.ok(&["find", "all", "src/mnt"]), "/src/mnt\n/src/mnt/on-another-fs\n");
 }
+
+#[test]
+fn forget_keeps_what_the_policy_says_and_the_rest_still_restores() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    fs::create_dir_all(&source).unwrap();
+    for version in 1..=5u64 {
+        fs::write(source.join(format!("v{version}")), text(20_000, version)).unwrap();
+        let tag = if version == 2 { "release" } else { "daily" };
+        fixture.ok(&["backup", source.to_str().unwrap(), "--tag", tag]);
+    }
+    let error = fixture.fails(&["forget"]);
+    assert!(error.contains("--keep-daily"), "{error}");
+
+    let plan = json(&fixture.ok(&["--json", "forget", "--keep-last", "2", "--keep-tag", "release", "--dry-run"]));
+    let kept: Vec<u64> = plan["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .map(|d| d["dataset"]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, vec![2, 4, 5]);
+    assert_eq!(json(&fixture.ok(&["--json", "datasets"])).as_array().unwrap().len(), 5, "a dry run forgot something");
+
+    let table = fixture.ok(&["forget", "--keep-last", "2", "--keep-tag", "release"]);
+    assert!(table.contains("tag release") && table.contains("removed"), "{table}");
+    let left: Vec<u64> = json(&fixture.ok(&["--json", "datasets"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(left, vec![2, 4, 5]);
+    fixture.ok(&["check", "--read-data"]);
+    let target = fixture.path("restored");
+    fixture.ok(&["restore", "2", "--to", target.to_str().unwrap()]);
+    assert_eq!(fs::read(target.join("v2")).unwrap(), text(20_000, 2));
+    assert!(!target.join("v3").exists());
+}

@@ -187,6 +187,55 @@ pub enum Command {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Drop datasets a retention policy does not keep (the delete job
+    /// reclaims their space). Within each group, going back from the newest:
+    /// `--keep-daily 7` keeps the newest dataset of each of the last 7 days
+    /// that have one; likewise hourly, weekly (ISO weeks), monthly, yearly.
+    Forget {
+        /// Keep the N newest.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_last: usize,
+        /// Keep the newest of each of the last N hours.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_hourly: usize,
+        /// Keep the newest of each of the last N days.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_daily: usize,
+        /// Keep the newest of each of the last N weeks.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_weekly: usize,
+        /// Keep the newest of each of the last N months.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_monthly: usize,
+        /// Keep the newest of each of the last N years.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        keep_yearly: usize,
+        /// Keep everything within this span of the group's newest (`7d`, `2w`, `1y 6mo`).
+        #[arg(long, value_name = "SPAN")]
+        keep_within: Option<jiff::Span>,
+        /// Keep datasets with this tag (repeatable).
+        #[arg(long = "keep-tag", value_name = "TAG")]
+        keep_tags: Vec<String>,
+        /// How to group datasets before applying the rules.
+        #[arg(long, value_enum, default_value = "source")]
+        group_by: GroupByArg,
+        /// Only print what would be kept and removed, and why.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+}
+
+/// `forget --group-by`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GroupByArg {
+    /// The same sources on the same host.
+    Source,
+    /// The same host.
+    Host,
+    /// The same set of tags.
+    Tags,
+    /// All datasets together.
+    None,
 }
 
 /// `find --type`.

@@ -3,6 +3,7 @@
 mod backup;
 mod browse;
 mod check;
+mod forget;
 mod init;
 mod objects;
 mod restore;
@@ -89,6 +90,36 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stat { dataset, path } => done(browse::stat(&globals, &dataset, &path)),
         Command::Cat { dataset, path } => done(browse::cat(&globals, &dataset, &path)),
         Command::Diff { old, new, path } => done(browse::diff(&globals, &old, &new, &path)),
+        Command::Forget {
+            keep_last,
+            keep_hourly,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            keep_yearly,
+            keep_within,
+            keep_tags,
+            group_by,
+            dry_run,
+        } => {
+            let policy = cairn_gc::Policy {
+                last: keep_last,
+                hourly: keep_hourly,
+                daily: keep_daily,
+                weekly: keep_weekly,
+                monthly: keep_monthly,
+                yearly: keep_yearly,
+                within: keep_within,
+                tags: keep_tags,
+                group_by: match group_by {
+                    crate::args::GroupByArg::Source => cairn_gc::GroupBy::Source,
+                    crate::args::GroupByArg::Host => cairn_gc::GroupBy::Host,
+                    crate::args::GroupByArg::Tags => cairn_gc::GroupBy::Tags,
+                    crate::args::GroupByArg::None => cairn_gc::GroupBy::None,
+                },
+            };
+            done(forget::forget(&globals, &policy, dry_run))
+        }
         Command::Restore { dataset, paths, to, overwrite, dry_run } => {
             restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run)
         }

@@ -140,6 +140,29 @@ impl Store {
             .collect()
     }
 
+    /// Removes the datasets `ids` in one commit, each dropping its reference
+    /// on its tree; what only they used becomes garbage for the delete job.
+    /// Returns their records. Fails, removing nothing, if one does not exist.
+    pub fn forget(&self, ids: &[DatasetId]) -> Result<Vec<DatasetRecord>> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let session = self.session()?;
+        let (_, records) = session.commit(|commit| {
+            let mut records = Vec::new();
+            for id in &ids {
+                let bytes =
+                    commit.index().get(cf::DATASETS, &id.key())?.ok_or_else(|| Error::NoSuchDataset(id.to_string()))?;
+                let record = decode_record(&id.key(), &bytes)?;
+                commit.drop_ref(record.root);
+                commit.delete(cf::DATASETS, id.key());
+                records.push(record);
+            }
+            Ok(records)
+        })?;
+        Ok(records)
+    }
+
     /// The dataset `spec` names: a number, `latest`, `latest~N` (N before
     /// the latest), or a label (the newest dataset with it).
     pub fn dataset(&self, spec: &str) -> Result<DatasetRecord> {
