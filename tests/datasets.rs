@@ -305,3 +305,36 @@ fn forget_keeps_what_the_policy_says_and_the_rest_still_restores() {
     assert_eq!(fs::read(target.join("v2")).unwrap(), text(20_000, 2));
     assert!(!target.join("v3").exists());
 }
+
+#[test]
+fn forget_expired_drops_what_expired_and_keeps_the_reserve() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    fs::create_dir_all(&source).unwrap();
+    let src = source.to_str().unwrap();
+    for (version, expiry) in [(1u64, Some("0s")), (2, None), (3, Some("0s")), (4, Some("10y"))] {
+        fs::write(source.join(format!("v{version}")), text(5_000, version)).unwrap();
+        let mut args = vec!["backup", src];
+        if let Some(span) = expiry {
+            args.extend(["--expire-after", span]);
+        }
+        fixture.ok(&args);
+    }
+    let ids = |fixture: &Fixture| -> Vec<u64> {
+        json(&fixture.ok(&["--json", "datasets"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_u64().unwrap())
+            .collect()
+    };
+    // With a reserve of 3 the newest three stay whatever their expiry.
+    fixture.ok(&["forget", "--expired", "--reserve", "3"]);
+    assert_eq!(ids(&fixture), vec![2, 3, 4]);
+    fixture.ok(&["forget", "--expired"]);
+    assert_eq!(ids(&fixture), vec![2, 4]);
+    let usage = fixture.run(&["forget", "--reserve", "1"]);
+    assert_eq!(usage.status.code(), Some(2), "--reserve without --expired is a usage error");
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("--expired"), "{usage:?}");
+    fixture.ok(&["check"]);
+}

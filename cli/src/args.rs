@@ -117,6 +117,9 @@ pub enum Command {
         /// Read every file, even those the parent saw unchanged.
         #[arg(long)]
         read_all: bool,
+        /// Let `forget --expired` drop this dataset after this span (`30d`, `1y`).
+        #[arg(long, value_name = "SPAN")]
+        expire_after: Option<jiff::Span>,
     },
     /// List datasets, oldest first.
     Datasets,
@@ -216,6 +219,13 @@ pub enum Command {
         /// Keep datasets with this tag (repeatable).
         #[arg(long = "keep-tag", value_name = "TAG")]
         keep_tags: Vec<String>,
+        /// Drop datasets whose `backup --expire-after` has passed (and keep
+        /// those that have not, or have no expiry).
+        #[arg(long)]
+        expired: bool,
+        /// With --expired: always keep the N newest of each group.
+        #[arg(long, value_name = "N", default_value_t = 0, requires = "expired")]
+        reserve: usize,
         /// How to group datasets before applying the rules.
         #[arg(long, value_enum, default_value = "source")]
         group_by: GroupByArg,

@@ -51,6 +51,11 @@ pub struct Policy {
     pub tags: Vec<String>,
     /// How to group.
     pub group_by: GroupBy,
+    /// `--expired`: keep every dataset that has not expired at this time
+    /// (ns since the epoch); drop the expired ones no other rule keeps.
+    pub expired_at: Option<i64>,
+    /// With `expired_at`: always keep this many newest per group.
+    pub reserve: usize,
 }
 
 /// What the policy says about one dataset.
@@ -81,6 +86,7 @@ impl Policy {
         self.last + self.hourly + self.daily + self.weekly + self.monthly + self.yearly == 0
             && self.within.is_none()
             && self.tags.is_empty()
+            && self.expired_at.is_none()
     }
 
     /// Decides every dataset (returned in the order given) in time zone `tz`.
@@ -149,6 +155,16 @@ impl Policy {
             if let Some(tag) = decisions[i].dataset.tags.iter().find(|t| self.tags.contains(t)) {
                 reasons.push(format!("tag {tag}"));
             }
+            if let Some(now) = self.expired_at {
+                match decisions[i].dataset.expires_ns {
+                    Some(expires) if expires <= now => {}
+                    Some(_) => reasons.push("not expired".to_string()),
+                    None => reasons.push("no expiry".to_string()),
+                }
+                if rank < self.reserve {
+                    reasons.push(format!("reserve {}", rank + 1));
+                }
+            }
             decisions[i].keep = !reasons.is_empty();
             decisions[i].reasons = reasons;
         }
@@ -195,6 +211,7 @@ mod tests {
             parent: None,
             tid: Tid(id),
             seconds: 0.0,
+            expires_ns: None,
         }
     }
 
@@ -252,6 +269,25 @@ mod tests {
         assert_eq!(decisions[29].reasons, vec!["last 1", "within"]);
         assert_eq!(decisions[3].reasons, vec!["tag release"]);
         assert!(decisions[0].reasons.is_empty() && !decisions[0].keep);
+    }
+
+    #[test]
+    fn expired_datasets_go_but_the_reserve_stays() {
+        let mut datasets = daily(6);
+        let now = datasets[5].time_ns + HOUR;
+        for d in &mut datasets {
+            d.expires_ns = Some(d.time_ns + 2 * DAY);
+        }
+        datasets[0].expires_ns = None;
+        // Expired by now: ids 2..=4 (taken more than two days ago); 5 and 6 are not.
+        let policy = Policy { expired_at: Some(now), reserve: 1, ..Policy::default() };
+        let decisions = policy.apply(&datasets, &TimeZone::UTC);
+        assert_eq!(kept(&decisions), vec![1, 5, 6]);
+        assert_eq!(decisions[0].reasons, vec!["no expiry"]);
+        // A reserve larger than what has not expired keeps expired ones too.
+        let policy = Policy { expired_at: Some(now), reserve: 3, ..Policy::default() };
+        assert_eq!(kept(&policy.apply(&datasets, &TimeZone::UTC)), vec![1, 4, 5, 6]);
+        assert!(!policy.is_empty());
     }
 
     #[test]

@@ -56,6 +56,18 @@ fn default_store() -> Result<PathBuf> {
     Ok(base.join("cairn"))
 }
 
+/// Nanoseconds in a span measured from now (calendar units count as they
+/// fall: `1mo` from January 31 is 29, 30 or 31 days).
+fn span_ns(span: jiff::Span) -> Result<i64> {
+    let now = jiff::Zoned::now();
+    let later = now.checked_add(span).with_context(|| format!("cannot add {span} to the current time"))?;
+    Ok((later.timestamp().as_nanosecond() - now.timestamp().as_nanosecond()) as i64)
+}
+
+fn now_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let globals = Globals {
@@ -78,10 +90,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Clone { source, destination } => done(objects::clone(&globals, &source, &destination)),
         Command::Stats => done(stats::stats(&globals)),
         Command::Check { read_data } => done(check::check(&globals, read_data)),
-        Command::Backup { paths, name, tags, excludes, one_file_system, parent, read_all } => backup::backup(
-            &globals,
-            BackupOptions { sources: paths, label: name, tags, excludes, one_file_system, parent, read_all },
-        ),
+        Command::Backup { paths, name, tags, excludes, one_file_system, parent, read_all, expire_after } => {
+            let expire_after_ns = expire_after.map(span_ns).transpose()?;
+            backup::backup(
+                &globals,
+                BackupOptions {
+                    sources: paths,
+                    label: name,
+                    tags,
+                    excludes,
+                    one_file_system,
+                    parent,
+                    read_all,
+                    expire_after_ns,
+                },
+            )
+        }
         Command::Datasets => done(browse::datasets(&globals)),
         Command::Ls { dataset, path, long } => done(browse::ls(&globals, &dataset, &path, long)),
         Command::Find { dataset, path, name, kind } => {
@@ -99,6 +123,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             keep_yearly,
             keep_within,
             keep_tags,
+            expired,
+            reserve,
             group_by,
             dry_run,
         } => {
@@ -111,6 +137,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 yearly: keep_yearly,
                 within: keep_within,
                 tags: keep_tags,
+                expired_at: expired.then(now_ns),
+                reserve,
                 group_by: match group_by {
                     crate::args::GroupByArg::Source => cairn_gc::GroupBy::Source,
                     crate::args::GroupByArg::Host => cairn_gc::GroupBy::Host,

@@ -47,6 +47,8 @@ pub struct BackupOptions {
     pub parent: Option<String>,
     /// Read every file, even those the parent saw unchanged.
     pub read_all: bool,
+    /// Stamp the dataset to expire this many ns after it was taken.
+    pub expire_after_ns: Option<i64>,
 }
 
 /// One entry left out of a dataset.
@@ -192,6 +194,7 @@ impl Store {
                 parent: parent.as_ref().map(|p| p.id),
                 tid: commit.tid(),
                 seconds: started.elapsed().as_secs_f64(),
+                expires_ns: options.expire_after_ns.map(|after| time_ns.saturating_add(after)),
             };
             put_record(commit, &record);
             Ok(record)

@@ -68,6 +68,9 @@ pub struct DatasetRecord {
     pub tid: Tid,
     /// Seconds the backup took.
     pub seconds: f64,
+    /// When `forget --expired` may drop it, ns since the epoch (`backup --expire-after`).
+    #[serde(default)]
+    pub expires_ns: Option<i64>,
 }
 
 impl DatasetRecord {
