@@ -82,7 +82,13 @@ fn mutate(root: &Path, version: u64) -> (u64, u64) {
 }
 
 fn backup(fixture: &Fixture, source: &Path) -> Value {
-    serde_json::from_str(&fixture.ok(&["--json", "backup", source.to_str().unwrap()])).unwrap()
+    backup_with(fixture, source, &[])
+}
+
+fn backup_with(fixture: &Fixture, source: &Path, options: &[&str]) -> Value {
+    let mut args = vec!["--json", "backup", source.to_str().unwrap()];
+    args.extend(options);
+    serde_json::from_str(&fixture.ok(&args)).unwrap()
 }
 
 fn diff_r(a: &Path, b: &Path) {
@@ -135,8 +141,7 @@ fn unchanged_tree_backs_up_without_reading_and_adds_almost_nothing() {
         (first["record"]["bytes_added"].as_u64().unwrap(), second["record"]["bytes_added"].as_u64().unwrap());
     assert!(added2 * 100 < added1, "second backup added {added2} bytes, first {added1}");
     // --read-all reads everything again, and still stores nothing new but metadata.
-    let third: Value =
-        serde_json::from_str(&fixture.ok(&["--json", "backup", "--read-all", source.to_str().unwrap()])).unwrap();
+    let third = backup_with(&fixture, &source, &["--read-all"]);
     assert_eq!(third["files_changed"], 10_001, "{third}");
     assert!(third["record"]["bytes_added"].as_u64().unwrap() * 100 < added1, "{third}");
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::Metadata;
+use std::hash::Hash;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -52,33 +53,31 @@ pub struct Names {
     gids: Mutex<HashMap<String, Option<u32>>>,
 }
 
+/// The value for `key` in `cache`, found with `find` the first time.
+fn cached<K: Eq + Hash + Clone, V: Clone>(cache: &Mutex<HashMap<K, V>>, key: &K, find: impl FnOnce() -> V) -> V {
+    let mut cache = cache.lock().expect("names poisoned");
+    cache.entry(key.clone()).or_insert_with(find).clone()
+}
+
 impl Names {
     fn user(&self, uid: u32) -> Option<String> {
-        let mut users = self.users.lock().expect("names poisoned");
-        users.entry(uid).or_insert_with(|| User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name)).clone()
+        cached(&self.users, &uid, || User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|u| u.name))
     }
 
     fn group(&self, gid: u32) -> Option<String> {
-        let mut groups = self.groups.lock().expect("names poisoned");
-        groups.entry(gid).or_insert_with(|| Group::from_gid(Gid::from_raw(gid)).ok().flatten().map(|g| g.name)).clone()
+        cached(&self.groups, &gid, || Group::from_gid(Gid::from_raw(gid)).ok().flatten().map(|g| g.name))
     }
 
     /// The uid to restore: the local uid of the entry's user name if this
     /// machine has that user, else the stored number (as tar and restic do).
     fn local_uid(&self, entry: &Entry) -> u32 {
         let Some(name) = &entry.user else { return entry.uid };
-        let mut uids = self.uids.lock().expect("names poisoned");
-        uids.entry(name.clone())
-            .or_insert_with(|| User::from_name(name).ok().flatten().map(|u| u.uid.as_raw()))
-            .unwrap_or(entry.uid)
+        cached(&self.uids, name, || User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())).unwrap_or(entry.uid)
     }
 
     fn local_gid(&self, entry: &Entry) -> u32 {
         let Some(name) = &entry.group else { return entry.gid };
-        let mut gids = self.gids.lock().expect("names poisoned");
-        gids.entry(name.clone())
-            .or_insert_with(|| Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw()))
-            .unwrap_or(entry.gid)
+        cached(&self.gids, name, || Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())).unwrap_or(entry.gid)
     }
 }
 

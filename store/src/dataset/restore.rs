@@ -210,15 +210,22 @@ impl Store {
         let paths = if paths.is_empty() { &whole[..] } else { paths };
         let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
         for path in paths {
-            let entry = self.lookup(dataset, path)?;
+            // One walk down: each ancestor becomes a directory step, the last part the entry.
+            let no_such = || Error::NoSuchPath { dataset: dataset.id.to_string(), path: path.to_string() };
             let mut rel = PathBuf::new();
             let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-            let mut at = dataset.root_entry();
-            for part in parts.iter().take(parts.len().saturating_sub(1)) {
-                at = self.tree(at.blob.expect("lookup walked it"))?.get(part.as_bytes()).cloned().expect("looked up");
-                rel.push(part);
-                if made.insert(rel.clone()) {
-                    steps.push(Step::Dir(rel.clone(), at.clone()));
+            let mut entry = dataset.root_entry();
+            for (i, part) in parts.iter().enumerate() {
+                let tree = match (entry.kind, entry.blob) {
+                    (EntryKind::Dir, Some(tree)) => self.tree(tree)?,
+                    _ => return Err(no_such()),
+                };
+                entry = tree.get(part.as_bytes()).cloned().ok_or_else(no_such)?;
+                if i + 1 < parts.len() {
+                    rel.push(part);
+                    if made.insert(rel.clone()) {
+                        steps.push(Step::Dir(rel.clone(), entry.clone()));
+                    }
                 }
             }
             if let Some(last) = parts.last() {
@@ -242,10 +249,7 @@ impl Store {
         links: &mut HashMap<(u64, u64), PathBuf>,
     ) -> Result<()> {
         match entry.kind {
-            EntryKind::Dir => {
-                self.plan_children(&rel, &entry, steps, links)?;
-                // Children were pushed after a placeholder; see plan_children.
-            }
+            EntryKind::Dir => self.plan_children(&rel, &entry, steps, links)?,
             EntryKind::File if entry.is_hardlinked() => {
                 let key = (entry.dev, entry.inode);
                 match links.get(&key) {
