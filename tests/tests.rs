@@ -11,6 +11,7 @@ mod corruption;
 mod crash;
 mod dataset_errors;
 mod datasets;
+mod gc;
 mod objects;
 mod sessions;
 mod versions;

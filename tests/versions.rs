@@ -25,7 +25,7 @@ impl Rng {
 
 /// `count` files of 100 B to 40 KiB of text in 25 directories, and a few
 /// large ones.
-fn generate(root: &Path, count: usize, seed: u64) {
+pub(crate) fn generate(root: &Path, count: usize, seed: u64) {
     let mut rng = Rng(seed | 1);
     for i in 0..count {
         let dir = root.join(format!("dir{:02}", i % 25));
@@ -49,7 +49,7 @@ fn files(root: &Path) -> Vec<std::path::PathBuf> {
 
 /// Changes a tree the way a working day does: edits, new files, deletions.
 /// Returns (files written, bytes written).
-fn mutate(root: &Path, version: u64) -> (u64, u64) {
+pub(crate) fn mutate(root: &Path, version: u64) -> (u64, u64) {
     let mut rng = Rng(version * 7919 + 1);
     let all = files(root);
     let (mut written, mut bytes) = (0, 0);
@@ -91,7 +91,7 @@ fn backup_with(fixture: &Fixture, source: &Path, options: &[&str]) -> Value {
     serde_json::from_str(&fixture.ok(&args)).unwrap()
 }
 
-fn diff_r(a: &Path, b: &Path) {
+pub(crate) fn diff_r(a: &Path, b: &Path) {
     let out = std::process::Command::new("diff").arg("-r").arg("--no-dereference").arg(a).arg(b).output().unwrap();
     assert!(out.status.success(), "diff -r {} {}:\n{}", a.display(), b.display(), String::from_utf8_lossy(&out.stdout));
 }

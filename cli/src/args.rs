@@ -190,6 +190,24 @@ pub enum Command {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Reclaim the space of what no dataset or object names any more:
+    /// collect blobs whose references reached zero, then rewrite containers
+    /// that are mostly dead. Backups in other processes wait for the store
+    /// lock; Ctrl-C ends the current batch cleanly.
+    Gc {
+        /// Only report what would be reclaimed and rewritten.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Rewrite a container once this share of it is dead (0 to 1).
+        #[arg(long, default_value_t = 0.2, value_name = "SHARE")]
+        compact_threshold: f64,
+        /// Run again every SPAN (`1h`, `30m`) until interrupted.
+        #[arg(long, value_name = "SPAN")]
+        every: Option<jiff::Span>,
+        /// Queue entries per commit (smaller holds the commit lock for less).
+        #[arg(long, default_value_t = 10_000, value_name = "N", hide = true)]
+        batch: usize,
+    },
     /// Drop datasets a retention policy does not keep (the delete job
     /// reclaims their space). Within each group, going back from the newest:
     /// `--keep-daily 7` keeps the newest dataset of each of the last 7 days

@@ -150,6 +150,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is an I/O error for a file that does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { cause, .. } if cause.kind() == io::ErrorKind::NotFound)
+    }
+
     /// An I/O error with the file and the action that failed.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io { action, path: path.into(), cause: source }

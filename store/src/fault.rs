@@ -6,13 +6,25 @@
 
 use std::sync::OnceLock;
 
-/// Every crash point, in the order a commit passes them.
+/// A commit's crash points, in the order it passes them.
 pub const CRASH_POINTS: [&str; 4] = ["session:container-sealed", "commit:sealed", "commit:resolved", "commit:written"];
+
+/// The delete job's crash points: a cascade batch before and after its
+/// batch is durable; compaction after its new containers are sealed, before
+/// and after the index is repointed, and after the old files are removed.
+pub const GC_CRASH_POINTS: [&str; 6] = [
+    "reclaim:resolved",
+    "reclaim:written",
+    "compact:sealed",
+    "compact:resolved",
+    "compact:written",
+    "compact:unlinked",
+];
 
 /// Aborts the process if `CAIRN_CRASH_AT` is `name`.
 pub fn crash_point(name: &'static str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
-    debug_assert!(CRASH_POINTS.contains(&name));
+    debug_assert!(CRASH_POINTS.contains(&name) || GC_CRASH_POINTS.contains(&name));
     if AT.get_or_init(|| std::env::var("CAIRN_CRASH_AT").ok()).as_deref() == Some(name) {
         eprintln!("cairn: crashing at {name} (CAIRN_CRASH_AT)");
         std::process::abort();

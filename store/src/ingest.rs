@@ -269,7 +269,7 @@ pub fn read_chunks(store: &Store, entries: &[ContentEntry]) -> Result<Vec<Vec<u8
         .zip(located.into_par_iter())
         .map(|(entry, located)| {
             let located = located.filter(|e| !e.is_orphan()).ok_or(Error::MissingBlob(entry.id))?;
-            let data = store.files().read_blob(located.container, &located.record(entry.id))?;
+            let data = store.read_located(&entry.id, located)?;
             if data.len() as u64 != entry.len {
                 return Err(Error::Malformed {
                     what: "content list",

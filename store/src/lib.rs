@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod commit;
+pub mod compact;
 pub mod config;
 pub mod container;
 pub mod content;
@@ -21,6 +22,7 @@ pub mod index;
 pub mod ingest;
 mod lock;
 pub mod objects;
+pub mod reclaim;
 pub mod refs;
 pub mod session;
 pub mod stats;
@@ -28,11 +30,13 @@ mod store;
 
 pub use cairn_chunker::{BlobId, ChunkerConfig};
 pub use check::{CheckOptions, CheckReport};
+pub use compact::{CompactReport, ContainerUsage};
 pub use config::{DEFAULT_CONTAINER_SIZE, StoreConfig, StoreOptions};
 pub use dataset::{DatasetId, DatasetRecord};
 pub use error::{Error, Result};
 pub use ids::{BlobKind, ContainerId, SessionId, Tid};
 pub use objects::{ObjectInfo, ObjectRecord, PutOutcome};
+pub use reclaim::ReclaimBatch;
 pub use session::WriteSession;
 pub use stats::StoreStats;
 pub use store::{OpenMode, Store};

@@ -38,7 +38,7 @@ use crate::container::{ContainerKind, ContainerWriter, EncodedBlob, TableEntry, 
 use crate::error::{Error, Result};
 use crate::fault::crash_point;
 use crate::ids::{BlobId, BlobKind, ContainerId, SessionId, Tid};
-use crate::index::{ContainerRecord, cf, meta};
+use crate::index::{ContainerRecord, IndexEntry, cf, meta};
 use crate::store::{Store, StoreInner};
 
 /// Where a blob this session wrote lives.
@@ -235,40 +235,64 @@ impl WriteSession {
         let resolve_seconds = started.elapsed().as_secs_f64();
         let mut batch = commit.into_batch();
         resolution.write_to(index, &mut batch, tid);
-
-        // The session's containers become committed here, with the bytes of
-        // blobs that no entry names (duplicates) counted as dead.
-        let mut dead: HashMap<ContainerId, u64> = HashMap::new();
-        for (id, written) in &state.written {
-            if !resolution.inserted(id) {
-                *dead.entry(written.container).or_default() += written.record.record_len();
-            }
-        }
-        for sealed in &state.sealed {
-            let record = ContainerRecord {
-                kind: sealed.kind,
-                committed_tid: tid,
-                n_blobs: sealed.n_blobs,
-                stored_bytes: sealed.len,
-                dead_bytes: dead.get(&sealed.id).copied().unwrap_or(0),
-                uploaded: false,
-            };
-            batch.put_cf(index.cf(cf::CONTAINERS), sealed.id.key(), record.encode());
-        }
-        batch.put_cf(index.cf(cf::META), meta::TID, tid.0.to_le_bytes());
-        let next_container = store.next_container.load(Ordering::SeqCst);
-        batch.put_cf(index.cf(cf::META), meta::NEXT_CONTAINER, next_container.to_le_bytes());
-        crash_point("commit:resolved");
-        index.write(batch, true)?;
+        write_batch(&store, state, batch, tid, |id| resolution.inserted(id), ["commit:resolved", "commit:written"])?;
         tracing::debug!(
             resolve_seconds,
             total_seconds = started.elapsed().as_secs_f64(),
             blobs = state.written.len(),
             "commit {tid}"
         );
-        crash_point("commit:written");
         self.finished = true;
         Ok((tid, value))
+    }
+
+    /// Commits a compaction: every blob this session copied whose index
+    /// entry still points into one of `old` is repointed at the copy (same
+    /// count, same everything else); then the records of `old` are deleted,
+    /// in the same synced batch. Fails, committing nothing, if an entry
+    /// would still point into `old` afterwards (`tables` are the old
+    /// containers' footer tables). The caller removes the old files.
+    pub(crate) fn commit_relocation(
+        mut self,
+        old: &[ContainerId],
+        tables: &HashMap<ContainerId, Vec<TableEntry>>,
+    ) -> Result<Relocation> {
+        self.seal_open()?;
+        crash_point("compact:sealed");
+        let store = self.store.clone();
+        let _guard = store.lock_commits();
+        let index = &store.index;
+        let tid = Tid(index.tid()?.0 + 1);
+        let state = self.state.get_mut().expect("session state poisoned");
+        let is_old = |c: ContainerId| old.contains(&c);
+        let mut ids: Vec<BlobId> = state.written.keys().copied().collect();
+        ids.sort_unstable();
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut moved = std::collections::HashSet::new();
+        for (id, entry) in ids.iter().zip(index.blobs(&ids)?) {
+            if let Some(entry) = entry.filter(|e| !e.is_orphan() && is_old(e.container)) {
+                let written = &state.written[id];
+                let relocated = IndexEntry::new(written.container, &written.record, entry.refs);
+                batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), relocated.encode());
+                moved.insert(*id);
+            }
+        }
+        for (container, table) in tables.iter().filter(|(c, _)| is_old(**c)) {
+            let table_ids: Vec<BlobId> = table.iter().map(|t| t.id).collect();
+            for (id, entry) in table_ids.iter().zip(index.blobs(&table_ids)?) {
+                if entry.is_some_and(|e| e.container == *container) && !moved.contains(id) {
+                    return Err(Error::BadStore {
+                        path: store.files.path(*container),
+                        reason: format!("compaction did not copy live blob {id}; nothing was changed"),
+                    });
+                }
+            }
+            batch.delete_cf(index.cf(cf::CONTAINERS), container.key());
+        }
+        let sealed = state.sealed.iter().map(|s| s.id).collect();
+        write_batch(&store, state, batch, tid, |id| moved.contains(id), ["compact:resolved", "compact:written"])?;
+        self.finished = true;
+        Ok(Relocation { tid, moved: moved.len() as u64, new_containers: sealed })
     }
 
     /// Gives up: deletes the session's containers. Same as dropping it.
@@ -291,6 +315,58 @@ impl WriteSession {
         }
         Ok(())
     }
+}
+
+/// What a compaction commit did.
+#[derive(Clone, Debug)]
+pub(crate) struct Relocation {
+    /// The commit's tid.
+    #[allow(dead_code)]
+    pub(crate) tid: Tid,
+    /// Entries repointed at new copies.
+    pub(crate) moved: u64,
+    /// The containers the copies went to.
+    pub(crate) new_containers: Vec<ContainerId>,
+}
+
+/// The end of every commit, under the commit lock: the session's sealed
+/// containers get their records (with the bytes of copies that no entry
+/// names, `kept` being false for them, counted as dead), the tid and the
+/// container counter move on, and the batch is written and synced. The two
+/// crash points surround the write.
+fn write_batch(
+    store: &StoreInner,
+    state: &SessionState,
+    mut batch: rocksdb::WriteBatch,
+    tid: Tid,
+    kept: impl Fn(&BlobId) -> bool,
+    crash_points: [&'static str; 2],
+) -> Result<()> {
+    let index = &store.index;
+    let mut dead: HashMap<ContainerId, u64> = HashMap::new();
+    for (id, written) in &state.written {
+        if !kept(id) {
+            *dead.entry(written.container).or_default() += written.record.record_len();
+        }
+    }
+    for sealed in &state.sealed {
+        let record = ContainerRecord {
+            kind: sealed.kind,
+            committed_tid: tid,
+            n_blobs: sealed.n_blobs,
+            stored_bytes: sealed.len,
+            dead_bytes: dead.get(&sealed.id).copied().unwrap_or(0),
+            uploaded: false,
+        };
+        batch.put_cf(index.cf(cf::CONTAINERS), sealed.id.key(), record.encode());
+    }
+    batch.put_cf(index.cf(cf::META), meta::TID, tid.0.to_le_bytes());
+    let next_container = store.next_container.load(Ordering::SeqCst);
+    batch.put_cf(index.cf(cf::META), meta::NEXT_CONTAINER, next_container.to_le_bytes());
+    crash_point(crash_points[0]);
+    index.write(batch, true)?;
+    crash_point(crash_points[1]);
+    Ok(())
 }
 
 impl Drop for WriteSession {

@@ -172,8 +172,22 @@ impl Store {
 
     /// Reads one blob by id, checked against the id.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let entry = self.entry(id)?;
-        self.inner.files.read_blob(entry.container, &entry.record(*id))
+        self.read_located(id, self.entry(id)?)
+    }
+
+    /// Reads a blob at the location `entry` gives. If that container is gone
+    /// (compaction moved the blob after `entry` was read), looks the blob up
+    /// again and reads it from its new place.
+    pub fn read_located(&self, id: &BlobId, entry: IndexEntry) -> Result<Vec<u8>> {
+        match self.inner.files.read_blob(entry.container, &entry.record(*id)) {
+            Err(error) if error.is_not_found() => match self.entry(id) {
+                Ok(moved) if moved.container != entry.container => {
+                    self.inner.files.read_blob(moved.container, &moved.record(*id))
+                }
+                _ => Err(error),
+            },
+            result => result,
+        }
     }
 
     /// A blob's index entry, or an error when it is missing.

@@ -4,6 +4,7 @@ mod backup;
 mod browse;
 mod check;
 mod forget;
+mod gc;
 mod init;
 mod objects;
 mod restore;
@@ -58,7 +59,7 @@ fn default_store() -> Result<PathBuf> {
 
 /// Nanoseconds in a span measured from now (calendar units count as they
 /// fall: `1mo` from January 31 is 29, 30 or 31 days).
-fn span_ns(span: jiff::Span) -> Result<i64> {
+pub(crate) fn span_ns(span: jiff::Span) -> Result<i64> {
     let now = jiff::Zoned::now();
     let later = now.checked_add(span).with_context(|| format!("cannot add {span} to the current time"))?;
     Ok((later.timestamp().as_nanosecond() - now.timestamp().as_nanosecond()) as i64)
@@ -147,6 +148,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 },
             };
             done(forget::forget(&globals, &policy, dry_run))
+        }
+        Command::Gc { dry_run, compact_threshold, every, batch } => {
+            let options = cairn_gc::GcOptions { compact_threshold, batch_blobs: batch, ..Default::default() };
+            gc::gc(&globals, &options, dry_run, every)
         }
         Command::Restore { dataset, paths, to, overwrite, dry_run } => {
             restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::container::container_path;
-use crate::container::encode::decode_blob;
+use crate::container::encode::{EncodedBlob, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId};
@@ -58,10 +58,22 @@ impl ContainerFiles {
         self.open.lock().expect("container file cache poisoned").remove(&id);
     }
 
-    /// Reads the record described by `entry` from `container`, decompresses it
-    /// and checks it against its id. Any mismatch is an error naming the
-    /// container and the blob.
+    /// Reads one blob's plaintext, checked against its id.
     pub fn read_blob(&self, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
+        self.read_checked(container, entry).map(|(plain, _)| plain)
+    }
+
+    /// Reads one blob's record as stored (compressed or not), after checking
+    /// that it decodes to its id: what compaction copies into a new container
+    /// without compressing it again.
+    pub fn read_encoded(&self, container: ContainerId, entry: &TableEntry) -> Result<EncodedBlob> {
+        let (_, mut record) = self.read_checked(container, entry)?;
+        let bytes = record.split_off(RECORD_HEADER_LEN);
+        Ok(EncodedBlob { id: entry.id, kind: entry.kind, flags: entry.flags, raw_len: entry.raw_len, bytes })
+    }
+
+    /// Reads a record and checks it; returns the plaintext and the whole record.
+    fn read_checked(&self, container: ContainerId, entry: &TableEntry) -> Result<(Vec<u8>, Vec<u8>)> {
         let file = self.file(container)?;
         let mut record = vec![0u8; RECORD_HEADER_LEN + entry.stored_len as usize];
         let corrupt = |reason: String| Error::CorruptBlob { container, blob: entry.id, reason };
@@ -77,12 +89,15 @@ impl ContainerFiles {
         if header.id != entry.id || header.stored_len != entry.stored_len || header.raw_len != entry.raw_len {
             return Err(corrupt(format!("record header names blob {:#} instead", header.id)));
         }
+        if header.kind != entry.kind || header.flags != entry.flags {
+            return Err(corrupt("record header disagrees with the index on kind or flags".into()));
+        }
         let plain = decode_blob(header.flags, header.raw_len, &record[RECORD_HEADER_LEN..]).map_err(corrupt)?;
         let actual = BlobId::of(&plain);
         if actual != entry.id {
             return Err(corrupt(format!("content hashes to {actual:#}")));
         }
-        Ok(plain)
+        Ok((plain, record))
     }
 }
 

@@ -125,12 +125,16 @@ impl Store {
         let sources = absolute_sources(&options.sources)?;
         let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         let source_names: Vec<String> = sources.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let (names_glob, paths_glob) = excludes(&options.excludes)?;
+        // The session starts before the parent is read: the delete job keeps
+        // everything the parent names for as long as the session runs, even
+        // if the parent is forgotten meanwhile (its unchanged files' content
+        // lists are reused without being written again).
+        let session = self.session()?;
         let parent = match &options.parent {
             Some(spec) => Some(self.dataset(spec)?),
             None => self.datasets()?.into_iter().rev().find(|d| d.sources == source_names && d.host == host),
         };
-        let (names_glob, paths_glob) = excludes(&options.excludes)?;
-        let session = self.session()?;
         let walk = Walk {
             store: self,
             session: &session,

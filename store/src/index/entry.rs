@@ -115,6 +115,29 @@ pub struct ContainerRecord {
     pub uploaded: bool,
 }
 
+impl ContainerRecord {
+    /// Bytes of blob records in the file (headers included): the file less
+    /// its header, footer table and trailer.
+    pub fn record_bytes(&self) -> u64 {
+        use crate::container::{FOOTER_ENTRY_LEN, HEADER_LEN, TRAILER_LEN};
+        let overhead = (HEADER_LEN + TRAILER_LEN) as u64 + self.n_blobs * FOOTER_ENTRY_LEN as u64;
+        self.stored_bytes.saturating_sub(overhead)
+    }
+
+    /// Bytes of records that some index entry names.
+    pub fn live_bytes(&self) -> u64 {
+        self.record_bytes().saturating_sub(self.dead_bytes)
+    }
+
+    /// The share of the records that is dead, 0.0 to 1.0.
+    pub fn dead_share(&self) -> f64 {
+        match self.record_bytes() {
+            0 => 1.0,
+            total => self.dead_bytes.min(total) as f64 / total as f64,
+        }
+    }
+}
+
 /// Length of an encoded [`ContainerRecord`].
 pub const CONTAINER_RECORD_LEN: usize = 48;
 

@@ -174,6 +174,23 @@ impl Index {
             .take_while(move |item| item.as_ref().map_or(true, |(key, _)| key.starts_with(prefix)))
     }
 
+    /// Every key/value of a column family after `after` (exclusive; from the
+    /// start when `None`), in key order.
+    pub fn scan_after<'a>(
+        &'a self,
+        family: &str,
+        after: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = Result<KeyValue>> + 'a {
+        let mode = match after {
+            Some(key) => IteratorMode::From(key, Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        self.db
+            .iterator_cf(self.cf(family), mode)
+            .map(|item| item.map_err(|e| self.err(e)))
+            .skip_while(move |item| item.as_ref().is_ok_and(|(key, _)| Some(&**key) == after))
+    }
+
     /// Applies a batch atomically; `sync` makes it durable before returning.
     pub fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         if self.read_only {

@@ -1,0 +1,100 @@
+//! `cairn gc`: the delete job, once or every SPAN until interrupted.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use cairn_gc::{GcOptions, GcReport, Phase};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+
+use crate::commands::{EXIT_PARTIAL, Globals, span_ns};
+use crate::output;
+use crate::progress;
+
+/// Exit code when Ctrl-C ended the job early (128 + SIGINT, as shells do).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs the delete job (see `cairn_gc::job`).
+pub fn gc(globals: &Globals, options: &GcOptions, dry_run: bool, every: Option<jiff::Span>) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&options.compact_threshold) {
+        anyhow::bail!(
+            "--compact-threshold {} is not a share between 0 and 1 (0.2 rewrites containers that are 20% dead)",
+            options.compact_threshold
+        );
+    }
+    if dry_run {
+        let store = globals.open_read()?;
+        let report = cairn_gc::dry_run(&store, options)?;
+        print(globals, &report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = globals.open_write()?;
+    // The first Ctrl-C (or SIGTERM) sets `stop`, which the job checks
+    // between commits; a second one exits at once, which is safe too: every
+    // step is a commit, and the next run finishes what was cut.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        flag::register_conditional_shutdown(signal, EXIT_INTERRUPTED.into(), stop.clone())
+            .and_then(|_| flag::register(signal, stop.clone()))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let period = every.map(span_ns).transpose()?.map(|ns| Duration::from_nanos(ns.max(0) as u64));
+    let mut problems = false;
+    loop {
+        let started = Instant::now();
+        let bar = progress::bytes_bar(globals.progress, None, "gc");
+        let report = cairn_gc::collect(&store, options, &stop, &|phase| match phase {
+            Phase::Cascade(blobs) => bar.set_message(format!("gc: {blobs} blobs collected")),
+            Phase::Compact(done, total) => bar.set_message(format!("gc: compacting, {done}/{total} containers")),
+        })?;
+        bar.finish_and_clear();
+        print(globals, &report)?;
+        problems |= !report.problems.is_empty();
+        if report.interrupted {
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+        let Some(period) = period else { break };
+        let next = started + period;
+        while Instant::now() < next {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(ExitCode::from(EXIT_INTERRUPTED));
+            }
+            std::thread::sleep(Duration::from_millis(100).min(next.saturating_duration_since(Instant::now())));
+        }
+    }
+    Ok(if problems { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })
+}
+
+fn print(globals: &Globals, report: &GcReport) -> Result<()> {
+    if globals.json {
+        return output::json(report);
+    }
+    let would = if report.dry_run { "would be " } else { "" };
+    println!(
+        "blobs {would}reclaimed   {} ({} metadata), {}",
+        report.blobs_reclaimed,
+        report.metadata_blobs,
+        output::size(report.bytes_reclaimed)
+    );
+    if report.protected > 0 {
+        println!("blobs kept for now  {} (a running backup may still name them)", report.protected);
+    }
+    println!(
+        "containers          {} {would}deleted, {} {would}rewritten into {}",
+        report.containers_deleted,
+        report.containers_rewritten,
+        if report.dry_run { "new ones".to_string() } else { report.containers_written.to_string() }
+    );
+    println!("space {would}freed         {}", output::size(report.bytes_freed()));
+    println!("duration            {:.2} s", report.seconds);
+    if report.interrupted {
+        println!("interrupted: what was done is committed; run `cairn gc` again to finish");
+    }
+    for problem in &report.problems {
+        eprintln!("cairn: gc: {problem}");
+    }
+    Ok(())
+}

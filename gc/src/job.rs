@@ -1,0 +1,199 @@
+//! The delete job: the cascade over the zero queue, then compaction.
+//!
+//! The store does each step under its commit protocol
+//! (`Store::reclaim_batch`, `Store::compact`); this module decides how much
+//! to do and in what order, and stops cleanly when asked:
+//!
+//! 1. **Cascade**, in passes over the `zero` queue, `batch_blobs` entries per
+//!    commit. Collecting a metadata blob can bring its children to zero; they
+//!    are collected by the next pass. It ends when a pass collects nothing.
+//! 2. **Compact** the containers whose dead share reaches the threshold, a
+//!    group of about `group_bytes` of live records per commit. Wholly dead
+//!    containers are dropped without copying.
+//!
+//! Cost follows what is freed: the cascade touches the queue and what it
+//! names; compaction reads one small record per container to choose, then
+//! only the chosen containers. Backups may run meanwhile (in this process:
+//! the library supports it, the tests do it with threads).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use cairn_store::{ContainerId, Result, Store};
+use serde::Serialize;
+
+/// How the delete job runs.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Compact a container once this share of its records is dead (0.0–1.0).
+    pub compact_threshold: f64,
+    /// Queue entries per cascade commit.
+    pub batch_blobs: usize,
+    /// Live bytes copied per compaction commit.
+    pub group_bytes: u64,
+}
+
+impl Default for GcOptions {
+    fn default() -> GcOptions {
+        GcOptions { compact_threshold: 0.2, batch_blobs: 10_000, group_bytes: 64 << 20 }
+    }
+}
+
+/// What a run did (or, for a dry run, would do).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GcReport {
+    /// Blobs collected (index entries dropped).
+    pub blobs_reclaimed: u64,
+    /// Of which metadata blobs (trees, content-list pieces).
+    pub metadata_blobs: u64,
+    /// Their record bytes, now dead in their containers.
+    pub bytes_reclaimed: u64,
+    /// Blobs at zero references left because a running session may name them.
+    pub protected: u64,
+    /// Containers dropped with nothing live in them.
+    pub containers_deleted: u64,
+    /// Containers whose live records were copied out before they were dropped.
+    pub containers_rewritten: u64,
+    /// New containers the copies went to.
+    pub containers_written: u64,
+    /// Live records copied.
+    pub blobs_moved: u64,
+    /// Container bytes removed from disk.
+    pub bytes_removed: u64,
+    /// Container bytes written by compaction.
+    pub bytes_written: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Whether it stopped early because it was asked to (Ctrl-C).
+    pub interrupted: bool,
+    /// Whether nothing was changed (`--dry-run`).
+    pub dry_run: bool,
+    /// Blobs or containers that could not be handled, and why.
+    pub problems: Vec<String>,
+}
+
+impl GcReport {
+    /// Disk space given back: removed less written.
+    pub fn bytes_freed(&self) -> u64 {
+        self.bytes_removed.saturating_sub(self.bytes_written)
+    }
+}
+
+/// Where the job is, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Collecting blobs; the number so far.
+    Cascade(u64),
+    /// Compacting; containers done of the total chosen.
+    Compact(u64, u64),
+}
+
+/// Runs the delete job once. `stop` is checked between commits: when it is
+/// set, the job ends after the commit in progress and says so in the report.
+pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: &dyn Fn(Phase)) -> Result<GcReport> {
+    let started = Instant::now();
+    let mut report = GcReport::default();
+    let mut problems = BTreeSet::new();
+    'passes: loop {
+        let mut after = None;
+        let mut collected = 0;
+        let mut protected = 0;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                report.interrupted = true;
+                break 'passes;
+            }
+            let batch = store.reclaim_batch(after, options.batch_blobs.max(1))?;
+            collected += batch.blobs;
+            protected += batch.protected;
+            report.blobs_reclaimed += batch.blobs;
+            report.metadata_blobs += batch.metadata_blobs;
+            report.bytes_reclaimed += batch.bytes;
+            problems.extend(batch.problems);
+            progress(Phase::Cascade(report.blobs_reclaimed));
+            after = batch.next;
+            if after.is_none() {
+                break;
+            }
+        }
+        report.protected = protected;
+        if collected == 0 {
+            break;
+        }
+    }
+
+    if !report.interrupted {
+        let chosen = choose_containers(store, options.compact_threshold)?;
+        let total = chosen.len() as u64;
+        let mut done = 0;
+        for group in groups(&chosen, options.group_bytes) {
+            if stop.load(Ordering::Relaxed) {
+                report.interrupted = true;
+                break;
+            }
+            progress(Phase::Compact(done, total));
+            let ids: Vec<ContainerId> = group.iter().map(|(id, _)| *id).collect();
+            let compacted = store.compact(&ids)?;
+            report.containers_deleted += compacted.containers_deleted;
+            report.containers_rewritten += compacted.containers_rewritten;
+            report.containers_written += compacted.containers_written;
+            report.blobs_moved += compacted.blobs_moved;
+            report.bytes_removed += compacted.bytes_removed;
+            report.bytes_written += compacted.bytes_written;
+            problems.extend(compacted.problems);
+            done += ids.len() as u64;
+        }
+        progress(Phase::Compact(done, total));
+    }
+    report.problems = problems.into_iter().collect();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Containers worth compacting: those whose dead share reaches `threshold`,
+/// with the live bytes each would copy, fullest of dead first.
+pub fn choose_containers(store: &Store, threshold: f64) -> Result<Vec<(ContainerId, u64)>> {
+    let mut chosen: Vec<(ContainerId, u64, f64)> = store
+        .containers()?
+        .into_iter()
+        .filter(|(_, record)| record.dead_bytes > 0 && record.dead_share() >= threshold)
+        .map(|(id, record)| (id, record.live_bytes(), record.dead_share()))
+        .collect();
+    chosen.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    Ok(chosen.into_iter().map(|(id, live, _)| (id, live)).collect())
+}
+
+/// Splits containers into groups of about `group_bytes` live bytes each
+/// (at least one container per group).
+fn groups(chosen: &[(ContainerId, u64)], group_bytes: u64) -> Vec<&[(ContainerId, u64)]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, (_, live)) in chosen.iter().enumerate() {
+        if i > start && bytes + live > group_bytes {
+            out.push(&chosen[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += live;
+    }
+    if start < chosen.len() {
+        out.push(&chosen[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_hold_about_the_target_and_never_nothing() {
+        let chosen: Vec<(ContainerId, u64)> =
+            [5, 5, 5, 20, 0, 1].iter().enumerate().map(|(i, b)| (ContainerId(i as u64), *b)).collect();
+        let sizes: Vec<Vec<u64>> = groups(&chosen, 10).iter().map(|g| g.iter().map(|(_, b)| *b).collect()).collect();
+        assert_eq!(sizes, vec![vec![5, 5], vec![5], vec![20], vec![0, 1]]);
+        assert!(groups(&[], 10).is_empty());
+    }
+}
