@@ -14,4 +14,5 @@ mod datasets;
 mod gc;
 mod objects;
 mod sessions;
+mod stress;
 mod versions;
