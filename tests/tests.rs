@@ -11,6 +11,7 @@ mod corruption;
 mod crash;
 mod dataset_errors;
 mod datasets;
+mod dedupe;
 mod gc;
 mod objects;
 mod sessions;

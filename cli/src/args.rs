@@ -73,12 +73,18 @@ pub enum Command {
         /// The object's key.
         key: String,
     },
-    /// Make DST a copy of object SRC in O(1): no data is copied.
+    /// Copy in O(1), no data copied: `clone SRC DST` makes object DST a copy
+    /// of object SRC; `clone DATASET[:PATH] --name LABEL` makes a new dataset
+    /// of a dataset, or of a directory or file in one.
     Clone {
-        /// The existing object.
+        /// The existing object, or DATASET[:PATH] with --name.
         source: String,
-        /// The new key.
-        destination: String,
+        /// The new key (objects).
+        #[arg(required_unless_present = "name")]
+        destination: Option<String>,
+        /// Clone a dataset: the new dataset's label.
+        #[arg(long, value_name = "LABEL", conflicts_with = "destination")]
+        name: Option<String>,
     },
     /// Show sizes, dedup and compression ratios, blobs and containers.
     Stats,
@@ -208,6 +214,17 @@ pub enum Command {
         #[arg(long, default_value_t = 10_000, value_name = "N", hide = true)]
         batch: usize,
     },
+    /// Deduplication: where the space goes, or what a directory would save.
+    Dedupe {
+        /// What to show.
+        #[command(subcommand)]
+        command: DedupeCommand,
+    },
+    /// List containers (size, dead share), or show one container's blobs.
+    Containers {
+        /// A container id, in hex as listed.
+        id: Option<String>,
+    },
     /// Drop datasets a retention policy does not keep (the delete job
     /// reclaims their space). Within each group, going back from the newest:
     /// `--keep-daily 7` keeps the newest dataset of each of the last 7 days
@@ -250,6 +267,20 @@ pub enum Command {
         /// Only print what would be kept and removed, and why.
         #[arg(long, short = 'n')]
         dry_run: bool,
+    },
+}
+
+/// `cairn dedupe ...`.
+#[derive(Subcommand, Debug)]
+pub enum DedupeCommand {
+    /// Store-wide savings; per dataset what it alone holds (what forgetting
+    /// it frees) and what it shares; reference counts; container fill.
+    Stats,
+    /// Estimate how much PATH would deduplicate and compress, storing
+    /// nothing (and, with an existing store, how much it holds already).
+    Assess {
+        /// A file or directory.
+        path: PathBuf,
     },
 }
 

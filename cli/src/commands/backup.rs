@@ -65,3 +65,21 @@ pub fn backup(globals: &Globals, options: BackupOptions) -> Result<ExitCode> {
     );
     Ok(ExitCode::from(EXIT_PARTIAL))
 }
+
+/// `cairn clone DATASET[:PATH] --name LABEL`: a new dataset sharing the tree.
+pub fn clone_dataset(globals: &Globals, source: &str, label: &str) -> Result<ExitCode> {
+    let (spec, path) = source.split_once(':').unwrap_or((source, ""));
+    let store = globals.open_write()?;
+    let record = store.clone_dataset(spec, path, label)?;
+    if globals.json {
+        output::json(&record)?;
+    } else {
+        println!(
+            "dataset {} ({label}) cloned from {source}: {} files, {}, no data copied",
+            record.id,
+            record.files,
+            output::size(record.logical_bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -3,6 +3,7 @@
 mod backup;
 mod browse;
 mod check;
+mod dedupe;
 mod forget;
 mod gc;
 mod init;
@@ -88,7 +89,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get { key, file } => done(objects::get(&globals, &key, file)),
         Command::Objects { prefix } => done(objects::list(&globals, prefix.as_deref().unwrap_or(""))),
         Command::Rm { key } => done(objects::remove(&globals, &key)),
-        Command::Clone { source, destination } => done(objects::clone(&globals, &source, &destination)),
+        Command::Clone { source, destination: Some(destination), name: None } => {
+            done(objects::clone(&globals, &source, &destination))
+        }
+        Command::Clone { source, name: Some(label), .. } => backup::clone_dataset(&globals, &source, &label),
+        Command::Clone { .. } => unreachable!("clap requires DST or --name, not both"),
         Command::Stats => done(stats::stats(&globals)),
         Command::Check { read_data } => done(check::check(&globals, read_data)),
         Command::Backup { paths, name, tags, excludes, one_file_system, parent, read_all, expire_after } => {
@@ -149,6 +154,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             };
             done(forget::forget(&globals, &policy, dry_run))
         }
+        Command::Dedupe { command: crate::args::DedupeCommand::Stats } => done(dedupe::stats(&globals)),
+        Command::Dedupe { command: crate::args::DedupeCommand::Assess { path } } => {
+            done(dedupe::assess(&globals, &path))
+        }
+        Command::Containers { id } => done(dedupe::containers(&globals, id.as_deref())),
         Command::Gc { dry_run, compact_threshold, every, batch } => {
             let options = cairn_gc::GcOptions { compact_threshold, batch_blobs: batch, ..Default::default() };
             gc::gc(&globals, &options, dry_run, every)

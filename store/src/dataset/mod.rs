@@ -14,6 +14,7 @@
 
 pub mod backup;
 pub mod browse;
+mod clone;
 pub mod fsmeta;
 pub mod record;
 pub mod restore;
