@@ -1,4 +1,8 @@
-//! Data shared by the benchmarks.
+//! Data and tools shared by the benchmarks (each bench uses a part).
+
+#![allow(dead_code)]
+
+pub mod tools;
 
 /// Text-like bytes (words from a small vocabulary, a few binary runs) that
 /// compress about 2:1 and chunk by content. Reproducible for a given seed.
