@@ -25,6 +25,15 @@ fn copy(from: &Path, to: &Path) {
     assert!(status.success());
 }
 
+/// The bench's scratch directory (kept with CAIRN_BENCH_KEEP, for profiling).
+struct WorkDir(std::path::PathBuf);
+
+impl WorkDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 struct Cost {
     /// Seconds of the collection itself (cairn's report; restic: wall).
     job: f64,
@@ -43,6 +52,13 @@ fn cairn_collect(tool: &Tool, keep: usize) -> Cost {
     let wall = started.elapsed().as_secs_f64();
     assert!(output.status.success(), "cairn gc: {}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    println!(
+        "  cairn gc: {} blobs ({} metadata) reclaimed, {} containers deleted, {} rewritten",
+        report["blobs_reclaimed"],
+        report["metadata_blobs"],
+        report["containers_deleted"],
+        report["containers_rewritten"]
+    );
     Cost { job: report["seconds"].as_f64().unwrap(), wall, before, after: du(&tool.repo) }
 }
 
@@ -59,7 +75,8 @@ fn main() {
     let versions: usize = if benchmarking { 50 } else { 6 };
     let work = tempfile::tempdir().unwrap();
     let mut tools = vec!["cairn"];
-    if benchmarking {
+    // CAIRN_BENCH_COMPARE=0 runs cairn alone (for profiling).
+    if benchmarking && std::env::var("CAIRN_BENCH_COMPARE").as_deref() != Ok("0") {
         if installed("restic") {
             tools.push("restic");
         } else {
@@ -67,9 +84,21 @@ fn main() {
         }
     }
     let (one, many) = (versions - 1, versions / 2);
-    println!("{versions} datasets of a {mb} MiB tree; forget the oldest {} or the oldest {}", versions - one, versions - many);
-    println!("{:<8} {:>7} {:>12} {:>12} {:>14} {:>14}", "tool", "forget", "gc job (s)", "wall (s)", "store before", "freed");
+    println!(
+        "{versions} datasets of a {mb} MiB tree; forget the oldest {} or the oldest {}",
+        versions - one,
+        versions - many
+    );
+    println!(
+        "{:<8} {:>7} {:>12} {:>12} {:>14} {:>14}",
+        "tool", "forget", "gc job (s)", "wall (s)", "store before", "freed"
+    );
     let mut cairn_costs = Vec::new();
+    let work_path = work.path().to_path_buf();
+    if std::env::var_os("CAIRN_BENCH_KEEP").is_some() {
+        println!("keeping {}", work.keep().display());
+    }
+    let work = WorkDir(work_path);
     for name in tools {
         let tree = work.path().join(format!("tree-{name}"));
         generate(&tree, mb << 20);

@@ -327,3 +327,22 @@ fn reads_follow_blobs_that_compaction_moved() {
     assert_clean(&store);
     assert_recount_matches(&store);
 }
+
+/// `gc --every` runs until interrupted; Ctrl-C (SIGINT) ends it with 130
+/// after the current commit, and the store is consistent.
+#[test]
+fn gc_every_runs_until_ctrl_c() {
+    let (fixture, source) = store_with_garbage(3);
+    let mut child = fixture.command(&["gc", "--every", "1s"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(child.try_wait().unwrap().is_none(), "gc --every exited on its own");
+    let status = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "interrupted runs exit 130");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.matches("blobs reclaimed").count() >= 2, "it ran more than once:\n{stdout}");
+    fixture.ok(&["check"]);
+    restore_and_compare(&fixture, "latest", &source);
+    assert_recount_matches(&open(&fixture));
+}

@@ -105,6 +105,7 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
                 break 'passes;
             }
             let batch = store.reclaim_batch(after, options.batch_blobs.max(1))?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), blobs = batch.blobs, "reclaim batch");
             collected += batch.blobs;
             protected += batch.protected;
             report.blobs_reclaimed += batch.blobs;
@@ -123,6 +124,9 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
         }
     }
 
+    // The cascade's batches were not synced one by one.
+    store.index().sync()?;
+    tracing::debug!(seconds = started.elapsed().as_secs_f64(), blobs = report.blobs_reclaimed, "cascade done");
     if !report.interrupted {
         let chosen = choose_containers(store, options.compact_threshold)?;
         let total = chosen.len() as u64;
@@ -135,6 +139,7 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
             progress(Phase::Compact(done, total));
             let ids: Vec<ContainerId> = group.iter().map(|(id, _)| *id).collect();
             let compacted = store.compact(&ids)?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), containers = ids.len(), "compacted a group");
             report.containers_deleted += compacted.containers_deleted;
             report.containers_rewritten += compacted.containers_rewritten;
             report.containers_written += compacted.containers_written;

@@ -114,7 +114,7 @@ impl Store {
         let mut tables: HashMap<ContainerId, Vec<TableEntry>> = HashMap::new();
         let mut old: Vec<ContainerId> = Vec::new();
         let mut removed_bytes = 0;
-        'containers: for id in ids {
+        for id in ids {
             let usage = match self.container_usage(*id) {
                 Ok(usage) => usage,
                 Err(error) => {
@@ -122,16 +122,18 @@ impl Store {
                     continue;
                 }
             };
-            let mut copies = Vec::new();
-            for table in usage.live() {
-                match self.files().read_encoded(*id, table) {
-                    Ok(blob) => copies.push(blob),
+            let live: Vec<TableEntry> = usage.live().copied().collect();
+            let copies = if live.is_empty() {
+                Vec::new()
+            } else {
+                match self.files().read_encoded(*id, &live) {
+                    Ok(copies) => copies,
                     Err(error) => {
                         report.problems.push(format!("container {id} left alone: {error}"));
-                        continue 'containers;
+                        continue;
                     }
                 }
-            }
+            };
             for blob in &copies {
                 session.write_blob(blob)?;
             }

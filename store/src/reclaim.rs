@@ -19,13 +19,16 @@
 //! running now, exactly like blobs zeroed by a commit.
 //!
 //! The slow part (reading metadata blobs to list their children) happens
-//! before the lock is taken; under the lock only index reads and one synced
-//! batch remain, so commits wait for a batch no longer than for another
-//! commit. Everything is idempotent: a crash before the batch is durable
-//! leaves the queue as it was, a crash after leaves the next batch to go on.
+//! before the lock is taken; under the lock only index reads and one batch
+//! remain, so commits wait for a batch no longer than for another commit.
+//! Everything is idempotent: a crash before the batch is durable leaves the
+//! queue as it was, a crash after leaves the next batch to go on. So batches
+//! are written without a sync of their own (an fsync per cascade level
+//! would dominate small collections); callers end with `Index::sync`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rayon::prelude::*;
 use rocksdb::WriteBatch;
 
 use crate::error::Result;
@@ -93,6 +96,7 @@ impl Store {
     /// is `None` to make one pass over the queue; children zeroed by a pass
     /// are collected by the next pass.
     pub fn reclaim_batch(&self, after: Option<BlobId>, limit: usize) -> Result<ReclaimBatch> {
+        let limit = limit.max(1);
         let queued = self.zero_queue(after, limit + 1)?;
         let mut report = ReclaimBatch::default();
         let batch: &[(BlobId, Tid)] = if queued.len() > limit {
@@ -111,17 +115,30 @@ impl Store {
         let entries = self.index().blobs(&ids)?;
         let mut children: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
         let mut unreadable: HashSet<BlobId> = HashSet::new();
-        for ((id, tid), entry) in batch.iter().zip(&entries) {
-            let Some(entry) = entry.filter(|e| !e.is_orphan() && e.refs == 0 && *tid <= horizon) else { continue };
-            if entry.kind.is_metadata() {
-                match self.read_blob(id).and_then(|bytes| children_of(entry.kind, *id, &bytes)) {
-                    Ok(kids) => {
-                        children.insert(*id, kids);
-                    }
-                    Err(error) => {
-                        report.problems.push(format!("cannot collect {} blob {id}: {error}", entry.kind.name()));
-                        unreadable.insert(*id);
-                    }
+        let metadata: Vec<(BlobId, IndexEntry)> = batch
+            .iter()
+            .zip(&entries)
+            .filter_map(|((id, tid), entry)| {
+                entry
+                    .filter(|e| !e.is_orphan() && e.refs == 0 && *tid <= horizon && e.kind.is_metadata())
+                    .map(|e| (*id, e))
+            })
+            .collect();
+        let listed: Vec<(BlobId, IndexEntry, Result<Vec<BlobId>>)> = metadata
+            .into_par_iter()
+            .map(|(id, entry)| {
+                let kids = self.read_located(&id, entry).and_then(|bytes| children_of(entry.kind, id, &bytes));
+                (id, entry, kids)
+            })
+            .collect();
+        for (id, entry, kids) in listed {
+            match kids {
+                Ok(kids) => {
+                    children.insert(id, kids);
+                }
+                Err(error) => {
+                    report.problems.push(format!("cannot collect {} blob {id}: {error}", entry.kind.name()));
+                    unreadable.insert(id);
                 }
             }
         }
@@ -204,9 +221,16 @@ impl Store {
                 write.put_cf(index.cf(cf::CONTAINERS), container.key(), record.encode());
             }
         }
+        if write.is_empty() {
+            return Ok(report);
+        }
         write.put_cf(index.cf(cf::META), meta::TID, tid.0.to_le_bytes());
         crash_point("reclaim:resolved");
-        index.write(write, true)?;
+        // Not synced: losing a batch in a crash only means collecting it
+        // again. Everything that depends on it syncs the log first: the next
+        // commit or compaction (a synced write covers all earlier ones) and
+        // the job's end (`Index::sync`).
+        index.write(write, false)?;
         crash_point("reclaim:written");
         Ok(report)
     }

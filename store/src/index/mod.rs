@@ -201,6 +201,15 @@ impl Index {
         self.db.write_opt(batch, &options).map_err(|e| self.err(e))
     }
 
+    /// Makes every write so far durable (syncs the write-ahead log), for
+    /// callers that wrote several batches without syncing each.
+    pub fn sync(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
     /// Puts one value without syncing (hints that are safe to lose).
     pub fn put_unsynced(&self, family: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let mut batch = WriteBatch::default();
