@@ -92,13 +92,14 @@ impl Store {
             .container(id)?
             .ok_or_else(|| Error::Usage(format!("there is no container {id}; `cairn containers` lists them")))?;
         let table = read_table(&self.files().path(id), id)?;
-        let ids: Vec<BlobId> = table.iter().map(|t| t.id).collect();
-        let entries = self.index().blobs(&ids)?;
+        // Sorted, RocksDB's batched lookup is several times faster.
+        let mut ids: Vec<BlobId> = table.iter().map(|t| t.id).collect();
+        ids.sort_unstable();
+        let entries: HashMap<BlobId, Option<IndexEntry>> = ids.iter().copied().zip(self.index().blobs(&ids)?).collect();
         let blobs = table
             .into_iter()
-            .zip(entries)
-            .map(|(t, entry)| {
-                let live = entry.filter(|e| !e.is_orphan() && e.container == id && e.offset == t.offset);
+            .map(|t| {
+                let live = entries[&t.id].filter(|e| !e.is_orphan() && e.container == id && e.offset == t.offset);
                 (t, live)
             })
             .collect();

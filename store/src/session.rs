@@ -265,28 +265,28 @@ impl WriteSession {
         let tid = Tid(index.tid()?.0 + 1);
         let state = self.state.get_mut().expect("session state poisoned");
         let is_old = |c: ContainerId| old.contains(&c);
-        let mut ids: Vec<BlobId> = state.written.keys().copied().collect();
+        // One sorted lookup of every record the old containers hold: each
+        // entry still pointing into one of them is repointed at this
+        // session's copy, and one without a copy stops the compaction.
+        let mut ids: Vec<BlobId> =
+            tables.iter().filter(|(c, _)| is_old(**c)).flat_map(|(_, table)| table.iter().map(|t| t.id)).collect();
         ids.sort_unstable();
+        ids.dedup();
         let mut batch = rocksdb::WriteBatch::default();
         let mut moved = std::collections::HashSet::new();
         for (id, entry) in ids.iter().zip(index.blobs(&ids)?) {
-            if let Some(entry) = entry.filter(|e| !e.is_orphan() && is_old(e.container)) {
-                let written = &state.written[id];
-                let relocated = IndexEntry::new(written.container, &written.record, entry.refs);
-                batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), relocated.encode());
-                moved.insert(*id);
-            }
+            let Some(entry) = entry.filter(|e| !e.is_orphan() && is_old(e.container)) else { continue };
+            let Some(written) = state.written.get(id) else {
+                return Err(Error::BadStore {
+                    path: store.files.path(entry.container),
+                    reason: format!("compaction did not copy live blob {id}; nothing was changed"),
+                });
+            };
+            let relocated = IndexEntry::new(written.container, &written.record, entry.refs);
+            batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), relocated.encode());
+            moved.insert(*id);
         }
-        for (container, table) in tables.iter().filter(|(c, _)| is_old(**c)) {
-            let table_ids: Vec<BlobId> = table.iter().map(|t| t.id).collect();
-            for (id, entry) in table_ids.iter().zip(index.blobs(&table_ids)?) {
-                if entry.is_some_and(|e| e.container == *container) && !moved.contains(id) {
-                    return Err(Error::BadStore {
-                        path: store.files.path(*container),
-                        reason: format!("compaction did not copy live blob {id}; nothing was changed"),
-                    });
-                }
-            }
+        for container in old {
             batch.delete_cf(index.cf(cf::CONTAINERS), container.key());
         }
         let sealed = state.sealed.iter().map(|s| s.id).collect();
