@@ -96,6 +96,7 @@ impl Store {
     /// is `None` to make one pass over the queue; children zeroed by a pass
     /// are collected by the next pass.
     pub fn reclaim_batch(&self, after: Option<BlobId>, limit: usize) -> Result<ReclaimBatch> {
+        let started = std::time::Instant::now();
         let limit = limit.max(1);
         let queued = self.zero_queue(after, limit + 1)?;
         let mut report = ReclaimBatch::default();
@@ -143,6 +144,7 @@ impl Store {
             }
         }
 
+        tracing::trace!(seconds = started.elapsed().as_secs_f64(), metadata = children.len(), "reclaim: read outside the lock");
         let _guard = self.inner.lock_commits();
         let index = self.index();
         let horizon = self.horizon()?;
@@ -232,6 +234,7 @@ impl Store {
         // the job's end (`Index::sync`).
         index.write(write, false)?;
         crash_point("reclaim:written");
+        tracing::trace!(seconds = started.elapsed().as_secs_f64(), blobs = report.blobs, "reclaim: batch written");
         Ok(report)
     }
 }
