@@ -144,7 +144,11 @@ impl Store {
             }
         }
 
-        tracing::trace!(seconds = started.elapsed().as_secs_f64(), metadata = children.len(), "reclaim: read outside the lock");
+        tracing::trace!(
+            seconds = started.elapsed().as_secs_f64(),
+            metadata = children.len(),
+            "reclaim: read outside the lock"
+        );
         let _guard = self.inner.lock_commits();
         let index = self.index();
         let horizon = self.horizon()?;

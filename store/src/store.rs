@@ -176,11 +176,12 @@ impl Store {
     }
 
     /// Reads a blob at the location `entry` gives. If that container is gone
-    /// (compaction moved the blob after `entry` was read), looks the blob up
-    /// again and reads it from its new place.
+    /// (compaction moved the blob after `entry` was read, in this process or,
+    /// for a reader, in the writing one), looks the blob up again, after
+    /// catching up with the writer's commits, and reads it from its new place.
     pub fn read_located(&self, id: &BlobId, entry: IndexEntry) -> Result<Vec<u8>> {
         match self.inner.files.read_blob(entry.container, &entry.record(*id)) {
-            Err(error) if error.is_not_found() => match self.entry(id) {
+            Err(error) if error.is_not_found() => match self.inner.index.catch_up().and_then(|()| self.entry(id)) {
                 Ok(moved) if moved.container != entry.container => {
                     self.inner.files.read_blob(moved.container, &moved.record(*id))
                 }

@@ -60,6 +60,21 @@ pub struct Index {
     db: DB,
     path: PathBuf,
     read_only: bool,
+    /// For a reader: the secondary instance's own directory (dropped after `db`).
+    secondary: Option<SecondaryDir>,
+}
+
+/// A reader opens the index as a RocksDB *secondary* instance, which can
+/// catch up with the writer's later commits (`Index::catch_up`): a reader
+/// whose blob was moved by a concurrent gc finds its new place. The
+/// instance keeps its own small files in a temporary directory, removed
+/// when the index closes.
+struct SecondaryDir(PathBuf);
+
+impl Drop for SecondaryDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A key and its value, as RocksDB hands them out.
@@ -89,13 +104,42 @@ impl Index {
             }
             ColumnFamilyDescriptor::new(*name, options)
         });
+        if read_only {
+            // A secondary needs every table file kept open.
+            db_options.set_max_open_files(-1);
+            static READERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = READERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("cairn-reader-{}-{n}", std::process::id()));
+            let secondary = DB::open_cf_descriptors_as_secondary(&db_options, path, &dir, descriptors.clone());
+            match secondary {
+                Ok(db) => {
+                    let secondary = Some(SecondaryDir(dir));
+                    return Ok(Index { db, path: path.to_path_buf(), read_only, secondary });
+                }
+                Err(error) => {
+                    // A temporary directory we cannot use: a plain read-only
+                    // view (no catching up) still serves every command.
+                    let _ = std::fs::remove_dir_all(&dir);
+                    tracing::debug!(%error, "opening the index as a secondary failed; opening it read-only");
+                }
+            }
+        }
         let result = if read_only {
             DB::open_cf_descriptors_read_only(&db_options, path, descriptors, false)
         } else {
             DB::open_cf_descriptors(&db_options, path, descriptors)
         };
         let db = result.map_err(|source| Error::Index { path: path.to_path_buf(), cause: source })?;
-        Ok(Index { db, path: path.to_path_buf(), read_only })
+        Ok(Index { db, path: path.to_path_buf(), read_only, secondary: None })
+    }
+
+    /// For a reader: sees the writer's commits made since it opened (or
+    /// since the last call). Does nothing for the writer itself.
+    pub fn catch_up(&self) -> Result<()> {
+        if self.secondary.is_some() {
+            self.db.try_catch_up_with_primary().map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// Whether writes are refused.
