@@ -1,6 +1,8 @@
 //! What garbage collection costs, against what it frees: a store of 50
 //! datasets of a changing tree, copied twice; in one copy the oldest dataset
-//! is forgotten and collected, in the other the oldest 25. cairn's delete
+//! is forgotten and collected, in the other the oldest 25. Two shapes of
+//! change: edits spread over every directory (each version rewrites every
+//! directory tree), and edits in one directory per version. cairn's delete
 //! job follows what reached zero, so the first should cost a small fraction
 //! of the second; restic's `forget --prune` on the same versions (marking
 //! from every snapshot) is timed beside it in the same run.
@@ -17,7 +19,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::tools::{Tool, du, generate, installed, mutate};
+use common::tools::{Tool, du, generate, installed, mutate, mutate_local};
 
 /// Copies a store or repository (hard links would share inodes; copy).
 fn copy(from: &Path, to: &Path) {
@@ -83,64 +85,73 @@ fn main() {
             println!("restic is not installed; not compared (apt install restic)");
         }
     }
-    let (one, many) = (versions - 1, versions / 2);
-    println!(
-        "{versions} datasets of a {mb} MiB tree; forget the oldest {} or the oldest {}",
-        versions - one,
-        versions - many
-    );
-    println!(
-        "{:<8} {:>7} {:>12} {:>12} {:>14} {:>14}",
-        "tool", "forget", "gc job (s)", "wall (s)", "store before", "freed"
-    );
-    let mut cairn_costs = Vec::new();
     let work_path = work.path().to_path_buf();
     if std::env::var_os("CAIRN_BENCH_KEEP").is_some() {
         println!("keeping {}", work.keep().display());
     }
     let work = WorkDir(work_path);
-    for name in tools {
-        let tree = work.path().join(format!("tree-{name}"));
-        generate(&tree, mb << 20);
-        let tool = Tool { name, repo: work.path().join(format!("repo-{name}")) };
-        tool.init();
-        for version in 1..=versions as u32 {
-            if version > 1 {
-                mutate(&tree, version);
+    let (one, many) = (versions - 1, versions / 2);
+    let shapes: [(&str, fn(&Path, u32)); 2] =
+        [("spread over every directory", mutate), ("in one directory", mutate_local)];
+    for (shape, change) in shapes {
+        println!(
+            "\n{versions} datasets of a {mb} MiB tree, each version editing 2% of the files {shape}; \
+             forget the oldest {} or the oldest {}",
+            versions - one,
+            versions - many
+        );
+        println!(
+            "{:<8} {:>7} {:>12} {:>12} {:>14} {:>14}",
+            "tool", "forget", "gc job (s)", "wall (s)", "store before", "freed"
+        );
+        let mut cairn_costs = Vec::new();
+        for name in &tools {
+            let name = *name;
+            let tree = work.path().join(format!("tree-{name}"));
+            let _ = std::fs::remove_dir_all(&tree);
+            generate(&tree, mb << 20);
+            let tool = Tool { name, repo: work.path().join(format!("repo-{name}")) };
+            let _ = std::fs::remove_dir_all(&tool.repo);
+            tool.init();
+            for version in 1..=versions as u32 {
+                if version > 1 {
+                    change(&tree, version);
+                }
+                tool.backup(&tree, version);
             }
-            tool.backup(&tree, version);
-        }
-        for keep in [one, many] {
-            let copy_of = Tool { name, repo: work.path().join(format!("repo-{name}-{keep}")) };
-            copy(&tool.repo, &copy_of.repo);
-            let cost = if name == "cairn" { cairn_collect(&copy_of, keep) } else { restic_collect(&copy_of, keep) };
-            println!(
-                "{:<8} {:>7} {:>12.3} {:>12.3} {:>10.1} MiB {:>10.1} MiB",
-                name,
-                versions - keep,
-                cost.job,
-                cost.wall,
-                cost.before as f64 / (1 << 20) as f64,
-                cost.before.saturating_sub(cost.after) as f64 / (1 << 20) as f64
-            );
-            if name == "cairn" {
-                cairn_costs.push(cost);
-            } else {
-                let cairn = &cairn_costs[if keep == one { 0 } else { 1 }];
+            for keep in [one, many] {
+                let copy_of = Tool { name, repo: work.path().join(format!("repo-{name}-{keep}")) };
+                let _ = std::fs::remove_dir_all(&copy_of.repo);
+                copy(&tool.repo, &copy_of.repo);
+                let cost = if name == "cairn" { cairn_collect(&copy_of, keep) } else { restic_collect(&copy_of, keep) };
                 println!(
-                    "  cairn forget+gc is {:.1}x faster than restic forget --prune (wall)",
-                    cost.wall / cairn.wall
+                    "{:<8} {:>7} {:>12.3} {:>12.3} {:>10.1} MiB {:>10.1} MiB",
+                    name,
+                    versions - keep,
+                    cost.job,
+                    cost.wall,
+                    cost.before as f64 / (1 << 20) as f64,
+                    cost.before.saturating_sub(cost.after) as f64 / (1 << 20) as f64
+                );
+                if name == "cairn" {
+                    cairn_costs.push(cost);
+                } else {
+                    let cairn = &cairn_costs[if keep == one { 0 } else { 1 }];
+                    println!(
+                        "  cairn forget+gc is {:.1}x faster than restic forget --prune (wall)",
+                        cost.wall / cairn.wall
+                    );
+                }
+            }
+            if name == "cairn" {
+                println!(
+                    "  forgetting {} costs {:.1}x the gc job time of forgetting {} (wall {:.1}x)",
+                    versions - many,
+                    cairn_costs[1].job / cairn_costs[0].job,
+                    versions - one,
+                    cairn_costs[1].wall / cairn_costs[0].wall
                 );
             }
-        }
-        if name == "cairn" {
-            println!(
-                "  forgetting {} costs {:.1}x the gc job time of forgetting {} (wall {:.1}x)",
-                versions - many,
-                cairn_costs[1].job / cairn_costs[0].job,
-                versions - one,
-                cairn_costs[1].wall / cairn_costs[0].wall
-            );
         }
     }
 }

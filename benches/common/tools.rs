@@ -120,7 +120,22 @@ pub fn generate(root: &Path, bytes: usize) -> usize {
 }
 
 /// Edits 2% of the small files, adds 1%, and appends to one large file.
+/// The edits are spread over every directory (every version rewrites all
+/// directory trees).
 pub fn mutate(root: &Path, version: u32) {
+    edit(root, version, |files| files.iter().enumerate().skip(version as usize).step_by(50).collect());
+}
+
+/// Like [`mutate`], but the 2% of files edited are the files of one
+/// directory (a different one each version), as a day's work usually is.
+pub fn mutate_local(root: &Path, version: u32) {
+    let dir = format!("dir{:02}", (version as usize * 7) % 50);
+    edit(root, version, |files| {
+        files.iter().enumerate().filter(|(_, p)| p.parent().is_some_and(|d| d.ends_with(&dir))).collect()
+    });
+}
+
+fn edit(root: &Path, version: u32, choose: impl Fn(&[PathBuf]) -> Vec<(usize, &PathBuf)>) {
     let mut files: Vec<PathBuf> = Vec::new();
     for dir in fs::read_dir(root).unwrap() {
         let dir = dir.unwrap().path();
@@ -129,8 +144,7 @@ pub fn mutate(root: &Path, version: u32) {
         }
     }
     files.sort();
-    let step = 50;
-    for (i, path) in files.iter().enumerate().skip(version as usize).step_by(step) {
+    for (i, path) in choose(&files) {
         let mut data = fs::read(path).unwrap();
         data.splice(data.len() / 2..data.len() / 2, format!("edit {version}\n").bytes());
         fs::write(path, data).unwrap();
