@@ -120,7 +120,7 @@ fn a_dry_run_predicts_the_run_and_changes_nothing() {
     }
     assert!(done["blobs_reclaimed"].as_u64().unwrap() > 0);
     let human = fixture.ok(&["gc", "--dry-run"]);
-    assert!(human.contains("would be reclaimed   0"), "{human}");
+    assert!(human.contains("dry run") && human.contains("reclaimed     0 blobs"), "{human}");
 }
 
 /// Builds a store with a few versions, forgets all but the last, and
@@ -348,7 +348,7 @@ fn gc_every_runs_until_ctrl_c() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "interrupted runs exit 130");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.matches("blobs reclaimed").count() >= 2, "it ran more than once:\n{stdout}");
+    assert!(stdout.matches("reclaimed ").count() >= 2, "it ran more than once:\n{stdout}");
     fixture.ok(&["check"]);
     restore_and_compare(&fixture, "latest", &source);
     assert_recount_matches(&open(&fixture));

@@ -72,24 +72,27 @@ fn print(globals: &Globals, report: &GcReport) -> Result<()> {
     if globals.json {
         return output::json(report);
     }
-    let would = if report.dry_run { "would be " } else { "" };
+    if report.dry_run {
+        println!("dry run, nothing changed; gc would do this:");
+    }
     println!(
-        "blobs {would}reclaimed   {} ({} metadata), {}",
+        "reclaimed     {} blobs ({} metadata), {}",
         report.blobs_reclaimed,
         report.metadata_blobs,
         output::size(report.bytes_reclaimed)
     );
     if report.protected > 0 {
-        println!("blobs kept for now  {} (a running backup may still name them)", report.protected);
+        println!("kept for now  {} blobs a running backup may still name", report.protected);
     }
     println!(
-        "containers          {} {would}deleted, {} {would}rewritten into {}",
+        "containers    {} deleted, {} rewritten into {}",
         report.containers_deleted,
         report.containers_rewritten,
         if report.dry_run { "new ones".to_string() } else { report.containers_written.to_string() }
     );
-    println!("space {would}freed         {}", output::size(report.bytes_freed()));
-    println!("duration            {:.2} s", report.seconds);
+    let about = if report.dry_run { "about " } else { "" };
+    println!("space freed   {about}{}", output::size(report.bytes_freed()));
+    println!("duration      {:.2} s", report.seconds);
     if report.interrupted {
         println!("interrupted: what was done is committed; run `cairn gc` again to finish");
     }
