@@ -36,6 +36,9 @@ impl WorkDir {
     }
 }
 
+/// Changes the tree for a version.
+type Change = fn(&Path, u32);
+
 struct Cost {
     /// Seconds of the collection itself (cairn's report; restic: wall).
     job: f64,
@@ -91,8 +94,7 @@ fn main() {
     }
     let work = WorkDir(work_path);
     let (one, many) = (versions - 1, versions / 2);
-    let shapes: [(&str, fn(&Path, u32)); 2] =
-        [("spread over every directory", mutate), ("in one directory", mutate_local)];
+    let shapes: [(&str, Change); 2] = [("spread over every directory", mutate), ("in one directory", mutate_local)];
     for (shape, change) in shapes {
         println!(
             "\n{versions} datasets of a {mb} MiB tree, each version editing 2% of the files {shape}; \

@@ -298,18 +298,25 @@ fn revived_metadata_blobs_count_their_children_once() {
     }
 }
 
+/// A store with objects "mix" (garbage, then the bytes of "kept") and
+/// "kept": they share containers, so once "mix" goes, compaction moves
+/// "kept"'s chunks. Returns the store and those bytes.
+fn mixed_store(dir: &tempfile::TempDir, seed: u64) -> (Store, Vec<u8>) {
+    let store = new_store(dir);
+    let kept = text(2 << 20, seed);
+    let mut mix = text(1 << 20, seed + 1);
+    mix.extend_from_slice(&kept);
+    store.put_object("mix", Cursor::new(mix), "mix", &|_| {}).unwrap();
+    store.put_object("kept", Cursor::new(kept.clone()), "kept", &|_| {}).unwrap();
+    (store, kept)
+}
+
 /// In-process readers keep reading while compaction moves what they read:
 /// an entry looked up before the move still leads to the bytes.
 #[test]
 fn reads_follow_blobs_that_compaction_moved() {
     let dir = tempfile::tempdir().unwrap();
-    let store = new_store(&dir);
-    let kept = text(3 << 20, 41);
-    // "mix" puts garbage and the kept bytes into the same containers.
-    let mut mix = text(1 << 20, 42);
-    mix.extend_from_slice(&kept);
-    store.put_object("mix", Cursor::new(mix), "mix", &|_| {}).unwrap();
-    store.put_object("kept", Cursor::new(kept.clone()), "kept", &|_| {}).unwrap();
+    let (store, kept) = mixed_store(&dir, 41);
     let mut reader = cairn_store::content::ContentReader::new(&store, store.object("kept").unwrap().content).unwrap();
     let chunks = reader.next_batch(100_000).unwrap();
     let ids: Vec<cairn_store::BlobId> = chunks.iter().map(|c| c.id).collect();
@@ -317,7 +324,7 @@ fn reads_follow_blobs_that_compaction_moved() {
     store.remove_object("mix").unwrap();
     let options = GcOptions { compact_threshold: 0.0, ..GcOptions::default() };
     let report = cairn_gc::collect(&store, &options, &AtomicBool::new(false), &|_| {}).unwrap();
-    assert!(report.containers_rewritten > 0, "{report:?}");
+    assert!(report.compaction.containers_rewritten > 0, "{report:?}");
     let mut moved = 0;
     let mut offset = 0;
     for (chunk, old) in chunks.iter().zip(before) {
@@ -359,16 +366,11 @@ fn gc_every_runs_until_ctrl_c() {
 #[test]
 fn a_reader_opened_before_compaction_still_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let store = new_store(&dir);
-    let kept = text(2 << 20, 61);
-    let mut mix = text(1 << 20, 62);
-    mix.extend_from_slice(&kept);
-    store.put_object("mix", Cursor::new(mix), "mix", &|_| {}).unwrap();
-    store.put_object("kept", Cursor::new(kept.clone()), "kept", &|_| {}).unwrap();
+    let (store, kept) = mixed_store(&dir, 61);
     store.remove_object("mix").unwrap();
     let reader = Store::open(store.root(), OpenMode::ReadOnly).unwrap();
     let options = GcOptions { compact_threshold: 0.0, ..GcOptions::default() };
     let report = cairn_gc::collect(&store, &options, &AtomicBool::new(false), &|_| {}).unwrap();
-    assert!(report.containers_rewritten > 0, "{report:?}");
+    assert!(report.compaction.containers_rewritten > 0, "{report:?}");
     assert_eq!(read(&reader, "kept"), kept);
 }

@@ -112,8 +112,8 @@ fn backups_forget_gc_and_restores_race_for_a_minute() {
                 assert!(report.problems.is_empty(), "{:?}", report.problems);
                 let mut total = collected.lock().unwrap();
                 total.blobs_reclaimed += report.blobs_reclaimed;
-                total.containers_rewritten += report.containers_rewritten;
-                total.containers_deleted += report.containers_deleted;
+                total.compaction.containers_rewritten += report.compaction.containers_rewritten;
+                total.compaction.containers_deleted += report.compaction.containers_deleted;
                 std::thread::sleep(Duration::from_millis(50));
             }
         }));
@@ -157,11 +157,14 @@ fn backups_forget_gc_and_restores_race_for_a_minute() {
         forgotten.load(Ordering::Relaxed),
         restores.load(Ordering::Relaxed),
         during.blobs_reclaimed,
-        during.containers_rewritten,
-        during.containers_deleted
+        during.compaction.containers_rewritten,
+        during.compaction.containers_deleted
     );
     assert!(forgotten.load(Ordering::Relaxed) > 0 && during.blobs_reclaimed > 0, "the race never happened");
-    assert!(during.containers_rewritten + during.containers_deleted > 0, "compaction never ran during backups");
+    assert!(
+        during.compaction.containers_rewritten + during.compaction.containers_deleted > 0,
+        "compaction never ran during backups"
+    );
 
     // Backups that committed after the forget thread's last look.
     forget_step(&store);

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use cairn_store::{ContainerId, Result, Store};
+use cairn_store::{CompactReport, ContainerId, Result, Store};
 use serde::Serialize;
 
 /// How the delete job runs.
@@ -51,18 +51,9 @@ pub struct GcReport {
     pub bytes_reclaimed: u64,
     /// Blobs at zero references left because a running session may name them.
     pub protected: u64,
-    /// Containers dropped with nothing live in them.
-    pub containers_deleted: u64,
-    /// Containers whose live records were copied out before they were dropped.
-    pub containers_rewritten: u64,
-    /// New containers the copies went to.
-    pub containers_written: u64,
-    /// Live records copied.
-    pub blobs_moved: u64,
-    /// Container bytes removed from disk.
-    pub bytes_removed: u64,
-    /// Container bytes written by compaction.
-    pub bytes_written: u64,
+    /// What compaction did (its fields appear at the top level in JSON).
+    #[serde(flatten)]
+    pub compaction: CompactReport,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Whether it stopped early because it was asked to (Ctrl-C).
@@ -71,13 +62,6 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Blobs or containers that could not be handled, and why.
     pub problems: Vec<String>,
-}
-
-impl GcReport {
-    /// Disk space given back: removed less written.
-    pub fn bytes_freed(&self) -> u64 {
-        self.bytes_removed.saturating_sub(self.bytes_written)
-    }
 }
 
 /// Where the job is, for a progress display.
@@ -140,17 +124,12 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
             let ids: Vec<ContainerId> = group.iter().map(|(id, _)| *id).collect();
             let compacted = store.compact(&ids)?;
             tracing::debug!(seconds = started.elapsed().as_secs_f64(), containers = ids.len(), "compacted a group");
-            report.containers_deleted += compacted.containers_deleted;
-            report.containers_rewritten += compacted.containers_rewritten;
-            report.containers_written += compacted.containers_written;
-            report.blobs_moved += compacted.blobs_moved;
-            report.bytes_removed += compacted.bytes_removed;
-            report.bytes_written += compacted.bytes_written;
-            problems.extend(compacted.problems);
+            report.compaction.add(compacted);
             done += ids.len() as u64;
         }
         progress(Phase::Compact(done, total));
     }
+    problems.extend(std::mem::take(&mut report.compaction.problems));
     report.problems = problems.into_iter().collect();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -139,13 +139,14 @@ pub fn dry_run(store: &Store, options: &GcOptions) -> Result<GcReport> {
         if record.dead_bytes == 0 || record.dead_share() < options.compact_threshold {
             continue;
         }
-        report.bytes_removed += record.stored_bytes;
+        let compaction = &mut report.compaction;
+        compaction.bytes_removed += record.stored_bytes;
         if record.live_bytes() == 0 {
-            report.containers_deleted += 1;
+            compaction.containers_deleted += 1;
         } else {
-            report.containers_rewritten += 1;
+            compaction.containers_rewritten += 1;
             // Estimated: the live records, without the new files' headers and footers.
-            report.bytes_written += record.live_bytes();
+            compaction.bytes_written += record.live_bytes();
         }
     }
     report.seconds = started.elapsed().as_secs_f64();

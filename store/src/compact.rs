@@ -65,7 +65,26 @@ pub struct CompactReport {
     /// Bytes of the new container files.
     pub bytes_written: u64,
     /// Containers left alone, and why (a damaged record cannot be copied).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+}
+
+impl CompactReport {
+    /// Adds another compaction's counts (and problems) to these.
+    pub fn add(&mut self, other: CompactReport) {
+        self.containers_deleted += other.containers_deleted;
+        self.containers_rewritten += other.containers_rewritten;
+        self.containers_written += other.containers_written;
+        self.blobs_moved += other.blobs_moved;
+        self.bytes_removed += other.bytes_removed;
+        self.bytes_written += other.bytes_written;
+        self.problems.extend(other.problems);
+    }
+
+    /// Disk space given back: removed less written.
+    pub fn bytes_freed(&self) -> u64 {
+        self.bytes_removed.saturating_sub(self.bytes_written)
+    }
 }
 
 impl Store {

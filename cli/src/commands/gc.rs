@@ -86,12 +86,12 @@ fn print(globals: &Globals, report: &GcReport) -> Result<()> {
     }
     println!(
         "containers    {} deleted, {} rewritten into {}",
-        report.containers_deleted,
-        report.containers_rewritten,
-        if report.dry_run { "new ones".to_string() } else { report.containers_written.to_string() }
+        report.compaction.containers_deleted,
+        report.compaction.containers_rewritten,
+        if report.dry_run { "new ones".to_string() } else { report.compaction.containers_written.to_string() }
     );
     let about = if report.dry_run { "about " } else { "" };
-    println!("space freed   {about}{}", output::size(report.bytes_freed()));
+    println!("space freed   {about}{}", output::size(report.compaction.bytes_freed()));
     println!("duration      {:.2} s", report.seconds);
     if report.interrupted {
         println!("interrupted: what was done is committed; run `cairn gc` again to finish");
