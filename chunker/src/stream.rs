@@ -211,9 +211,15 @@ mod tests {
             let before = boundaries(chunk_lengths(&config, &data), 0);
             let after: std::collections::HashSet<usize> =
                 boundaries(chunk_lengths(&config, &edited), inserted.len()).into_iter().collect();
-            // Past the first few chunks, every original boundary is still a boundary.
-            for boundary in before.iter().skip(3) {
-                prop_assert!(after.contains(boundary), "boundary {} moved", boundary);
+            // The edit disturbs a few chunks; once one original boundary is
+            // found again, cutting is back in step and every later boundary
+            // is the same. Usually that is the first or second chunk; a cut
+            // moved by the edit can push the next past a boundary (the
+            // minimum size), so allow a handful.
+            let resync = before.iter().position(|b| after.contains(b));
+            prop_assert!(resync.is_some_and(|i| i < 8), "no boundary found again in the first 8 chunks: {:?}", resync);
+            for boundary in &before[resync.unwrap_or(0)..] {
+                prop_assert!(after.contains(boundary), "boundary {} moved after the chunker was back in step", boundary);
             }
         }
     }
