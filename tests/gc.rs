@@ -374,3 +374,42 @@ fn a_reader_opened_before_compaction_still_reads() {
     assert!(report.compaction.containers_rewritten > 0, "{report:?}");
     assert_eq!(read(&reader, "kept"), kept);
 }
+
+/// Damaged bytes stop gc only where they are: a corrupt tree it must read
+/// to collect stays queued, a container with a corrupt live record is not
+/// compacted; both are named, the run exits 3, and nothing live is lost.
+#[test]
+fn gc_names_damage_and_works_around_it() {
+    use cairn_store::index::cf;
+    let (fixture, source) = store_with_garbage(4);
+    // A forgotten dataset's root tree, queued for collection.
+    let queued_tree = {
+        let store = open(&fixture);
+        let queued: Vec<cairn_store::BlobId> = store
+            .index()
+            .scan(cf::ZERO, b"")
+            .map(|item| cairn_store::BlobId::from_slice(&item.unwrap().0).unwrap())
+            .collect();
+        queued.into_iter().find(|id| store.entry(id).unwrap().kind == cairn_store::BlobKind::Tree).unwrap()
+    };
+    let (_, tree) = crate::util::flip_byte_in_blob(&open(&fixture), queued_tree);
+    let output = fixture.run(&["gc", "--compact-threshold", "0.01"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("cannot collect tree blob {tree}")) && stderr.contains("corrupt"), "{stderr}");
+    restore_and_compare(&fixture, "latest", &source);
+
+    // A live record damaged in a container that now has dead bytes.
+    let store = open(&fixture);
+    let (container, _) =
+        store.containers().unwrap().into_iter().find(|(_, r)| r.dead_bytes > 0).expect("a partly dead container");
+    let usage = store.container_usage(container).unwrap();
+    let live = usage.live().next().expect("a live record").id;
+    drop(store);
+    crate::util::flip_byte_in_blob(&open(&fixture), live);
+    let output = fixture.run(&["gc", "--compact-threshold", "0.0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("container {container} left alone")), "{stderr}");
+    assert!(open(&fixture).files().path(container).exists(), "the damaged container is kept");
+}
