@@ -292,7 +292,7 @@ impl WriteSession {
         let sealed = state.sealed.iter().map(|s| s.id).collect();
         write_batch(&store, state, batch, tid, |id| moved.contains(id), ["compact:resolved", "compact:written"])?;
         self.finished = true;
-        Ok(Relocation { tid, moved: moved.len() as u64, new_containers: sealed })
+        Ok(Relocation { moved: moved.len() as u64, new_containers: sealed })
     }
 
     /// Gives up: deletes the session's containers. Same as dropping it.
@@ -320,9 +320,6 @@ impl WriteSession {
 /// What a compaction commit did.
 #[derive(Clone, Debug)]
 pub(crate) struct Relocation {
-    /// The commit's tid.
-    #[allow(dead_code)]
-    pub(crate) tid: Tid,
     /// Entries repointed at new copies.
     pub(crate) moved: u64,
     /// The containers the copies went to.
