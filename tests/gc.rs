@@ -393,7 +393,9 @@ fn gc_names_damage_and_works_around_it() {
         queued.into_iter().find(|id| store.entry(id).unwrap().kind == cairn_store::BlobKind::Tree).unwrap()
     };
     let (_, tree) = crate::util::flip_byte_in_blob(&open(&fixture), queued_tree);
-    let output = fixture.run(&["gc", "--compact-threshold", "0.01"]);
+    // Threshold 1: only wholly dead containers go, so partly dead ones are
+    // left for the second half.
+    let output = fixture.run(&["gc", "--compact-threshold", "1"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains(&format!("cannot collect tree blob {tree}")) && stderr.contains("corrupt"), "{stderr}");
@@ -401,10 +403,17 @@ fn gc_names_damage_and_works_around_it() {
 
     // A live record damaged in a container that now has dead bytes.
     let store = open(&fixture);
-    let (container, _) =
-        store.containers().unwrap().into_iter().find(|(_, r)| r.dead_bytes > 0).expect("a partly dead container");
-    let usage = store.container_usage(container).unwrap();
-    let live = usage.live().next().expect("a live record").id;
+    let (container, live) = store
+        .containers()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, r)| r.dead_bytes > 0)
+        .find_map(|(id, _)| {
+            let usage = store.container_usage(id).unwrap();
+            let live = usage.blobs.iter().find(|(_, e)| e.is_some_and(|e| e.refs > 0)).map(|(t, _)| t.id);
+            live.map(|live| (id, live))
+        })
+        .expect("a partly dead container with a referenced record");
     drop(store);
     crate::util::flip_byte_in_blob(&open(&fixture), live);
     let output = fixture.run(&["gc", "--compact-threshold", "0.0"]);
