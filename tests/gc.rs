@@ -12,10 +12,10 @@ use cairn_gc::{GcOptions, GcReport};
 use cairn_store::fault::GC_CRASH_POINTS;
 use cairn_store::index::cf;
 use cairn_store::ingest::ingest;
-use cairn_store::{CheckOptions, ObjectRecord, OpenMode, Store, StoreOptions};
+use cairn_store::{ObjectRecord, OpenMode, Store};
 use serde_json::Value;
 
-use crate::util::{Fixture, assert_recount_matches, count_files, text};
+use crate::util::{Fixture, assert_clean, assert_recount_matches, count_files, library_store, read_object, text};
 use crate::versions::{diff_r, generate, mutate};
 
 fn gc_json(fixture: &Fixture, args: &[&str]) -> Value {
@@ -27,6 +27,27 @@ fn gc_json(fixture: &Fixture, args: &[&str]) -> Value {
 fn backup(fixture: &Fixture, source: &Path) -> u64 {
     let report: Value = serde_json::from_str(&fixture.ok(&["--json", "backup", source.to_str().unwrap()])).unwrap();
     report["record"]["id"].as_u64().unwrap()
+}
+
+/// Makes `source` (`files` files from `seed`) and backs up `versions`
+/// versions of it, changing it before each one after the first; calls
+/// `after` with each version number once it is backed up.
+fn back_up_versions(
+    fixture: &Fixture,
+    source: &Path,
+    files: usize,
+    seed: u64,
+    versions: u64,
+    mut after: impl FnMut(u64),
+) {
+    generate(source, files, seed);
+    for version in 1..=versions {
+        if version > 1 {
+            mutate(source, version);
+        }
+        backup(fixture, source);
+        after(version);
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -59,19 +80,14 @@ fn forgetting_nine_of_twelve_versions_gives_back_their_space() {
     fixture.ok(&["init", "--container-size", "1MiB"]);
     fresh.ok(&["init", "--container-size", "1MiB"]);
     let source = fixture.path("source");
-    generate(&source, 1500, 3);
     let kept = fixture.path("kept");
     fs::create_dir(&kept).unwrap();
-    for version in 1..=12u64 {
-        if version > 1 {
-            mutate(&source, version);
-        }
-        backup(&fixture, &source);
+    back_up_versions(&fixture, &source, 1500, 3, 12, |version| {
         if version >= 10 {
             backup(&fresh, &source);
             copy_tree(&source, &kept.join(format!("v{version}")));
         }
-    }
+    });
     let before = fixture.stored_bytes();
     fixture.ok(&["forget", "--keep-last", "3"]);
     let report = gc_json(&fixture, &[]);
@@ -101,13 +117,7 @@ fn a_dry_run_predicts_the_run_and_changes_nothing() {
     let fixture = Fixture::new();
     fixture.ok(&["init", "--container-size", "512KiB"]);
     let source = fixture.path("source");
-    generate(&source, 400, 5);
-    for version in 1..=4 {
-        if version > 1 {
-            mutate(&source, version);
-        }
-        backup(&fixture, &source);
-    }
+    back_up_versions(&fixture, &source, 400, 5, 4, |_| {});
     fixture.ok(&["forget", "--keep-last", "1"]);
     let stats_before = fixture.stats();
     let planned = gc_json(&fixture, &["--dry-run"]);
@@ -129,13 +139,7 @@ fn store_with_garbage(versions: u64) -> (Fixture, std::path::PathBuf) {
     let fixture = Fixture::new();
     fixture.ok(&["init", "--container-size", "256KiB"]);
     let source = fixture.path("source");
-    generate(&source, 300, 7);
-    for version in 1..=versions {
-        if version > 1 {
-            mutate(&source, version);
-        }
-        backup(&fixture, &source);
-    }
+    back_up_versions(&fixture, &source, 300, 7, versions, |_| {});
     fixture.ok(&["forget", "--keep-last", "1"]);
     (fixture, source)
 }
@@ -171,14 +175,8 @@ fn sigkill_during_gc_at_random_moments_converges() {
     let fixture = Fixture::new();
     fixture.ok(&["init", "--container-size", "256KiB"]);
     let source = fixture.path("source");
-    generate(&source, 300, 11);
     let kept = fixture.path("kept");
-    for version in 1..=22 {
-        if version > 1 {
-            mutate(&source, version);
-        }
-        backup(&fixture, &source);
-    }
+    back_up_versions(&fixture, &source, 300, 11, 22, |_| {});
     copy_tree(&source, &kept);
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261123);
     let mut killed = 0;
@@ -213,24 +211,12 @@ fn sigkill_during_gc_at_random_moments_converges() {
 }
 
 fn new_store(dir: &tempfile::TempDir) -> Store {
-    let options = StoreOptions { container_size: 128 * 1024, ..StoreOptions::default() };
-    Store::create(&dir.path().join("store"), &options).unwrap()
+    library_store(dir, 128 * 1024)
 }
 
 fn collect(store: &Store) -> GcReport {
     let options = GcOptions { compact_threshold: 0.01, ..GcOptions::default() };
     cairn_gc::collect(store, &options, &AtomicBool::new(false), &|_| {}).unwrap()
-}
-
-fn read(store: &Store, key: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    store.get_object(key, &mut out, "test", &|_| {}).unwrap();
-    out
-}
-
-fn assert_clean(store: &Store) {
-    let report = store.check(CheckOptions { read_data: true }).unwrap();
-    assert!(report.is_clean(), "check found problems: {:#?}", report.problems);
 }
 
 /// Commits the content `root` as object `key` through `session`.
@@ -262,9 +248,9 @@ fn gc_keeps_what_a_running_session_deduplicated_against() {
     assert!(report.protected > 0, "the zeroed blobs are protected: {report:?}");
     assert_eq!(report.blobs_reclaimed, 0, "{report:?}");
     commit_object(session, "b", content);
-    assert_eq!(read(&store, "b"), data);
+    assert_eq!(read_object(&store, "b"), data);
     collect(&store);
-    assert_eq!(read(&store, "b"), data);
+    assert_eq!(read_object(&store, "b"), data);
     assert_clean(&store);
     assert_recount_matches(&store);
 }
@@ -292,7 +278,7 @@ fn revived_metadata_blobs_count_their_children_once() {
         commit_object(session, "b", content);
         assert_clean(&store);
         collect(&store);
-        assert_eq!(read(&store, "b"), data);
+        assert_eq!(read_object(&store, "b"), data);
         assert_clean(&store);
         assert_recount_matches(&store);
     }
@@ -337,7 +323,7 @@ fn reads_follow_blobs_that_compaction_moved() {
         offset += chunk.len as usize;
     }
     assert!(moved > 0, "compaction moved none of the kept chunks");
-    assert_eq!(read(&store, "kept"), kept);
+    assert_eq!(read_object(&store, "kept"), kept);
     assert_clean(&store);
     assert_recount_matches(&store);
 }
@@ -372,7 +358,7 @@ fn a_reader_opened_before_compaction_still_reads() {
     let options = GcOptions { compact_threshold: 0.0, ..GcOptions::default() };
     let report = cairn_gc::collect(&store, &options, &AtomicBool::new(false), &|_| {}).unwrap();
     assert!(report.compaction.containers_rewritten > 0, "{report:?}");
-    assert_eq!(read(&reader, "kept"), kept);
+    assert_eq!(read_object(&reader, "kept"), kept);
 }
 
 /// Damaged bytes stop gc only where they are: a corrupt tree it must read

@@ -5,24 +5,12 @@
 use std::io::Cursor;
 
 use cairn_store::fault::CRASH_POINTS;
-use cairn_store::{CheckOptions, OpenMode, Store, StoreOptions};
+use cairn_store::{OpenMode, Store};
 
-use crate::util::{Fixture, count_files, noise, text};
+use crate::util::{Fixture, assert_clean, count_files, library_store, noise, read_object, text};
 
 fn new_store(dir: &tempfile::TempDir) -> Store {
-    let options = StoreOptions { container_size: 256 * 1024, ..StoreOptions::default() };
-    Store::create(&dir.path().join("store"), &options).unwrap()
-}
-
-fn assert_clean(store: &Store) {
-    let report = store.check(CheckOptions { read_data: true }).unwrap();
-    assert!(report.is_clean(), "check found problems: {:#?}", report.problems);
-}
-
-fn read(store: &Store, key: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    store.get_object(key, &mut out, "test", &|_| {}).unwrap();
-    out
+    library_store(dir, 256 * 1024)
 }
 
 #[test]
@@ -44,7 +32,7 @@ fn racing_sessions_writing_the_same_blobs_count_each_once() {
         thread.join().unwrap();
     }
     for i in 0..4 {
-        assert_eq!(read(&store, &format!("k{i}")), data);
+        assert_eq!(read_object(&store, &format!("k{i}")), data);
     }
     assert_clean(&store);
     let stats = store.stats().unwrap();

@@ -256,3 +256,23 @@ pub fn assert_recount_matches(store: &cairn_store::Store) {
     let queued = store.index().scan(cf::ZERO, b"").count();
     assert_eq!(queued, 0, "the zero queue should be empty after a complete gc");
 }
+
+/// A store made through the library, with small containers so that tests
+/// span several.
+pub fn library_store(dir: &tempfile::TempDir, container_size: u64) -> cairn_store::Store {
+    let options = cairn_store::StoreOptions { container_size, ..cairn_store::StoreOptions::default() };
+    cairn_store::Store::create(&dir.path().join("store"), &options).unwrap()
+}
+
+/// An object's bytes, read through the library.
+pub fn read_object(store: &cairn_store::Store, key: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    store.get_object(key, &mut out, "test", &|_| {}).unwrap();
+    out
+}
+
+/// `check --read-data` through the library finds nothing wrong.
+pub fn assert_clean(store: &cairn_store::Store) {
+    let report = store.check(cairn_store::CheckOptions { read_data: true }).unwrap();
+    assert!(report.is_clean(), "check found problems: {:#?}", report.problems);
+}

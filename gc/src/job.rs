@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use cairn_store::index::ContainerRecord;
 use cairn_store::{CompactReport, ContainerId, Result, Store};
 use serde::Serialize;
 
@@ -141,11 +142,16 @@ pub fn choose_containers(store: &Store, threshold: f64) -> Result<Vec<(Container
     let mut chosen: Vec<(ContainerId, u64, f64)> = store
         .containers()?
         .into_iter()
-        .filter(|(_, record)| record.dead_bytes > 0 && record.dead_share() >= threshold)
+        .filter(|(_, record)| worth_compacting(record, threshold))
         .map(|(id, record)| (id, record.live_bytes(), record.dead_share()))
         .collect();
     chosen.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
     Ok(chosen.into_iter().map(|(id, live, _)| (id, live)).collect())
+}
+
+/// Whether a container has dead records and their share reaches `threshold`.
+pub fn worth_compacting(record: &ContainerRecord, threshold: f64) -> bool {
+    record.dead_bytes > 0 && record.dead_share() >= threshold
 }
 
 /// Splits containers into groups of about `group_bytes` live bytes each

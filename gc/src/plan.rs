@@ -14,7 +14,7 @@ use std::time::Instant;
 use cairn_store::refs::children_of;
 use cairn_store::{BlobId, BlobKind, ContainerId, Result, Store};
 
-use crate::job::{GcOptions, GcReport};
+use crate::job::{GcOptions, GcReport, worth_compacting};
 
 /// A cascade simulated in memory.
 pub struct Cascade<'a> {
@@ -136,7 +136,7 @@ pub fn dry_run(store: &Store, options: &GcOptions) -> Result<GcReport> {
     for (id, mut record) in store.containers()? {
         record.dead_bytes =
             (record.dead_bytes + cascade.dead.get(&id).copied().unwrap_or(0)).min(record.record_bytes());
-        if record.dead_bytes == 0 || record.dead_share() < options.compact_threshold {
+        if !worth_compacting(&record, options.compact_threshold) {
             continue;
         }
         let compaction = &mut report.compaction;
