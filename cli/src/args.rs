@@ -205,7 +205,7 @@ pub enum Command {
         #[arg(long, short = 'n')]
         dry_run: bool,
         /// Rewrite a container once this share of it is dead (0 to 1).
-        #[arg(long, default_value_t = 0.2, value_name = "SHARE")]
+        #[arg(long, default_value_t = 0.2, value_name = "SHARE", value_parser = share)]
         compact_threshold: f64,
         /// Run again every SPAN (`1h`, `30m`) until interrupted.
         #[arg(long, value_name = "SPAN")]
@@ -268,6 +268,14 @@ pub enum Command {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+}
+
+/// A share between 0 and 1 (`--compact-threshold`).
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("'{text}' is not a share between 0 and 1 (0.2 rewrites containers that are 20% dead)")),
+    }
 }
 
 /// `cairn dedupe ...`.

@@ -19,12 +19,6 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs the delete job (see `cairn_gc::job`).
 pub fn gc(globals: &Globals, options: &GcOptions, dry_run: bool, every: Option<jiff::Span>) -> Result<ExitCode> {
-    if !(0.0..=1.0).contains(&options.compact_threshold) {
-        anyhow::bail!(
-            "--compact-threshold {} is not a share between 0 and 1 (0.2 rewrites containers that are 20% dead)",
-            options.compact_threshold
-        );
-    }
     if dry_run {
         let store = globals.open_read()?;
         let report = cairn_gc::dry_run(&store, options)?;
