@@ -3,6 +3,7 @@
 //! library API) against stores in temporary directories.
 
 mod fstree;
+mod s3;
 mod util;
 
 mod cli_errors;
@@ -14,6 +15,7 @@ mod datasets;
 mod dedupe;
 mod gc;
 mod objects;
+mod remote;
 mod sessions;
 mod stress;
 mod versions;

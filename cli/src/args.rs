@@ -20,6 +20,25 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_progress: bool,
 
+    /// Read straight from a remote instead of a store: `--remote
+    /// s3://BUCKET/PREFIX datasets` (also ls, find, stat, cat, diff, restore).
+    #[arg(long, global = true, env = "CAIRN_REMOTE", value_name = "s3://BUCKET/PREFIX")]
+    pub remote: Option<String>,
+
+    /// An S3-compatible endpoint, for `--remote`, `attach` and `remote add`
+    /// (`http://127.0.0.1:9000`) [default: AWS, or $AWS_ENDPOINT_URL].
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// The S3 region [default: from the AWS config, else us-east-1].
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Path-style S3 addressing (ENDPOINT/BUCKET/KEY), which most
+    /// S3-compatible servers (MinIO, Ceph, Garage) need.
+    #[arg(long, global = true)]
+    pub path_style: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -126,6 +145,39 @@ pub enum Command {
         /// Let `forget --expired` drop this dataset after this span (`30d`, `1y`).
         #[arg(long, value_name = "SPAN")]
         expire_after: Option<jiff::Span>,
+        /// Push to this remote afterwards [default: the default remote, if
+        /// one is set with `remote add --default`].
+        #[arg(long, value_name = "REMOTE")]
+        push: Option<String>,
+        /// Do not push, even to a default remote.
+        #[arg(long, conflicts_with = "push")]
+        no_push: bool,
+    },
+    /// Manage remotes: S3 buckets that hold a copy of the store.
+    Remote {
+        /// What to do.
+        #[command(subcommand)]
+        command: RemoteCommand,
+    },
+    /// Upload what a remote lacks (containers, index deltas, dataset
+    /// records), then delete there what this store has reclaimed.
+    /// Idempotent: an interrupted push is finished by the next.
+    Push {
+        /// The remote [default: the default remote, or the only one].
+        name: Option<String>,
+        /// Uploads in flight at once.
+        #[arg(long, short = 'j', default_value_t = 4, value_name = "N")]
+        jobs: usize,
+    },
+    /// Make a store (--store DIR) from a remote, reading its index and
+    /// metadata but not its data: restores fetch just the chunks they need.
+    Attach {
+        /// The remote, `s3://BUCKET/PREFIX`.
+        #[arg(value_name = "s3://BUCKET/PREFIX")]
+        url: String,
+        /// The name the remote gets in the new store.
+        #[arg(long, default_value = "origin")]
+        name: String,
     },
     /// List datasets, oldest first.
     Datasets,
@@ -276,6 +328,31 @@ fn share(text: &str) -> Result<f64, String> {
         Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
         _ => Err(format!("'{text}' is not a share between 0 and 1 (0.2 rewrites containers that are 20% dead)")),
     }
+}
+
+/// `cairn remote ...`.
+#[derive(Subcommand, Debug)]
+pub enum RemoteCommand {
+    /// Add a remote (with --endpoint-url, --region, --path-style as needed).
+    /// Credentials come from the AWS chain (environment, profile, web
+    /// identity, instance metadata) and are never stored.
+    Add {
+        /// Its name.
+        name: String,
+        /// `s3://BUCKET/PREFIX`.
+        #[arg(value_name = "s3://BUCKET/PREFIX")]
+        url: String,
+        /// Push to it after every backup.
+        #[arg(long)]
+        default: bool,
+    },
+    /// List remotes.
+    List,
+    /// Forget a remote (nothing on it is deleted).
+    Rm {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// `cairn dedupe ...`.

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::container::{read_table, verify_container};
+use crate::container::verify_container;
 use crate::error::Result;
 use crate::ids::{BlobId, ContainerId};
 use crate::index::{ContainerRecord, IndexEntry, cf};
@@ -68,7 +68,7 @@ impl Store {
             let outcome = if options.read_data {
                 verify_container(self.files(), id)
             } else {
-                read_table(&self.files().path(id), id)
+                self.files().table(id, record.stored_bytes)
             };
             match outcome {
                 Ok(table) if table.len() as u64 != record.n_blobs => report.problems.push(format!(

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::container::{TableEntry, read_table, sync_dir_of};
+use crate::container::{TableEntry, sync_dir_of};
 use crate::error::{Error, Result};
 use crate::fault::crash_point;
 use crate::ids::{BlobId, ContainerId};
@@ -110,7 +110,7 @@ impl Store {
             .index()
             .container(id)?
             .ok_or_else(|| Error::Usage(format!("there is no container {id}; `cairn containers` lists them")))?;
-        let table = read_table(&self.files().path(id), id)?;
+        let table = self.files().table(id, record.stored_bytes)?;
         // Sorted, RocksDB's batched lookup is several times faster.
         let mut ids: Vec<BlobId> = table.iter().map(|t| t.id).collect();
         ids.sort_unstable();

@@ -91,18 +91,23 @@ impl StoreConfig {
         Ok(config)
     }
 
-    /// Writes `config.json` atomically (temporary file, fsync, rename, fsync directory).
+    /// Writes `config.json` atomically.
     pub fn save(&self, root: &Path) -> Result<()> {
-        let path = root.join("config.json");
-        let temporary = root.join("config.json.tmp");
         let text = serde_json::to_string_pretty(self).expect("config serializes");
-        let mut file = File::create(&temporary).map_err(|e| Error::io("writing store config", &temporary, e))?;
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io("writing store config", &temporary, e))?;
-        fs::rename(&temporary, &path).map_err(|e| Error::io("writing store config", &path, e))?;
-        sync_dir_of(&path)
+        write_atomically(&root.join("config.json"), text.as_bytes())
     }
+}
+
+/// Replaces a small file atomically: a temporary file beside it, fsync,
+/// rename, fsync of the directory.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    let mut file = File::create(&temporary).map_err(|e| Error::io("writing", &temporary, e))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io("writing", &temporary, e))?;
+    fs::rename(&temporary, path).map_err(|e| Error::io("writing", path, e))?;
+    sync_dir_of(path)
 }
 
 /// 128 random-enough bits as hex: BLAKE3 of the time, the pid and an address.

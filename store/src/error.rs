@@ -144,6 +144,25 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The user interrupted the work; what was done is kept.
+    #[error("interrupted; what was done is kept, and running the command again goes on from there")]
+    Interrupted,
+    /// A remote could not be used: unreachable, refused, missing, damaged.
+    #[error("{what}: {reason}")]
+    Remote {
+        /// What was being done, naming the remote (and the key).
+        what: String,
+        /// What went wrong, and what to do about it.
+        reason: String,
+    },
+    /// An object the remote should hold is not there.
+    #[error(
+        "{what}: the remote does not have it (a push from the owning store may have deleted it; run the command again)"
+    )]
+    RemoteNotFound {
+        /// What was being read.
+        what: String,
+    },
     /// Invalid chunker settings.
     #[error(transparent)]
     Chunker(#[from] cairn_chunker::ConfigError),
@@ -153,6 +172,7 @@ impl Error {
     /// Whether this is an I/O error for a file that does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Io { cause, .. } if cause.kind() == io::ErrorKind::NotFound)
+            || matches!(self, Error::RemoteNotFound { .. })
     }
 
     /// An I/O error with the file and the action that failed.

@@ -271,15 +271,27 @@ pub fn extract<W: Write + ?Sized>(
 }
 
 /// Reads chunks in parallel, checking each against its id and length.
+/// Chunks of containers on a remote come in a few ranged GETs.
 pub fn read_chunks(store: &Store, entries: &[ContentEntry]) -> Result<Vec<Vec<u8>>> {
     let ids: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
-    let located = store.index().blobs(&ids)?;
+    let located = store
+        .index()
+        .blobs(&ids)?
+        .into_iter()
+        .zip(&ids)
+        .map(|(located, id)| located.filter(|e| !e.is_orphan()).ok_or(Error::MissingBlob(*id)))
+        .collect::<Result<Vec<_>>>()?;
+    let items: Vec<_> = located.iter().zip(&ids).map(|(entry, id)| (entry.container, entry.record(*id))).collect();
+    let read = store.files().read_many(&items);
     entries
         .par_iter()
-        .zip(located.into_par_iter())
-        .map(|(entry, located)| {
-            let located = located.filter(|e| !e.is_orphan()).ok_or(Error::MissingBlob(entry.id))?;
-            let data = store.read_located(&entry.id, located)?;
+        .zip(read.into_par_iter().zip(located.into_par_iter()))
+        .map(|(entry, (data, located))| {
+            let data = match data {
+                // Moved by a compaction since the lookup: find it again.
+                Err(error) if error.is_not_found() => store.read_located(&entry.id, located)?,
+                data => data?,
+            };
             if data.len() as u64 != entry.len {
                 return Err(Error::Malformed {
                     what: "content list",

@@ -24,6 +24,7 @@ mod lock;
 pub mod objects;
 pub mod reclaim;
 pub mod refs;
+pub mod remote;
 pub mod session;
 pub mod stats;
 mod store;

@@ -7,6 +7,8 @@
 //!   lock           flock'ed by the writing process; holds its pid
 //!   index/         RocksDB
 //!   containers/    XXXXX/<16 hex digits>: one file per container
+//!   remotes.json   remotes by name; in an attached store, the origin that
+//!                  containers missing here are read from
 //! ```
 
 use std::collections::BTreeMap;
@@ -61,6 +63,12 @@ pub(crate) struct StoreInner {
 impl Store {
     /// Creates a store at `root` (mode 0700), which must not hold one already.
     pub fn create(root: &Path, options: &StoreOptions) -> Result<Store> {
+        Store::create_with(root, StoreConfig::new(options))
+    }
+
+    /// Creates a store with the given settings (an attached store keeps its
+    /// remote's, id included).
+    pub fn create_with(root: &Path, config: StoreConfig) -> Result<Store> {
         if root.join("config.json").exists() {
             return Err(Error::BadStore {
                 path: root.to_path_buf(),
@@ -77,7 +85,7 @@ impl Store {
             DirBuilder::new().mode(0o700).create(&path).map_err(|e| Error::io("creating store directory", &path, e))?;
         }
         sync_dir(root)?;
-        StoreConfig::new(options).save(root)?;
+        config.save(root)?;
         Store::open(root, OpenMode::Write)
     }
 
@@ -101,6 +109,10 @@ impl Store {
         };
         let index = Index::open(&root.join("index"), mode == OpenMode::ReadOnly)?;
         let files = ContainerFiles::new(root.join("containers"));
+        let remotes = crate::remote::Remotes::load(root)?;
+        if let Some(origin) = &remotes.origin {
+            files.set_remote(Arc::new(crate::remote::RemoteSource::new(remotes.get(origin)?.clone())));
+        }
         let inner = StoreInner {
             root: root.to_path_buf(),
             config,

@@ -2,15 +2,26 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cairn_store::dataset::{BackupOptions, Progress};
 
-use crate::commands::{EXIT_PARTIAL, Globals};
+use crate::commands::{EXIT_PARTIAL, Globals, remote};
 use crate::output;
 use crate::progress::track;
 
-/// Backs up `options.sources`; exits [`EXIT_PARTIAL`] when entries were skipped.
-pub fn backup(globals: &Globals, options: BackupOptions) -> Result<ExitCode> {
+/// Whether a backup pushes afterwards.
+pub enum Push {
+    /// To the default remote, if one is set.
+    Default,
+    /// To this remote.
+    To(String),
+    /// Not at all (`--no-push`).
+    No,
+}
+
+/// Backs up `options.sources`, then pushes; exits [`EXIT_PARTIAL`] when
+/// entries were skipped.
+pub fn backup(globals: &Globals, options: BackupOptions, push: Push) -> Result<ExitCode> {
     // A missing source is an error before the store is created or locked.
     for source in &options.sources {
         if let Err(e) = std::fs::symlink_metadata(source) {
@@ -52,6 +63,18 @@ pub fn backup(globals: &Globals, options: BackupOptions) -> Result<ExitCode> {
         }
         for skipped in &report.skipped {
             eprintln!("skipped {}: {}", skipped.path, skipped.reason);
+        }
+    }
+    let remote = match push {
+        Push::Default => remote::default_remote(&store)?,
+        Push::To(name) => Some(name),
+        Push::No => None,
+    };
+    if let Some(remote) = remote {
+        let pushed = remote::push_store(globals, &store, Some(remote.as_str()), 4, true)
+            .with_context(|| format!("dataset {} is committed here, but the push failed", record.id));
+        if let Err(error) = pushed {
+            return remote::interrupted(error);
         }
     }
     if report.skipped.is_empty() {

@@ -128,8 +128,8 @@ pub fn containers(globals: &Globals, id: Option<&str>) -> Result<()> {
             return output::json(&rows);
         }
         let mut table = Table::new(
-            vec!["ID", "KIND", "BLOBS", "SIZE", "DEAD", "DEAD %", "TID"],
-            vec![false, false, true, true, true, true, true],
+            vec!["ID", "KIND", "BLOBS", "SIZE", "DEAD", "DEAD %", "TID", "PUSHED"],
+            vec![false, false, true, true, true, true, true, false],
         );
         for (id, r) in &list {
             table.row(vec![
@@ -140,6 +140,7 @@ pub fn containers(globals: &Globals, id: Option<&str>) -> Result<()> {
                 output::size(r.dead_bytes),
                 format!("{:.1}%", r.dead_share() * 100.0),
                 r.committed_tid.to_string(),
+                if r.uploaded { "yes" } else { "no" }.to_string(),
             ]);
         }
         table.print()?;

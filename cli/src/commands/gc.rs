@@ -1,21 +1,15 @@
 //! `cairn gc`: the delete job, once or every SPAN until interrupted.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cairn_gc::{GcOptions, GcReport, Phase};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::flag;
 
-use crate::commands::{EXIT_PARTIAL, Globals, span_ns};
+use crate::commands::{EXIT_INTERRUPTED, EXIT_PARTIAL, Globals, interrupt_flag, span_ns};
 use crate::output;
 use crate::progress;
-
-/// Exit code when Ctrl-C ended the job early (128 + SIGINT, as shells do).
-const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs the delete job (see `cairn_gc::job`).
 pub fn gc(globals: &Globals, options: &GcOptions, dry_run: bool, every: Option<jiff::Span>) -> Result<ExitCode> {
@@ -26,15 +20,10 @@ pub fn gc(globals: &Globals, options: &GcOptions, dry_run: bool, every: Option<j
         return Ok(ExitCode::SUCCESS);
     }
     let store = globals.open_write()?;
-    // The first Ctrl-C (or SIGTERM) sets `stop`, which the job checks
-    // between commits; a second one exits at once, which is safe too: every
-    // step is a commit, and the next run finishes what was cut.
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        flag::register_conditional_shutdown(signal, EXIT_INTERRUPTED.into(), stop.clone())
-            .and_then(|_| flag::register(signal, stop.clone()))
-            .context("installing the Ctrl-C handler")?;
-    }
+    // The job checks `stop` between commits; a second Ctrl-C exits at
+    // once, which is safe too: every step is a commit, and the next run
+    // finishes what was cut.
+    let stop = interrupt_flag()?;
     let period = every.map(span_ns).transpose()?.map(|ns| Duration::from_nanos(ns.max(0) as u64));
     let mut problems = false;
     loop {

@@ -8,6 +8,7 @@ mod forget;
 mod gc;
 mod init;
 mod objects;
+mod remote;
 mod restore;
 mod stats;
 
@@ -24,6 +25,23 @@ use crate::args::{Cli, Command};
 /// that could not read some files, a restore that could not put back
 /// some metadata); what it did is committed.
 pub const EXIT_PARTIAL: u8 = 3;
+
+/// Exit code when Ctrl-C ended the work early (128 + SIGINT, as shells do).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// A flag the first Ctrl-C (or SIGTERM) sets, for work that stops cleanly
+/// between steps; a second one exits at once.
+pub fn interrupt_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        flag::register_conditional_shutdown(signal, EXIT_INTERRUPTED.into(), stop.clone())
+            .and_then(|_| flag::register(signal, stop.clone()))
+            .context("installing the Ctrl-C handler")?;
+    }
+    Ok(stop)
+}
 
 /// Global settings every command sees.
 pub struct Globals {
@@ -72,13 +90,44 @@ fn now_ns() -> i64 {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let globals = Globals {
+    let remote_options = remote::RemoteOptions {
+        endpoint_url: cli.endpoint_url.clone(),
+        region: cli.region.clone(),
+        path_style: cli.path_style,
+    };
+    let mut globals = Globals {
         store: match cli.store {
             Some(path) => path,
             None => default_store()?,
         },
         json: cli.json,
         progress: !cli.no_progress,
+    };
+    // `--remote URL`: read commands run on a temporary store attached for
+    // browsing (index only; data comes by ranged GETs as it is read).
+    let _browse = match &cli.remote {
+        None => None,
+        Some(url) => {
+            let reads = matches!(
+                cli.command,
+                Command::Datasets
+                    | Command::Ls { .. }
+                    | Command::Find { .. }
+                    | Command::Stat { .. }
+                    | Command::Cat { .. }
+                    | Command::Diff { .. }
+                    | Command::Restore { .. }
+            );
+            if !reads {
+                anyhow::bail!(
+                    "--remote works with datasets, ls, find, stat, cat, diff and restore; \
+                     to do more, make a store from the remote with `cairn --store DIR attach {url}`"
+                );
+            }
+            let (guard, root) = remote::browse_store(&remote_options, url)?;
+            globals.store = root;
+            Some(guard)
+        }
     };
     let done = |result: Result<()>| result.map(|()| ExitCode::SUCCESS);
     match cli.command {
@@ -96,8 +145,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Clone { .. } => unreachable!("clap requires DST or --name, not both"),
         Command::Stats => done(stats::stats(&globals)),
         Command::Check { read_data } => done(check::check(&globals, read_data)),
-        Command::Backup { paths, name, tags, excludes, one_file_system, parent, read_all, expire_after } => {
+        Command::Backup {
+            paths,
+            name,
+            tags,
+            excludes,
+            one_file_system,
+            parent,
+            read_all,
+            expire_after,
+            push,
+            no_push,
+        } => {
             let expire_after_ns = expire_after.map(span_ns).transpose()?;
+            let push = match (push, no_push) {
+                (_, true) => backup::Push::No,
+                (Some(name), false) => backup::Push::To(name),
+                (None, false) => backup::Push::Default,
+            };
             backup::backup(
                 &globals,
                 BackupOptions {
@@ -110,8 +175,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     read_all,
                     expire_after_ns,
                 },
+                push,
             )
         }
+        Command::Remote { command } => done(remote::remote(&globals, &remote_options, command)),
+        Command::Push { name, jobs } => remote::push(&globals, name.as_deref(), jobs),
+        Command::Attach { url, name } => done(remote::attach(&globals, &remote_options, &url, &name)),
         Command::Datasets => done(browse::datasets(&globals)),
         Command::Ls { dataset, path, long } => done(browse::ls(&globals, &dataset, &path, long)),
         Command::Find { dataset, path, name, kind } => {

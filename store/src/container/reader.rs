@@ -5,28 +5,51 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId};
+use crate::remote::RemoteSource;
 
 /// Open container files, shared by readers. Holds at most `MAX_OPEN` handles;
 /// when full it simply forgets them all (reads come in runs per container, so
 /// anything smarter buys little).
+///
+/// In a store attached from a remote, a container with no local file is
+/// read from the remote instead: ranged GETs of just the records asked for.
 pub struct ContainerFiles {
     dir: PathBuf,
     open: Mutex<HashMap<ContainerId, Arc<File>>>,
+    remote: OnceLock<Arc<RemoteSource>>,
 }
 
 const MAX_OPEN: usize = 256;
+/// Records next to each other in a remote container are fetched in one
+/// GET of at most this many bytes.
+const MAX_RUN: u64 = 8 << 20;
 
 impl ContainerFiles {
     /// Readers of the containers under `dir`.
     pub fn new(dir: PathBuf) -> ContainerFiles {
-        ContainerFiles { dir, open: Mutex::new(HashMap::new()) }
+        ContainerFiles { dir, open: Mutex::new(HashMap::new()), remote: OnceLock::new() }
+    }
+
+    /// Reads containers missing here from `source` from now on.
+    pub fn set_remote(&self, source: Arc<RemoteSource>) {
+        let _ = self.remote.set(source);
+    }
+
+    /// Where missing containers are read from, if anywhere.
+    pub fn remote(&self) -> Option<&Arc<RemoteSource>> {
+        self.remote.get()
+    }
+
+    /// Whether the container has a file here.
+    pub fn is_local(&self, id: ContainerId) -> bool {
+        self.open.lock().expect("container file cache poisoned").contains_key(&id) || self.path(id).exists()
     }
 
     /// The `containers/` directory.
@@ -69,8 +92,7 @@ impl ContainerFiles {
     /// are a few MiB), and the records are checked on all cores.
     pub fn read_encoded(&self, container: ContainerId, entries: &[TableEntry]) -> Result<Vec<EncodedBlob>> {
         use rayon::prelude::*;
-        let path = self.path(container);
-        let file = std::fs::read(&path).map_err(|e| Error::io("reading container", &path, e))?;
+        let file = self.read_whole(container)?;
         entries
             .par_iter()
             .map(|entry| {
@@ -88,9 +110,91 @@ impl ContainerFiles {
             .collect()
     }
 
+    /// A whole container file, from the remote when it is not here.
+    pub fn read_whole(&self, container: ContainerId) -> Result<Vec<u8>> {
+        let path = self.path(container);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.remote.get().is_some() => {
+                self.remote.get().expect("checked").read_all(container)
+            }
+            Err(e) => Err(Error::io("reading container", &path, e)),
+        }
+    }
+
+    /// Reads many blobs' plaintext, each checked; results in the order
+    /// asked. Records of remote containers that lie next to each other are
+    /// fetched together, in runs of up to 8 MiB, all runs at once.
+    pub fn read_many(&self, items: &[(ContainerId, TableEntry)]) -> Vec<Result<Vec<u8>>> {
+        use rayon::prelude::*;
+        let remote_only: std::collections::HashSet<ContainerId> = match self.remote.get() {
+            Some(_) => items.iter().map(|(c, _)| *c).filter(|&c| !self.is_local(c)).collect(),
+            None => Default::default(),
+        };
+        let mut results: Vec<Option<Result<Vec<u8>>>> = items
+            .par_iter()
+            .map(|(container, entry)| (!remote_only.contains(container)).then(|| self.read_checked(*container, entry)))
+            .collect();
+        if remote_only.is_empty() {
+            return results.into_iter().map(|r| r.expect("read locally")).collect();
+        }
+        // Runs of adjacent records, in container and offset order.
+        let mut order: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
+        order.sort_by_key(|&i| (items[i].0, items[i].1.offset));
+        let mut runs: Vec<((ContainerId, u64, u64), Vec<usize>)> = Vec::new();
+        for i in order {
+            let (container, entry) = &items[i];
+            let len = RECORD_HEADER_LEN as u64 + entry.stored_len as u64;
+            match runs.last_mut() {
+                Some(((c, start, run_len), members))
+                    if c == container
+                        && entry.offset <= *start + *run_len
+                        && entry.offset + len - *start <= MAX_RUN.max(*run_len) =>
+                {
+                    *run_len = (*run_len).max(entry.offset + len - *start);
+                    members.push(i);
+                }
+                _ => runs.push(((*container, entry.offset, len), vec![i])),
+            }
+        }
+        let ranges: Vec<(ContainerId, u64, u64)> = runs.iter().map(|(range, _)| *range).collect();
+        let fetched = self.remote.get().expect("remote containers need a remote").read_ranges(&ranges);
+        for (((container, start, _), members), bytes) in runs.into_iter().zip(fetched) {
+            match bytes {
+                Ok(bytes) => {
+                    for i in members {
+                        let entry = &items[i].1;
+                        let from = (entry.offset - start) as usize;
+                        let record = &bytes[from..from + RECORD_HEADER_LEN + entry.stored_len as usize];
+                        results[i] = Some(check_record(container, entry, record));
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    let not_found = error.is_not_found();
+                    for i in members {
+                        results[i] = Some(Err(if not_found {
+                            Error::RemoteNotFound { what: format!("reading container {container}") }
+                        } else {
+                            Error::Remote { what: format!("reading container {container}"), reason: message.clone() }
+                        }));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.expect("every item read")).collect()
+    }
+
     /// Reads one blob's plaintext, checked.
     fn read_checked(&self, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
-        let file = self.file(container)?;
+        let file = match self.file(container) {
+            Err(error) if error.is_not_found() && self.remote.get().is_some() => {
+                let len = RECORD_HEADER_LEN as u64 + entry.stored_len as u64;
+                let record = self.remote.get().expect("checked").read_ranges(&[(container, entry.offset, len)]);
+                return check_record(container, entry, &record.into_iter().next().expect("one range")?);
+            }
+            file => file?,
+        };
         let mut record = vec![0u8; RECORD_HEADER_LEN + entry.stored_len as usize];
         file.read_exact_at(&mut record, entry.offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -131,14 +235,28 @@ fn check_record(container: ContainerId, entry: &TableEntry, record: &[u8]) -> Re
 /// Reads a sealed container's footer table. Checks the trailer's shape, not
 /// the whole-file hash (see [`verify_container`]).
 pub fn read_table(path: &Path, id: ContainerId) -> Result<Vec<TableEntry>> {
-    let corrupt = |reason: String| Error::CorruptContainer { container: id, path: path.to_path_buf(), reason };
     let file = File::open(path).map_err(|e| Error::io("opening container", path, e))?;
     let len = file.metadata().map_err(|e| Error::io("reading container", path, e))?.len();
+    parse_table(id, path, len, |offset, len| {
+        let mut bytes = vec![0u8; len];
+        file.read_exact_at(&mut bytes, offset).map_err(|e| Error::io("reading container", path, e))?;
+        Ok(bytes)
+    })
+}
+
+/// Parses the footer of a container `len` bytes long, reading its parts
+/// with `read_at(offset, len)`.
+fn parse_table(
+    id: ContainerId,
+    path: &Path,
+    len: u64,
+    read_at: impl Fn(u64, usize) -> Result<Vec<u8>>,
+) -> Result<Vec<TableEntry>> {
+    let corrupt = |reason: String| Error::CorruptContainer { container: id, path: path.to_path_buf(), reason };
     if len < (HEADER_LEN + TRAILER_LEN) as u64 {
         return Err(corrupt(format!("only {len} bytes long; it was never sealed")));
     }
-    let mut trailer = [0u8; TRAILER_LEN];
-    file.read_exact_at(&mut trailer, len - TRAILER_LEN as u64).map_err(|e| Error::io("reading container", path, e))?;
+    let trailer = read_at(len - TRAILER_LEN as u64, TRAILER_LEN)?;
     if trailer[48..] != MAGIC {
         return Err(corrupt("no footer magic; it was never sealed or is truncated".into()));
     }
@@ -148,21 +266,36 @@ pub fn read_table(path: &Path, id: ContainerId) -> Result<Vec<TableEntry>> {
     if table_offset < HEADER_LEN as u64 || table_offset + table_len + TRAILER_LEN as u64 != len {
         return Err(corrupt(format!("footer table ({n_entries} entries at {table_offset}) does not fit the file")));
     }
-    let mut table = vec![0u8; table_len as usize];
-    file.read_exact_at(&mut table, table_offset).map_err(|e| Error::io("reading container", path, e))?;
+    let table = read_at(table_offset, table_len as usize)?;
     table
         .chunks_exact(FOOTER_ENTRY_LEN)
         .map(|bytes| TableEntry::decode_footer(bytes).ok_or_else(|| corrupt("footer entry does not decode".into())))
         .collect()
 }
 
+impl ContainerFiles {
+    /// A container's footer table: from its file, or, for a container on
+    /// the remote only, with two ranged GETs (`len` is its length).
+    pub fn table(&self, id: ContainerId, len: u64) -> Result<Vec<TableEntry>> {
+        let path = self.path(id);
+        match (self.is_local(id), self.remote.get()) {
+            (false, Some(remote)) => parse_table(id, &path, len, |offset, n| {
+                remote.read_ranges(&[(id, offset, n as u64)]).pop().expect("one range")
+            }),
+            _ => read_table(&path, id),
+        }
+    }
+}
+
 /// Checks a whole container: the BLAKE3 in its trailer, its header, and every
 /// record against its id. Returns the table on success.
 pub fn verify_container(files: &ContainerFiles, id: ContainerId) -> Result<Vec<TableEntry>> {
     let path = files.path(id);
-    let table = read_table(&path, id)?;
+    let bytes = files.read_whole(id)?;
+    let table = parse_table(id, &path, bytes.len() as u64, |offset, n| {
+        Ok(bytes[offset as usize..offset as usize + n].to_vec())
+    })?;
     let corrupt = |reason: String| Error::CorruptContainer { container: id, path: path.clone(), reason };
-    let bytes = std::fs::read(&path).map_err(|e| Error::io("reading container", &path, e))?;
     let body_end = bytes.len() - 40;
     if blake3::hash(&bytes[..body_end]).as_bytes() != &bytes[body_end..body_end + 32] {
         return Err(corrupt("checksum mismatch: some bytes changed since it was sealed".into()));
@@ -171,7 +304,15 @@ pub fn verify_container(files: &ContainerFiles, id: ContainerId) -> Result<Vec<T
         return Err(corrupt("header does not belong to this container".into()));
     }
     for entry in &table {
-        files.read_blob(id, entry)?;
+        let start = entry.offset as usize;
+        let record = bytes.get(start..start + RECORD_HEADER_LEN + entry.stored_len as usize).ok_or_else(|| {
+            Error::CorruptBlob {
+                container: id,
+                blob: entry.id,
+                reason: "the record runs past the end of the file".into(),
+            }
+        })?;
+        check_record(id, entry, record)?;
     }
     Ok(table)
 }

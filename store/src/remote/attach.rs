@@ -1,0 +1,355 @@
+//! `cairn attach` and `cairn --remote`: a store made from a remote without
+//! downloading its data.
+//!
+//! The index is rebuilt from the remote's index deltas (taking a delta's
+//! entries only for containers the remote lists) and its dataset records.
+//! Data containers stay on the remote and are read with ranged GETs when a
+//! restore needs them ([`super::RemoteSource`]).
+//!
+//! A full attach also downloads the metadata containers (trees and content
+//! lists, a few percent of the data) and recounts every reference from the
+//! dataset trees, the way `cairn check` does: blobs that no dataset reaches
+//! are counted as dead bytes rather than entered. The result is an ordinary
+//! store that can back up (deduplicating against the remote), forget,
+//! collect garbage and push back. A browse attach (`--remote`) skips both
+//! and enters every blob with one reference: it is for reading only, and
+//! lives in a temporary directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::push::parallel;
+use super::{Delta, RemoteClient, RemoteConfig, RemoteSpec, Remotes};
+use crate::container::{ContainerKind, TableEntry, sync_dir, verify_container};
+use crate::dataset::{DatasetRecord, Progress};
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, ContainerId, Tid};
+use crate::index::entry::{ContainerRecord, IndexEntry};
+use crate::index::{cf, meta};
+use crate::refs::children_of;
+use crate::store::{OpenMode, Store};
+
+/// How much of the remote an attach takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Download metadata and recount references: a store to keep using.
+    Full,
+    /// Locations only, every blob at one reference: for reading.
+    Browse,
+}
+
+/// What an attach found and fetched.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AttachReport {
+    /// The remote, as a URL.
+    pub remote: String,
+    /// Dataset records.
+    pub datasets: u64,
+    /// Containers on the remote.
+    pub containers: u64,
+    /// Their bytes.
+    pub remote_bytes: u64,
+    /// Index deltas read.
+    pub deltas: u64,
+    /// Blobs entered in the index.
+    pub blobs: u64,
+    /// Metadata containers downloaded (full attach).
+    pub metadata_containers: u64,
+    /// Bytes downloaded, deltas and metadata containers included.
+    pub bytes_downloaded: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The remote's index, as its deltas describe it.
+struct RemoteIndex {
+    containers: BTreeMap<ContainerId, (ContainerKind, u64, u64)>,
+    blobs: HashMap<BlobId, (ContainerId, TableEntry)>,
+}
+
+impl Store {
+    /// Makes a store at `root` from the remote `spec`, registered under
+    /// `name` as the store's origin. `root` must not hold a store; if the
+    /// attach fails, nothing is left there.
+    pub fn attach(
+        root: &Path,
+        name: &str,
+        spec: &RemoteSpec,
+        mode: AttachMode,
+        progress: &Progress,
+    ) -> Result<(Store, AttachReport)> {
+        if root.join("config.json").exists() {
+            return Err(Error::Usage(format!(
+                "{} holds a store already; attach into a new directory (--store DIR)",
+                root.display()
+            )));
+        }
+        let existed = root.exists();
+        let result = attach_into(root, name, spec, mode, progress);
+        if result.is_err() {
+            let cleanup = if existed {
+                ["config.json", "remotes.json", "lock", "index", "containers"]
+                    .iter()
+                    .map(|entry| root.join(entry))
+                    .try_for_each(|path| match path.is_dir() {
+                        true => std::fs::remove_dir_all(&path),
+                        false if path.exists() => std::fs::remove_file(&path),
+                        false => Ok(()),
+                    })
+            } else {
+                std::fs::remove_dir_all(root)
+            };
+            if let Err(error) = cleanup {
+                tracing::warn!(%error, path = %root.display(), "could not remove a failed attach");
+            }
+        }
+        result
+    }
+}
+
+fn attach_into(
+    root: &Path,
+    name: &str,
+    spec: &RemoteSpec,
+    mode: AttachMode,
+    progress: &Progress,
+) -> Result<(Store, AttachReport)> {
+    let started = Instant::now();
+    let client = RemoteClient::new(spec)?;
+    let location = client.location().clone();
+    let mut report = AttachReport { remote: spec.to_string(), ..Default::default() };
+    client.check_access()?;
+    let config_bytes = client.get(&location.config_key())?.ok_or_else(|| Error::Remote {
+        what: format!("attaching {spec}"),
+        reason: "there is no cairn store there: check the bucket and prefix, or `cairn push` to it first".into(),
+    })?;
+    let config: RemoteConfig = serde_json::from_slice(&config_bytes).map_err(|e| Error::Remote {
+        what: format!("reading {} on {spec}", location.config_key()),
+        reason: format!("it does not parse ({e}); is this a cairn remote?"),
+    })?;
+    report.bytes_downloaded += config_bytes.len() as u64;
+
+    let index = read_remote_index(&client, &mut report)?;
+    let records = read_datasets(&client, &mut report)?;
+
+    let store = Store::create_with(root, config.store.clone())?;
+    drop(store);
+    let mut remotes = Remotes::default();
+    remotes.remotes.insert(name.to_string(), spec.clone());
+    remotes.origin = Some(name.to_string());
+    remotes.save(root)?;
+    let store = Store::open(root, OpenMode::Write)?;
+
+    let refs = match mode {
+        AttachMode::Full => {
+            download_metadata(&store, &client, &index, progress, &mut report)?;
+            recount(&store, &index, &records)?
+        }
+        AttachMode::Browse => index.blobs.keys().map(|id| (*id, 1)).collect(),
+    };
+    write_index(&store, &index, &records, &refs, &mut report)?;
+    drop(store);
+    let store = Store::open(root, OpenMode::Write)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok((store, report))
+}
+
+/// Lists the containers and reads every delta; keeps the entries of listed
+/// containers. A blob in several containers (copies left by racing backups,
+/// or moved by a compaction whose old container is not deleted yet) is
+/// taken from the newest.
+fn read_remote_index(client: &RemoteClient, report: &mut AttachReport) -> Result<RemoteIndex> {
+    let location = client.location();
+    let listed: BTreeMap<ContainerId, u64> = client
+        .list(&location.containers_prefix())?
+        .into_iter()
+        .filter_map(|object| location.container_of(&object.key).map(|id| (id, object.size)))
+        .collect();
+    report.containers = listed.len() as u64;
+    report.remote_bytes = listed.values().sum();
+    let keys: Vec<String> = client.list(&location.deltas_prefix())?.into_iter().map(|o| o.key).collect();
+    let never = AtomicBool::new(false);
+    let deltas = parallel(8, &keys, &never, |key| {
+        let bytes = client.get(key)?.ok_or_else(|| Error::RemoteNotFound { what: format!("reading {key}") })?;
+        Ok((bytes.len() as u64, Delta::decode(key, &bytes)?))
+    });
+    let mut index = RemoteIndex { containers: BTreeMap::new(), blobs: HashMap::new() };
+    for delta in deltas {
+        let (size, delta) = delta?;
+        report.deltas += 1;
+        report.bytes_downloaded += size;
+        for container in delta.containers {
+            if listed.get(&container.id) != Some(&container.len) {
+                continue;
+            }
+            index.containers.insert(container.id, (container.kind, container.len, container.table.len() as u64));
+            for entry in container.table {
+                let slot = index.blobs.entry(entry.id).or_insert((container.id, entry));
+                if slot.0 < container.id {
+                    *slot = (container.id, entry);
+                }
+            }
+        }
+    }
+    let unnamed = listed.keys().filter(|id| !index.containers.contains_key(id)).count();
+    if unnamed > 0 {
+        tracing::warn!(unnamed, "containers on the remote that no index delta names are left out");
+    }
+    Ok(index)
+}
+
+fn read_datasets(client: &RemoteClient, report: &mut AttachReport) -> Result<Vec<DatasetRecord>> {
+    let location = client.location();
+    let keys: Vec<String> = client
+        .list(&location.datasets_prefix())?
+        .into_iter()
+        .filter(|o| location.dataset_of(&o.key).is_some())
+        .map(|o| o.key)
+        .collect();
+    let never = AtomicBool::new(false);
+    let mut records = Vec::new();
+    for result in parallel(8, &keys, &never, |key| {
+        // A record deleted since the listing was forgotten: leave it out.
+        let Some(bytes) = client.get(key)? else { return Ok(None) };
+        let record: DatasetRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Remote {
+            what: format!("reading {key}"),
+            reason: format!("it is not a dataset record ({e})"),
+        })?;
+        Ok(Some((bytes.len() as u64, record)))
+    }) {
+        if let Some((size, record)) = result? {
+            report.bytes_downloaded += size;
+            records.push(record);
+        }
+    }
+    records.sort_by_key(|r| r.id);
+    report.datasets = records.len() as u64;
+    Ok(records)
+}
+
+/// Downloads every metadata container whole, checked against its BLAKE3.
+fn download_metadata(
+    store: &Store,
+    client: &RemoteClient,
+    index: &RemoteIndex,
+    progress: &Progress,
+    report: &mut AttachReport,
+) -> Result<()> {
+    let metadata: Vec<(ContainerId, u64)> = index
+        .containers
+        .iter()
+        .filter(|(_, (kind, _, _))| *kind == ContainerKind::Metadata)
+        .map(|(id, (_, len, _))| (*id, *len))
+        .collect();
+    progress.total_files.store(metadata.len() as u64, Ordering::Relaxed);
+    progress.total_bytes.store(metadata.iter().map(|(_, len)| len).sum(), Ordering::Relaxed);
+    let never = AtomicBool::new(false);
+    for result in parallel(8, &metadata, &never, |(id, len)| {
+        let key = client.location().container_key(*id);
+        let bytes = client.get(&key)?.ok_or_else(|| Error::RemoteNotFound { what: format!("downloading {key}") })?;
+        let path = store.files().path(*id);
+        let dir = path.parent().expect("containers live in shard directories");
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let temporary = path.with_extension("part");
+        std::fs::write(&temporary, &bytes)
+            .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+            .map_err(|e| Error::io("writing container", &temporary, e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| Error::io("writing container", &path, e))?;
+        verify_container(store.files(), *id)?;
+        progress.files.fetch_add(1, Ordering::Relaxed);
+        progress.bytes.fetch_add(*len, Ordering::Relaxed);
+        Ok(*len)
+    }) {
+        report.bytes_downloaded += result?;
+        report.metadata_containers += 1;
+    }
+    for dir in std::fs::read_dir(store.files().dir()).map_err(|e| Error::io("listing", store.files().dir(), e))? {
+        sync_dir(&dir.map_err(|e| Error::io("listing", store.files().dir(), e))?.path())?;
+    }
+    Ok(())
+}
+
+/// References from the dataset trees, counted as the invariant defines
+/// them: each dataset's root once, and each child of each reachable
+/// metadata blob once per mention.
+fn recount(store: &Store, index: &RemoteIndex, records: &[DatasetRecord]) -> Result<HashMap<BlobId, i64>> {
+    let mut refs: HashMap<BlobId, i64> = HashMap::new();
+    let mut pending: Vec<BlobId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let locate = |id: &BlobId| {
+        index.blobs.get(id).copied().ok_or_else(|| Error::Remote {
+            what: "attaching".into(),
+            reason: format!(
+                "blob {id} is named by a dataset but by no index delta; the remote is incomplete: push again"
+            ),
+        })
+    };
+    for record in records {
+        *refs.entry(record.root).or_default() += 1;
+        pending.push(record.root);
+    }
+    while let Some(id) = pending.pop() {
+        let (container, entry) = locate(&id)?;
+        if !entry.kind.is_metadata() || !seen.insert(id) {
+            continue;
+        }
+        let bytes = store.files().read_blob(container, &entry)?;
+        for child in children_of(entry.kind, id, &bytes)? {
+            *refs.entry(child).or_default() += 1;
+            pending.push(child);
+        }
+    }
+    Ok(refs)
+}
+
+/// Enters the blobs, containers and datasets in the index, in batches.
+fn write_index(
+    store: &Store,
+    index: &RemoteIndex,
+    records: &[DatasetRecord],
+    refs: &HashMap<BlobId, i64>,
+    report: &mut AttachReport,
+) -> Result<()> {
+    let db = store.index();
+    let tid = Tid(1);
+    // Live bytes per container; the rest of its records are dead: blobs
+    // nothing reaches, and second copies of blobs entered elsewhere.
+    let mut live: HashMap<ContainerId, u64> = HashMap::new();
+    let mut batch = rocksdb::WriteBatch::default();
+    for (id, (container, entry)) in &index.blobs {
+        let count = refs.get(id).copied().unwrap_or(0);
+        if count > 0 {
+            batch.put_cf(db.cf(cf::BLOBS), id.as_bytes(), IndexEntry::new(*container, entry, count).encode());
+            *live.entry(*container).or_default() += entry.record_len();
+            report.blobs += 1;
+        }
+        if batch.len() >= 100_000 {
+            db.write(std::mem::take(&mut batch), false)?;
+        }
+    }
+    for (id, (kind, len, n_blobs)) in &index.containers {
+        let mut record = ContainerRecord {
+            kind: *kind,
+            committed_tid: tid,
+            n_blobs: *n_blobs,
+            stored_bytes: *len,
+            dead_bytes: 0,
+            uploaded: true,
+        };
+        record.dead_bytes = record.record_bytes().saturating_sub(live.get(id).copied().unwrap_or(0));
+        batch.put_cf(db.cf(cf::CONTAINERS), id.key(), record.encode());
+    }
+    for record in records {
+        batch.put_cf(db.cf(cf::DATASETS), record.id.key(), serde_json::to_vec(record).expect("records serialize"));
+    }
+    let next_container = index.containers.keys().next_back().map_or(0, |id| id.0 + 1);
+    let next_dataset = records.iter().map(|r| r.id.0 + 1).max().unwrap_or(1);
+    batch.put_cf(db.cf(cf::META), meta::TID, tid.0.to_le_bytes());
+    batch.put_cf(db.cf(cf::META), meta::NEXT_CONTAINER, next_container.to_le_bytes());
+    batch.put_cf(db.cf(cf::META), meta::NEXT_DATASET, next_dataset.to_le_bytes());
+    db.write(batch, true)
+}

@@ -1,0 +1,405 @@
+//! [`RemoteClient`]: a blocking face on the async AWS S3 client, with the
+//! few operations cairn needs, retries with backoff (the SDK's standard
+//! mode, which also backs off on `SlowDown` and 5xx answers), CRC32C
+//! checksums on every upload, and errors that say what to do.
+//!
+//! The client owns a small tokio runtime; every method blocks on it, so
+//! callers stay synchronous and may call from several threads at once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+
+use super::{Location, RemoteSpec};
+use crate::error::{Error, Result};
+
+/// Objects of at least this size go up in parts of this size.
+pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+/// Keys per `DeleteObjects` request (the S3 maximum).
+const DELETE_BATCH: usize = 1000;
+
+/// A listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteObject {
+    /// Its full key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A connection to one remote.
+pub struct RemoteClient {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    spec: RemoteSpec,
+    location: Location,
+    part_size: u64,
+}
+
+impl RemoteClient {
+    /// Builds a client for `spec`: credentials and (unless given) the region
+    /// from the SDK's standard chain. Nothing is sent yet.
+    pub fn new(spec: &RemoteSpec) -> Result<RemoteClient> {
+        let location = spec.location()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Remote { what: "starting the S3 client".into(), reason: e.to_string() })?;
+        let region = RegionProviderChain::first_try(spec.region.clone().map(aws_config::Region::new))
+            .or_default_provider()
+            .or_else(aws_config::Region::from_static("us-east-1"));
+        let shared = runtime.block_on(aws_config::defaults(BehaviorVersion::latest()).region(region).load());
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(spec.path_style)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(env_u64("CAIRN_S3_MAX_ATTEMPTS").unwrap_or(6) as u32)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(10)),
+            )
+            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(10)).build())
+            // Downloads are checked against BLAKE3 (containers) and blob ids
+            // (ranges); some servers send a whole object's checksum with a
+            // range, which the SDK would then reject.
+            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &spec.endpoint_url {
+            config = config.endpoint_url(endpoint);
+        }
+        let client = Client::from_conf(config.build());
+        let part_size = env_u64("CAIRN_S3_PART_SIZE").unwrap_or(DEFAULT_PART_SIZE).max(1);
+        Ok(RemoteClient { runtime, client, spec: spec.clone(), location, part_size })
+    }
+
+    /// Where the remote is.
+    pub fn spec(&self) -> &RemoteSpec {
+        &self.spec
+    }
+
+    /// The bucket, the prefix and the keys under it.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Checks that the bucket exists and the credentials are accepted.
+    pub fn check_access(&self) -> Result<()> {
+        let bucket = &self.location.bucket;
+        self.block_on(self.client.head_bucket().bucket(bucket).send())
+            .map_err(|e| self.error("opening the bucket", "", e))?;
+        Ok(())
+    }
+
+    /// Every object under `prefix` (a full key prefix), in key order.
+    pub fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.location.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take());
+            let page = self.block_on(request.send()).map_err(|e| self.error("listing", prefix, e))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    out.push(RemoteObject { key: key.to_string(), size: object.size().unwrap_or(0).max(0) as u64 });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// A whole object, or `None` if there is none.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let request = self.client.get_object().bucket(&self.location.bucket).key(key);
+        match self.block_on(async { Self::collect(request.send().await).await }) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.code() == Some("NoSuchKey") => Ok(None),
+            Err(e) => Err(self.error("downloading", key, e)),
+        }
+    }
+
+    /// Several ranges, fetched concurrently (at most 16 at a time); the
+    /// results come back in the order asked.
+    pub fn get_ranges(&self, ranges: &[(String, u64, u64)]) -> Vec<Result<Vec<u8>>> {
+        let fetches = ranges.iter().map(|(key, start, len)| self.fetch_range(key, *start, *len)).collect();
+        self.block_on(bounded(fetches, 16))
+    }
+
+    async fn fetch_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>> {
+        let range = format!("bytes={start}-{}", start + len.max(1) - 1);
+        let request = self.client.get_object().bucket(&self.location.bucket).key(key).range(range);
+        let bytes = Self::collect(request.send().await).await.map_err(|e| self.error("downloading", key, e))?;
+        if bytes.len() as u64 != len {
+            return Err(Error::Remote {
+                what: format!("downloading {key}"),
+                reason: format!("asked for {len} bytes at {start}, got {}", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
+    async fn collect<E>(
+        response: std::result::Result<aws_sdk_s3::operation::get_object::GetObjectOutput, SdkError<E>>,
+    ) -> std::result::Result<Vec<u8>, RemoteError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let output = response.map_err(RemoteError::from_sdk)?;
+        let body = output.body.collect().await.map_err(|e| RemoteError::other(e.to_string()))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    /// Uploads `bytes` under `key` in one request, with a CRC32C checksum
+    /// that the server verifies.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.location.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(ByteStream::from(bytes));
+        self.block_on(request.send()).map_err(|e| self.error("uploading", key, e))?;
+        Ok(())
+    }
+
+    /// Uploads a file: in one request below the part size, in parts above
+    /// it (each with its CRC32C). A failed multipart upload is aborted, so
+    /// no half-object is left behind and none is ever visible.
+    pub fn put_file(&self, key: &str, path: &std::path::Path, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(path).map_err(|e| Error::io("reading container", path, e))?;
+        let len = file.metadata().map_err(|e| Error::io("reading container", path, e))?.len();
+        if len < self.part_size {
+            let bytes = std::fs::read(path).map_err(|e| Error::io("reading container", path, e))?;
+            self.put(key, bytes)?;
+            progress(len);
+            return Ok(());
+        }
+        let bucket = &self.location.bucket;
+        let created = self
+            .block_on(
+                self.client
+                    .create_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                    .send(),
+            )
+            .map_err(|e| self.error("starting a multipart upload of", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let upload = || -> Result<()> {
+            let mut parts = Vec::new();
+            let mut offset = 0u64;
+            while offset < len {
+                let size = self.part_size.min(len - offset);
+                let mut bytes = vec![0u8; size as usize];
+                file.read_exact_at(&mut bytes, offset).map_err(|e| Error::io("reading container", path, e))?;
+                let number = parts.len() as i32 + 1;
+                let part = self
+                    .block_on(
+                        self.client
+                            .upload_part()
+                            .bucket(bucket)
+                            .key(key)
+                            .upload_id(&upload_id)
+                            .part_number(number)
+                            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                            .body(ByteStream::from(bytes))
+                            .send(),
+                    )
+                    .map_err(|e| self.error("uploading a part of", key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_string))
+                        .set_checksum_crc32_c(part.checksum_crc32_c().map(str::to_string))
+                        .build(),
+                );
+                offset += size;
+                progress(size);
+            }
+            let done = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+            self.block_on(
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(done)
+                    .send(),
+            )
+            .map_err(|e| self.error("finishing the multipart upload of", key, e))?;
+            Ok(())
+        };
+        let result = upload();
+        if result.is_err() {
+            let abort = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id);
+            if let Err(e) = self.block_on(abort.send()) {
+                tracing::warn!(key, error = %RemoteError::from_sdk(e), "could not abort a failed multipart upload");
+            }
+        }
+        result
+    }
+
+    /// Size of an object, or `None` if there is none.
+    pub fn size(&self, key: &str) -> Result<Option<u64>> {
+        let request = self.client.head_object().bucket(&self.location.bucket).key(key);
+        match self.block_on(request.send()).map_err(RemoteError::from_sdk) {
+            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) if e.status == Some(404) || e.code() == Some("NotFound") => Ok(None),
+            Err(e) => Err(self.error("checking", key, e)),
+        }
+    }
+
+    /// Deletes keys, a thousand per request.
+    pub fn delete(&self, keys: &[String]) -> Result<()> {
+        for batch in keys.chunks(DELETE_BATCH) {
+            let objects = batch
+                .iter()
+                .map(|key| ObjectIdentifier::builder().key(key).build().expect("key is set"))
+                .collect::<Vec<_>>();
+            let delete = Delete::builder().set_objects(Some(objects)).quiet(true).build().expect("objects are set");
+            let request = self.client.delete_objects().bucket(&self.location.bucket).delete(delete);
+            let output = self.block_on(request.send()).map_err(|e| self.error("deleting", &batch[0], e))?;
+            if let Some(failed) = output.errors().first() {
+                return Err(Error::Remote {
+                    what: format!("deleting {} from {}", failed.key().unwrap_or("?"), self.spec),
+                    reason: format!(
+                        "{} ({})",
+                        failed.message().unwrap_or("no reason given"),
+                        failed.code().unwrap_or("?")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns an SDK error into one that names the remote and says what to do.
+    fn error(&self, action: &str, key: &str, error: impl Into<RemoteError>) -> Error {
+        let error = error.into();
+        let what =
+            if key.is_empty() { format!("{action} {}", self.spec) } else { format!("{action} {key} on {}", self.spec) };
+        let bucket = &self.location.bucket;
+        if error.code() == Some("NoSuchKey") {
+            return Error::RemoteNotFound { what };
+        }
+        let refused = matches!(
+            error.code(),
+            Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken" | "ExpiredToken")
+        ) || error.code().is_none() && error.status == Some(403);
+        let no_bucket = error.code() == Some("NoSuchBucket")
+            || key.is_empty() && error.status == Some(404) && error.code().is_none_or(|c| c == "NotFound");
+        let reason = if no_bucket {
+            format!("bucket '{bucket}' does not exist; create it, or check the name and --region")
+        } else if refused {
+            format!(
+                "S3 refused the credentials ({}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+                error.message
+            )
+        } else if error.no_credentials {
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, \
+             or run where a role provides them"
+                .to_string()
+        } else if error.unreachable {
+            format!(
+                "cannot reach {} ({}); check --endpoint-url and the network, then run the command again",
+                self.spec.endpoint_url.as_deref().unwrap_or("S3"),
+                error.message
+            )
+        } else {
+            error.message.clone()
+        };
+        Error::Remote { what, reason }
+    }
+}
+
+/// What went wrong in one request, flattened out of the SDK's error types.
+#[derive(Debug)]
+pub(crate) struct RemoteError {
+    code: Option<String>,
+    status: Option<u16>,
+    message: String,
+    unreachable: bool,
+    no_credentials: bool,
+}
+
+impl RemoteError {
+    fn from_sdk<E>(error: SdkError<E>) -> RemoteError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let status = error.raw_response().map(|r| r.status().as_u16());
+        let code = error.code().map(str::to_string);
+        let full = format!("{}", aws_sdk_s3::error::DisplayErrorContext(&error));
+        let unreachable = matches!(error, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_));
+        // Identity resolution fails before anything is sent: no status.
+        let no_credentials = status.is_none() && full.to_lowercase().contains("credential");
+        let message = match (&code, error.message(), status) {
+            (Some(code), Some(message), _) => format!("{code}: {message}"),
+            (Some(code), None, _) => code.clone(),
+            // HEAD answers have no body to say more.
+            (None, _, Some(503)) => {
+                "HTTP 503 SlowDown: the server kept asking to slow down, through every retry".into()
+            }
+            (None, _, Some(status)) if status >= 500 => format!("HTTP {status}: a server error, through every retry"),
+            (None, _, Some(status)) => format!("HTTP {status}"),
+            _ => full,
+        };
+        RemoteError { code, status, message, unreachable: unreachable && !no_credentials, no_credentials }
+    }
+
+    fn other(message: String) -> RemoteError {
+        RemoteError { code: None, status: None, message, unreachable: false, no_credentials: false }
+    }
+
+    fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E> From<SdkError<E>> for RemoteError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn from(error: SdkError<E>) -> RemoteError {
+        RemoteError::from_sdk(error)
+    }
+}
+
+/// Runs futures with at most `limit` in flight; results in input order.
+async fn bounded<T, F: Future<Output = T>>(futures: Vec<F>, limit: usize) -> Vec<T> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(futures).buffered(limit).collect().await
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}

@@ -1,0 +1,61 @@
+//! [`RemoteSource`]: where a store attached from a remote reads the
+//! containers it does not hold locally, with ranged GETs of just the
+//! records it needs. The client is made on first use, so a store that
+//! never misses a container never touches the network.
+
+use std::sync::{Arc, OnceLock};
+
+use super::{RemoteClient, RemoteSpec};
+use crate::error::{Error, Result};
+use crate::ids::ContainerId;
+
+/// Reads containers from a remote, on demand.
+pub struct RemoteSource {
+    spec: RemoteSpec,
+    client: OnceLock<std::result::Result<Arc<RemoteClient>, String>>,
+}
+
+impl RemoteSource {
+    /// A source for `spec`; connects on first use.
+    pub fn new(spec: RemoteSpec) -> RemoteSource {
+        RemoteSource { spec, client: OnceLock::new() }
+    }
+
+    /// The remote.
+    pub fn spec(&self) -> &RemoteSpec {
+        &self.spec
+    }
+
+    fn client(&self) -> Result<&RemoteClient> {
+        match self.client.get_or_init(|| RemoteClient::new(&self.spec).map(Arc::new).map_err(|e| e.to_string())) {
+            Ok(client) => Ok(client),
+            Err(reason) => Err(Error::Remote { what: format!("connecting to {}", self.spec), reason: reason.clone() }),
+        }
+    }
+
+    /// Makes the client if needed, so a failure shows up once, up front.
+    pub fn connect(&self) -> Result<()> {
+        self.client().map(|_| ())
+    }
+
+    /// Byte ranges `(container, start, len)` of containers, fetched
+    /// concurrently; results in the order asked.
+    pub fn read_ranges(&self, ranges: &[(ContainerId, u64, u64)]) -> Vec<Result<Vec<u8>>> {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(_) => return ranges.iter().map(|_| self.client().map(|_| Vec::new())).collect(),
+        };
+        let keyed: Vec<(String, u64, u64)> =
+            ranges.iter().map(|&(id, start, len)| (client.location().container_key(id), start, len)).collect();
+        client.get_ranges(&keyed)
+    }
+
+    /// A whole container.
+    pub fn read_all(&self, id: ContainerId) -> Result<Vec<u8>> {
+        let client = self.client()?;
+        let key = client.location().container_key(id);
+        client
+            .get(&key)?
+            .ok_or_else(|| Error::RemoteNotFound { what: format!("reading container {id} from {}", self.spec) })
+    }
+}

@@ -1,0 +1,442 @@
+//! Remotes against a real S3 protocol server (`s3s` + `s3s-fs` with SigV4,
+//! in this process, see `s3.rs`), driven through the real binary and the
+//! real aws-sdk-s3 client: push, attach and restore on a fresh store, reads
+//! straight from S3, gc propagation, resuming an interrupted push, retries,
+//! and bad credentials, buckets and endpoints.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::s3::{ACCESS_KEY, BUCKET, Failure, S3Server, SECRET_KEY};
+use crate::util::{Fixture, command_on, noise, succeed};
+use crate::versions::{diff_r, generate, mutate};
+
+/// The remote URL every test pushes to.
+fn url() -> String {
+    format!("s3://{BUCKET}/team/cairn")
+}
+
+/// Points a command at the test server: its credentials, a region, no
+/// lookups of the machine's own AWS config or instance metadata, and few
+/// retries so failures are quick.
+fn aim(command: &mut Command, server: &S3Server) {
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("CAIRN_REMOTE")
+        .env("CAIRN_S3_MAX_ATTEMPTS", "4");
+    let _ = server;
+}
+
+/// `cairn ARGS` on `store`, aimed at `server`.
+fn cairn(store: &Path, server: &S3Server, args: &[&str]) -> Command {
+    let mut command = command_on(store, args);
+    aim(&mut command, server);
+    command
+}
+
+/// The global options that reach the server.
+fn endpoint_args(server: &S3Server) -> Vec<String> {
+    vec!["--endpoint-url".into(), server.endpoint(), "--path-style".into()]
+}
+
+fn add_remote(store: &Path, server: &S3Server, extra: &[&str]) {
+    let url = url();
+    let endpoint = endpoint_args(server);
+    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
+    args.extend(["remote", "add", "s3", &url]);
+    args.extend(extra);
+    succeed(cairn(store, server, &args));
+}
+
+/// Every byte of every file under `dir`.
+fn read_all_files(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(read_all_files(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.extend(bytes);
+        }
+    }
+    out
+}
+
+fn push(store: &Path, server: &S3Server) -> Value {
+    serde_json::from_str(&succeed(cairn(store, server, &["--json", "push"]))).unwrap()
+}
+
+/// `cairn --remote URL ARGS` with no store of its own.
+fn remote_read(dir: &Path, server: &S3Server, args: &[&str]) -> String {
+    let endpoint = endpoint_args(server);
+    let url = url();
+    let mut all: Vec<&str> = vec!["--remote", &url];
+    all.extend(endpoint.iter().map(String::as_str));
+    all.extend(args);
+    succeed(cairn(&dir.join("no-store-here"), server, &all))
+}
+
+/// Container files the server holds under the remote's prefix.
+fn remote_containers(server: &S3Server) -> BTreeSet<String> {
+    let dir = server.root().join(BUCKET).join("team/cairn/containers");
+    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
+    entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.len() == 16).collect()
+}
+
+/// Containers the local store's index names.
+fn local_containers(store: &Path) -> BTreeSet<String> {
+    let out: Value = serde_json::from_str(&succeed(command_on(store, &["--json", "containers"]))).unwrap();
+    out.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Stored bytes of the distinct blobs a dataset reaches (its records as
+/// stored, compressed): what a restore of it must at least download.
+fn dataset_stored_bytes(store: &Path, dataset: u64) -> u64 {
+    let store = cairn_store::Store::open(store, cairn_store::OpenMode::ReadOnly).unwrap();
+    let root = store.datasets().unwrap().into_iter().find(|d| d.id.0 == dataset).unwrap().root;
+    let mut seen = HashSet::new();
+    let mut stack = vec![root];
+    let mut bytes = 0;
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let entry = store.entry(&id).unwrap();
+        bytes += entry.record_len();
+        if entry.kind.is_metadata() {
+            stack.extend(cairn_store::refs::children_of(entry.kind, id, &store.read_blob(&id).unwrap()).unwrap());
+        }
+    }
+    bytes
+}
+
+#[test]
+fn ten_versions_pushed_attach_and_restore_identical_and_read_straight_from_s3() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    generate(&source, 600, 3);
+    let snapshots = fixture.path("snapshots");
+    std::fs::create_dir(&snapshots).unwrap();
+    add_remote(&store, &server, &["--default"]);
+    for version in 1..=10u64 {
+        if version > 1 {
+            mutate(&source, version);
+        }
+        // The default remote: every backup pushes by itself.
+        let mut backup = cairn(&store, &server, &["backup", source.to_str().unwrap()]);
+        // Parts of 1 MiB, so containers (4 MiB) go up as multipart uploads.
+        backup.env("CAIRN_S3_PART_SIZE", (1 << 20).to_string());
+        succeed(backup);
+        let status = Command::new("cp").arg("-a").arg(&source).arg(snapshots.join(format!("v{version}"))).status();
+        assert!(status.unwrap().success());
+    }
+    assert!(server.seen.uploads.lock().unwrap().len() > remote_containers(&server).len(), "multipart parts");
+    assert_eq!(remote_containers(&server), local_containers(&store), "every container was pushed");
+
+    // A second push has nothing to do.
+    server.seen.reset();
+    let again = push(&store, &server);
+    assert_eq!(again["containers_uploaded"], 0, "{again}");
+    assert_eq!(again["datasets_uploaded"], 0, "{again}");
+    assert_eq!(server.seen.uploads.lock().unwrap().len(), 0);
+
+    let stored_latest = dataset_stored_bytes(&store, 10);
+    std::fs::remove_dir_all(&store).unwrap();
+
+    // Straight from S3, no store: list, browse, and restore one dataset
+    // with ranged GETs of just what it needs.
+    let listed: Value =
+        serde_json::from_str(&remote_read(fixture.dir.path(), &server, &["--json", "datasets"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 10);
+    let ls = remote_read(fixture.dir.path(), &server, &["ls", "latest", "/dir03"]);
+    assert!(ls.contains("new-10-3.txt"), "{ls}");
+    let cat = remote_read(fixture.dir.path(), &server, &["cat", "3", "/dir01/file00001.txt"]);
+    assert_eq!(cat.as_bytes(), std::fs::read(snapshots.join("v3/dir01/file00001.txt")).unwrap());
+    server.seen.reset();
+    let direct = fixture.path("direct");
+    remote_read(fixture.dir.path(), &server, &["restore", "latest", "--to", direct.to_str().unwrap()]);
+    diff_r(&snapshots.join("v10"), &direct);
+    let downloaded = server.seen.downloaded.load(Ordering::SeqCst);
+    let overhead = downloaded as f64 / stored_latest as f64 - 1.0;
+    eprintln!(
+        "restore straight from S3: downloaded {downloaded} bytes for {stored_latest} stored ({:+.1}%), {} GETs",
+        overhead * 100.0,
+        server.seen.gets.load(Ordering::SeqCst)
+    );
+    assert!(overhead < 0.05, "downloaded {downloaded} bytes for a dataset of {stored_latest} stored bytes");
+
+    // Attach on a fresh directory: index and metadata only, then restore.
+    let fresh = fixture.path("fresh");
+    let endpoint = endpoint_args(&server);
+    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
+    let url = url();
+    args.extend(["--json", "attach", &url]);
+    server.seen.reset();
+    let attached: Value = serde_json::from_str(&succeed(cairn(&fresh, &server, &args))).unwrap();
+    assert_eq!(attached["datasets"], 10);
+    let data_bytes = attached["remote_bytes"].as_u64().unwrap();
+    assert!(
+        server.seen.downloaded.load(Ordering::SeqCst) * 4 < data_bytes,
+        "attach downloaded {} of {data_bytes} bytes",
+        server.seen.downloaded.load(Ordering::SeqCst)
+    );
+    for version in [1u64, 6, 10] {
+        let target = fixture.path(&format!("restored{version}"));
+        succeed(cairn(&fresh, &server, &["restore", &version.to_string(), "--to", target.to_str().unwrap()]));
+        diff_r(&snapshots.join(format!("v{version}")), &target);
+    }
+    succeed(cairn(&fresh, &server, &["check"]));
+    let attached_store = cairn_store::Store::open(&fresh, cairn_store::OpenMode::ReadOnly).unwrap();
+    crate::util::assert_recount_matches(&attached_store);
+}
+
+#[test]
+fn attached_store_backs_up_deduplicating_against_the_remote_and_pushes_back() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    generate(&source, 200, 5);
+    add_remote(&store, &server, &[]);
+    succeed(cairn(&store, &server, &["backup", source.to_str().unwrap(), "--push", "s3"]));
+    std::fs::remove_dir_all(&store).unwrap();
+
+    let fresh = fixture.path("fresh");
+    let endpoint = endpoint_args(&server);
+    let url = url();
+    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
+    args.extend(["attach", &url]);
+    succeed(cairn(&fresh, &server, &args));
+    mutate(&source, 2);
+    let report: Value =
+        serde_json::from_str(&succeed(cairn(&fresh, &server, &["--json", "backup", source.to_str().unwrap()])))
+            .unwrap();
+    let added = report["record"]["bytes_added"].as_u64().unwrap();
+    assert!(added < 2 << 20, "the second backup deduplicated against the remote: added {added}");
+    let pushed = push(&fresh, &server);
+    assert_eq!(pushed["datasets_uploaded"], 1, "{pushed}");
+    assert_eq!(remote_containers(&server), local_containers(&fresh));
+    let target = fixture.path("restored");
+    succeed(cairn(&fresh, &server, &["restore", "latest", "--to", target.to_str().unwrap()]));
+    diff_r(&source, &target);
+}
+
+#[test]
+fn gc_propagates_deletes_after_uploads_and_the_remote_stays_whole() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    generate(&source, 300, 7);
+    add_remote(&store, &server, &["--default"]);
+    for version in 1..=4u64 {
+        std::fs::write(source.join("large.bin"), noise(6 << 20, 100 + version)).unwrap();
+        mutate(&source, version);
+        succeed(cairn(&store, &server, &["backup", source.to_str().unwrap()]));
+    }
+    let before = remote_containers(&server);
+    succeed(cairn(&store, &server, &["forget", "--keep-last", "1"]));
+    succeed(cairn(&store, &server, &["gc", "--compact-threshold", "0.05"]));
+    let local = local_containers(&store);
+    assert!(before.difference(&local).count() > 0, "gc freed containers");
+    assert!(local.difference(&before).count() > 0, "gc wrote new containers");
+
+    server.seen.reset();
+    let report = push(&store, &server);
+    assert_eq!(report["datasets_deleted"], 3, "{report}");
+    assert_eq!(report["containers_deleted"].as_u64().unwrap(), before.difference(&local).count() as u64);
+    assert_eq!(remote_containers(&server), local, "the remote names exactly what the store does");
+    // Uploads came before deletes: the delta and the new containers went
+    // up first (the order is checked by the server's log of uploads).
+    assert!(server.seen.uploads_of("containers/") > 0);
+
+    let fresh = fixture.path("fresh");
+    let endpoint = endpoint_args(&server);
+    let url = url();
+    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
+    args.extend(["--json", "attach", &url]);
+    let attached: Value = serde_json::from_str(&succeed(cairn(&fresh, &server, &args))).unwrap();
+    assert_eq!(attached["datasets"], 1);
+    let target = fixture.path("restored");
+    succeed(cairn(&fresh, &server, &["restore", "latest", "--to", target.to_str().unwrap()]));
+    diff_r(&source, &target);
+    succeed(cairn(&fresh, &server, &["check", "--read-data"]));
+}
+
+/// Waits until `done` holds, for at most `limit`.
+fn wait_for(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_push_cut_by_a_stopped_server_or_sigkill_resumes_uploading_only_what_is_missing() {
+    let fixture = Fixture::new();
+    let mut server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    std::fs::create_dir(&source).unwrap();
+    for i in 0..8 {
+        std::fs::write(source.join(format!("blob{i}")), noise(6 << 20, i)).unwrap();
+    }
+    succeed(command_on(&store, &["backup", source.to_str().unwrap()]));
+    add_remote(&store, &server, &[]);
+    let total = local_containers(&store).len();
+
+    // 1. The server goes away mid-push.
+    let child = cairn(&store, &server, &["push", "--jobs", "1"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(wait_for(Duration::from_secs(60), || server.seen.uploads_of("containers/") >= 3));
+    server.stop();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach") || stderr.contains("pushing"), "{stderr}");
+    server.restart();
+    let present = remote_containers(&server).len();
+    assert!(present >= 2 && present < total, "{present} of {total} containers made it");
+    server.seen.reset();
+    let report = push(&store, &server);
+    assert_eq!(report["containers_uploaded"].as_u64().unwrap() as usize, total - present, "{report}");
+    assert_eq!(server.seen.uploads_of("containers/"), total - present, "only the missing ones went up");
+
+    // 2. SIGKILL at a moment during a push of new data.
+    for i in 8..14 {
+        std::fs::write(source.join(format!("blob{i}")), noise(6 << 20, i)).unwrap();
+    }
+    succeed(command_on(&store, &["backup", source.to_str().unwrap()]));
+    let total = local_containers(&store).len();
+    server.seen.reset();
+    let mut child = cairn(&store, &server, &["push", "--jobs", "1"]).spawn().unwrap();
+    assert!(wait_for(Duration::from_secs(60), || server.seen.uploads_of("containers/") >= 2));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let present = remote_containers(&server).len();
+    server.seen.reset();
+    let report = push(&store, &server);
+    assert_eq!(report["containers_uploaded"].as_u64().unwrap() as usize, total - present, "{report}");
+    assert_eq!(remote_containers(&server), local_containers(&store));
+
+    let target = fixture.path("restored");
+    let url = url();
+    let endpoint = endpoint_args(&server);
+    let mut args: Vec<&str> = vec!["--remote", &url];
+    args.extend(endpoint.iter().map(String::as_str));
+    args.extend(["restore", "latest", "--to", target.to_str().unwrap()]);
+    succeed(cairn(&fixture.path("none"), &server, &args));
+    diff_r(&source, &target);
+}
+
+#[test]
+fn slowdown_and_internal_errors_are_retried_with_backoff() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    generate(&source, 50, 9);
+    succeed(command_on(&store, &["backup", source.to_str().unwrap()]));
+    add_remote(&store, &server, &[]);
+    server.seen.fail_next(2, Failure::SlowDown);
+    push(&store, &server);
+    assert_eq!(server.seen.failed.load(Ordering::SeqCst), 2);
+    server.seen.fail_next(2, Failure::Internal);
+    let target = fixture.path("restored");
+    remote_read(fixture.dir.path(), &server, &["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert_eq!(server.seen.failed.load(Ordering::SeqCst), 4);
+    diff_r(&source, &target);
+
+    // More failures in a row than attempts: a clear error, not a hang.
+    server.seen.fail_next(100, Failure::SlowDown);
+    let output = cairn(&store, &server, &["push"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SlowDown"), "{output:?}");
+}
+
+#[test]
+fn wrong_key_missing_bucket_and_unreachable_endpoint_fail_clearly_leaving_the_store_alone() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    fixture.file("a", &noise(300_000, 1));
+    succeed(command_on(&store, &["put", "a", fixture.path("a").to_str().unwrap()]));
+    add_remote(&store, &server, &[]);
+    let stats_before = fixture.stats();
+    let remotes_before = std::fs::read(store.join("remotes.json")).unwrap();
+
+    let mut wrong = cairn(&store, &server, &["push"]);
+    wrong.env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    let output = wrong.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused the credentials") && stderr.contains("AWS_SECRET_ACCESS_KEY"), "{stderr}");
+
+    let endpoint = endpoint_args(&server);
+    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
+    args.extend(["remote", "add", "nobucket", "s3://no-such-bucket/x"]);
+    succeed(cairn(&store, &server, &args));
+    let output = cairn(&store, &server, &["push", "nobucket"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bucket 'no-such-bucket' does not exist"), "{stderr}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let endpoint = format!("http://{closed}");
+    let url = url();
+    let output =
+        cairn(&fixture.path("elsewhere"), &server, &["--endpoint-url", &endpoint, "--path-style", "attach", &url])
+            .output()
+            .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(!fixture.path("elsewhere").exists(), "a failed attach leaves nothing behind");
+
+    // Nothing local changed (besides the remote added on purpose).
+    assert_eq!(fixture.stats(), stats_before);
+    let remotes: Value = serde_json::from_slice(&std::fs::read(store.join("remotes.json")).unwrap()).unwrap();
+    let before: Value = serde_json::from_slice(&remotes_before).unwrap();
+    assert_eq!(remotes["remotes"]["s3"], before["remotes"]["s3"]);
+    assert!(server.seen.uploads.lock().unwrap().is_empty(), "nothing was uploaded");
+    succeed(command_on(&store, &["check", "--read-data"]));
+}
+
+#[test]
+fn remotes_are_added_listed_and_removed_without_credentials_in_the_store() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    add_remote(&store, &server, &["--default"]);
+    let listed: Value = serde_json::from_str(&succeed(command_on(&store, &["--json", "remote", "list"]))).unwrap();
+    assert_eq!(listed["remotes"]["s3"]["url"], url());
+    assert_eq!(listed["remotes"]["s3"]["endpoint_url"], server.endpoint());
+    assert_eq!(listed["default"], "s3");
+    let everything = read_all_files(&store);
+    assert!(!everything.windows(SECRET_KEY.len()).any(|w| w == SECRET_KEY.as_bytes()), "no secret in the store");
+    let bad = command_on(&store, &["remote", "add", "x", "http://not-s3"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("s3://BUCKET"));
+    succeed(command_on(&store, &["remote", "rm", "s3"]));
+    let listed: Value = serde_json::from_str(&succeed(command_on(&store, &["--json", "remote", "list"]))).unwrap();
+    assert_eq!(listed["remotes"].as_object().unwrap().len(), 0);
+    assert!(listed.get("default").is_none());
+}

@@ -1,0 +1,200 @@
+//! A real S3 protocol server for the tests: `s3s` over `s3s-fs` (objects
+//! as files under a directory), with SigV4 authentication on, served by
+//! hyper on 127.0.0.1 from its own tokio runtime so a test can stop it
+//! mid-transfer and start it again on the same port.
+//!
+//! An access hook sees every authenticated request: it counts uploads and
+//! downloaded bytes, and can answer the next N requests with an error
+//! (`SlowDown`, `InternalError`) to exercise the client's retries.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::SimpleAuth;
+use s3s::path::S3Path;
+use s3s::service::S3ServiceBuilder;
+use s3s::{S3Result, s3_error};
+
+/// The credentials the server accepts.
+pub const ACCESS_KEY: &str = "cairn-test-key";
+/// Their secret.
+pub const SECRET_KEY: &str = "cairn-test-secret-0123456789";
+/// The bucket [`S3Server::start`] creates.
+pub const BUCKET: &str = "backups";
+
+/// Which error injected failures answer with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// 503 SlowDown.
+    SlowDown,
+    /// 500 InternalError.
+    Internal,
+}
+
+/// What the server saw.
+#[derive(Default)]
+pub struct Seen {
+    /// Authenticated requests.
+    pub requests: AtomicU64,
+    /// Keys of PutObject and UploadPart requests, in order.
+    pub uploads: Mutex<Vec<String>>,
+    /// Bytes asked for by GetObject requests (the range, or the whole object).
+    pub downloaded: AtomicU64,
+    /// GetObject requests.
+    pub gets: AtomicU64,
+    /// Requests still to fail, and how.
+    failures: AtomicUsize,
+    failure: Mutex<Option<Failure>>,
+    /// Injected failures answered.
+    pub failed: AtomicU64,
+}
+
+impl Seen {
+    /// Answers the next `n` requests with `failure`.
+    pub fn fail_next(&self, n: usize, failure: Failure) {
+        *self.failure.lock().unwrap() = Some(failure);
+        self.failures.store(n, Ordering::SeqCst);
+    }
+
+    /// Uploads of keys containing `part`.
+    pub fn uploads_of(&self, part: &str) -> usize {
+        self.uploads.lock().unwrap().iter().filter(|k| k.contains(part)).count()
+    }
+
+    /// Forgets the counts.
+    pub fn reset(&self) {
+        self.requests.store(0, Ordering::SeqCst);
+        self.uploads.lock().unwrap().clear();
+        self.downloaded.store(0, Ordering::SeqCst);
+        self.gets.store(0, Ordering::SeqCst);
+        self.failed.store(0, Ordering::SeqCst);
+    }
+}
+
+struct Hook {
+    seen: Arc<Seen>,
+    root: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl S3Access for Hook {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        }
+        self.seen.requests.fetch_add(1, Ordering::SeqCst);
+        if self.seen.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            self.seen.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(match *self.seen.failure.lock().unwrap() {
+                Some(Failure::Internal) => s3_error!(InternalError, "injected"),
+                _ => s3_error!(SlowDown, "injected"),
+            });
+        }
+        let S3Path::Object { bucket, key } = cx.s3_path() else { return Ok(()) };
+        match cx.s3_op().name() {
+            "PutObject" | "UploadPart" => self.seen.uploads.lock().unwrap().push(key.to_string()),
+            "GetObject" => {
+                self.seen.gets.fetch_add(1, Ordering::SeqCst);
+                let range = cx.headers().get("range").and_then(|v| v.to_str().ok()).and_then(parse_range);
+                let bytes = match range {
+                    Some((start, end)) => end - start + 1,
+                    None => std::fs::metadata(self.root.join(&**bucket).join(&**key)).map_or(0, |m| m.len()),
+                };
+                self.seen.downloaded.fetch_add(bytes, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `bytes=A-B` → (A, B).
+fn parse_range(header: &str) -> Option<(u64, u64)> {
+    let (start, end) = header.strip_prefix("bytes=")?.split_once('-')?;
+    Some((start.parse().ok()?, end.parse().ok()?))
+}
+
+/// A running (or stopped) server.
+pub struct S3Server {
+    root: PathBuf,
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// What it saw.
+    pub seen: Arc<Seen>,
+}
+
+impl S3Server {
+    /// Serves `root` (made if missing, with the bucket [`BUCKET`]) on a free port.
+    pub fn start(root: &Path) -> S3Server {
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let mut server = S3Server {
+            root: root.to_path_buf(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            runtime: None,
+            seen: Arc::default(),
+        };
+        server.restart();
+        server
+    }
+
+    /// The endpoint URL for `--endpoint-url`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Where the objects are, as files.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Stops serving at once: open connections are dropped mid-request.
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    /// Starts serving again, on the same port once it has one.
+    pub fn restart(&mut self) {
+        self.stop();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let service = {
+            let mut builder = S3ServiceBuilder::new(s3s_fs::FileSystem::new(&self.root).unwrap());
+            builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+            builder.set_access(Hook { seen: self.seen.clone(), root: self.root.clone() });
+            builder.build().into_shared()
+        };
+        let addr = self.addr;
+        let listener = runtime.block_on(async {
+            // The old port may take a moment to be free again.
+            for _ in 0..50 {
+                if let Ok(listener) = tokio::net::TcpListener::bind(addr).await {
+                    return listener;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("cannot bind {addr}")
+        });
+        self.addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(socket);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+        self.runtime = Some(runtime);
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
