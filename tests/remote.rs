@@ -261,9 +261,15 @@ fn gc_propagates_deletes_after_uploads_and_the_remote_stays_whole() {
     assert_eq!(report["datasets_deleted"], 3, "{report}");
     assert_eq!(report["containers_deleted"].as_u64().unwrap(), before.difference(&local).count() as u64);
     assert_eq!(remote_containers(&server), local, "the remote names exactly what the store does");
-    // Uploads came before deletes: the delta and the new containers went
-    // up first (the order is checked by the server's log of uploads).
-    assert!(server.seen.uploads_of("containers/") > 0);
+    // Uploads came before deletes: the delta, the new containers and the
+    // dataset record went up before the first deletion.
+    let ops = server.seen.ops.lock().unwrap().clone();
+    let first_delete = ops.iter().position(|(op, _)| op.starts_with("Delete")).expect("deletions were sent");
+    let last_upload = ops.iter().rposition(|(op, _)| op == "PutObject").expect("uploads were sent");
+    assert!(last_upload < first_delete, "{ops:?}");
+    let delta = ops.iter().position(|(op, key)| op == "PutObject" && key.contains("/index/")).expect("a delta");
+    let container = ops.iter().position(|(op, key)| op == "PutObject" && key.contains("/containers/")).unwrap();
+    assert!(delta < container, "the delta goes up before the containers it names: {ops:?}");
 
     let fresh = fixture.path("fresh");
     let endpoint = endpoint_args(&server);

@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
+use s3s::dto::*;
 use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3, S3Request, S3Response};
 use s3s::{S3Result, s3_error};
 
 /// The credentials the server accepts.
@@ -41,6 +43,9 @@ pub struct Seen {
     pub requests: AtomicU64,
     /// Keys of PutObject and UploadPart requests, in order.
     pub uploads: Mutex<Vec<String>>,
+    /// Every authenticated operation, with its key (empty for bucket
+    /// operations), in order.
+    pub ops: Mutex<Vec<(String, String)>>,
     /// Bytes asked for by GetObject requests (the range, or the whole object).
     pub downloaded: AtomicU64,
     /// GetObject requests.
@@ -68,6 +73,7 @@ impl Seen {
     pub fn reset(&self) {
         self.requests.store(0, Ordering::SeqCst);
         self.uploads.lock().unwrap().clear();
+        self.ops.lock().unwrap().clear();
         self.downloaded.store(0, Ordering::SeqCst);
         self.gets.store(0, Ordering::SeqCst);
         self.failed.store(0, Ordering::SeqCst);
@@ -93,6 +99,11 @@ impl S3Access for Hook {
                 _ => s3_error!(SlowDown, "injected"),
             });
         }
+        let key = match cx.s3_path() {
+            S3Path::Object { key, .. } => key.to_string(),
+            _ => String::new(),
+        };
+        self.seen.ops.lock().unwrap().push((cx.s3_op().name().to_string(), key));
         let S3Path::Object { bucket, key } = cx.s3_path() else { return Ok(()) };
         match cx.s3_op().name() {
             "PutObject" | "UploadPart" => self.seen.uploads.lock().unwrap().push(key.to_string()),
@@ -108,6 +119,73 @@ impl S3Access for Hook {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// `s3s_fs::FileSystem` with a GetObject that reads just the range asked
+/// for: s3s-fs reads and MD5s the whole object on every GET (for its
+/// ETag), which costs a test restoring by ranged GETs minutes.
+struct Files {
+    fs: s3s_fs::FileSystem,
+    root: PathBuf,
+}
+
+/// `impl S3 for Files`: the listed operations forwarded to `self.fs`,
+/// then the methods written out.
+macro_rules! files_s3 {
+    ({ $($op:ident($input:ty) -> $output:ty;)* } $($methods:tt)*) => {
+        #[async_trait::async_trait]
+        impl S3 for Files {
+            $(
+                async fn $op(&self, req: S3Request<$input>) -> S3Result<S3Response<$output>> {
+                    self.fs.$op(req).await
+                }
+            )*
+            $($methods)*
+        }
+    };
+}
+
+files_s3! {
+    {
+        head_bucket(HeadBucketInput) -> HeadBucketOutput;
+        list_objects_v2(ListObjectsV2Input) -> ListObjectsV2Output;
+        put_object(PutObjectInput) -> PutObjectOutput;
+        head_object(HeadObjectInput) -> HeadObjectOutput;
+        delete_object(DeleteObjectInput) -> DeleteObjectOutput;
+        delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
+        create_multipart_upload(CreateMultipartUploadInput) -> CreateMultipartUploadOutput;
+        upload_part(UploadPartInput) -> UploadPartOutput;
+        complete_multipart_upload(CompleteMultipartUploadInput) -> CompleteMultipartUploadOutput;
+        abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput;
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        use std::os::unix::fs::FileExt;
+        let input = req.input;
+        if !self.root.join(&input.bucket).is_dir() {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        let path = self.root.join(&input.bucket).join(&input.key);
+        let file = std::fs::File::open(&path).map_err(|_| s3_error!(NoSuchKey))?;
+        let len = file.metadata().map_err(|_| s3_error!(InternalError))?.len();
+        let (start, end) = match &input.range {
+            None => (0, len),
+            Some(range) => {
+                let range = range.check(len).map_err(|_| s3_error!(InvalidRange))?;
+                (range.start, range.end)
+            }
+        };
+        let mut bytes = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut bytes, start).map_err(|_| s3_error!(InternalError))?;
+        let output = GetObjectOutput {
+            content_length: Some(bytes.len() as i64),
+            content_range: input.range.map(|_| format!("bytes {start}-{}/{len}", end.max(start + 1) - 1)),
+            e_tag: Some(format!("\"{len:x}\"")),
+            body: Some(StreamingBlob::from(s3s::Body::from(bytes))),
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
     }
 }
 
@@ -162,7 +240,8 @@ impl S3Server {
         self.stop();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let service = {
-            let mut builder = S3ServiceBuilder::new(s3s_fs::FileSystem::new(&self.root).unwrap());
+            let files = Files { fs: s3s_fs::FileSystem::new(&self.root).unwrap(), root: self.root.clone() };
+            let mut builder = S3ServiceBuilder::new(files);
             builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
             builder.set_access(Hook { seen: self.seen.clone(), root: self.root.clone() });
             builder.build().into_shared()
@@ -182,6 +261,9 @@ impl S3Server {
         runtime.spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else { continue };
+                // As real servers do: without it, small responses wait for
+                // delayed ACKs (about 40 ms each).
+                let _ = socket.set_nodelay(true);
                 let service = service.clone();
                 tokio::spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(socket);

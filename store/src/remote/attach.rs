@@ -100,8 +100,10 @@ impl Store {
                         false if path.exists() => std::fs::remove_file(&path),
                         false => Ok(()),
                     })
-            } else {
+            } else if root.exists() {
                 std::fs::remove_dir_all(root)
+            } else {
+                Ok(())
             };
             if let Err(error) = cleanup {
                 tracing::warn!(%error, path = %root.display(), "could not remove a failed attach");
