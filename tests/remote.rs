@@ -24,7 +24,7 @@ fn url() -> String {
 /// Points a command at the test server: its credentials, a region, no
 /// lookups of the machine's own AWS config or instance metadata, and few
 /// retries so failures are quick.
-fn aim(command: &mut Command, server: &S3Server) {
+fn aim(command: &mut Command) {
     command
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -37,28 +37,29 @@ fn aim(command: &mut Command, server: &S3Server) {
         .env_remove("AWS_ENDPOINT_URL")
         .env_remove("CAIRN_REMOTE")
         .env("CAIRN_S3_MAX_ATTEMPTS", "4");
-    let _ = server;
 }
 
-/// `cairn ARGS` on `store`, aimed at `server`.
+/// `cairn ARGS` on `store`, aimed at `server` (its endpoint is given as
+/// the global `--endpoint-url`, with `--path-style`).
 fn cairn(store: &Path, server: &S3Server, args: &[&str]) -> Command {
-    let mut command = command_on(store, args);
-    aim(&mut command, server);
+    let endpoint = server.endpoint();
+    let mut all = vec!["--endpoint-url", &endpoint, "--path-style"];
+    all.extend(args);
+    let mut command = command_on(store, &all);
+    aim(&mut command);
     command
-}
-
-/// The global options that reach the server.
-fn endpoint_args(server: &S3Server) -> Vec<String> {
-    vec!["--endpoint-url".into(), server.endpoint(), "--path-style".into()]
 }
 
 fn add_remote(store: &Path, server: &S3Server, extra: &[&str]) {
     let url = url();
-    let endpoint = endpoint_args(server);
-    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
-    args.extend(["remote", "add", "s3", &url]);
+    let mut args = vec!["remote", "add", "s3", &url];
     args.extend(extra);
     succeed(cairn(store, server, &args));
+}
+
+/// `cairn attach` of the test remote into `store`; its JSON report.
+fn attach(store: &Path, server: &S3Server) -> Value {
+    serde_json::from_str(&succeed(cairn(store, server, &["--json", "attach", &url()]))).unwrap()
 }
 
 /// Every byte of every file under `dir`.
@@ -81,10 +82,8 @@ fn push(store: &Path, server: &S3Server) -> Value {
 
 /// `cairn --remote URL ARGS` with no store of its own.
 fn remote_read(dir: &Path, server: &S3Server, args: &[&str]) -> String {
-    let endpoint = endpoint_args(server);
     let url = url();
-    let mut all: Vec<&str> = vec!["--remote", &url];
-    all.extend(endpoint.iter().map(String::as_str));
+    let mut all = vec!["--remote", &url];
     all.extend(args);
     succeed(cairn(&dir.join("no-store-here"), server, &all))
 }
@@ -182,12 +181,8 @@ fn ten_versions_pushed_attach_and_restore_identical_and_read_straight_from_s3() 
 
     // Attach on a fresh directory: index and metadata only, then restore.
     let fresh = fixture.path("fresh");
-    let endpoint = endpoint_args(&server);
-    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
-    let url = url();
-    args.extend(["--json", "attach", &url]);
     server.seen.reset();
-    let attached: Value = serde_json::from_str(&succeed(cairn(&fresh, &server, &args))).unwrap();
+    let attached = attach(&fresh, &server);
     assert_eq!(attached["datasets"], 10);
     let data_bytes = attached["remote_bytes"].as_u64().unwrap();
     assert!(
@@ -217,11 +212,7 @@ fn attached_store_backs_up_deduplicating_against_the_remote_and_pushes_back() {
     std::fs::remove_dir_all(&store).unwrap();
 
     let fresh = fixture.path("fresh");
-    let endpoint = endpoint_args(&server);
-    let url = url();
-    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
-    args.extend(["attach", &url]);
-    succeed(cairn(&fresh, &server, &args));
+    attach(&fresh, &server);
     mutate(&source, 2);
     let report: Value =
         serde_json::from_str(&succeed(cairn(&fresh, &server, &["--json", "backup", source.to_str().unwrap()])))
@@ -272,11 +263,7 @@ fn gc_propagates_deletes_after_uploads_and_the_remote_stays_whole() {
     assert!(delta < container, "the delta goes up before the containers it names: {ops:?}");
 
     let fresh = fixture.path("fresh");
-    let endpoint = endpoint_args(&server);
-    let url = url();
-    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
-    args.extend(["--json", "attach", &url]);
-    let attached: Value = serde_json::from_str(&succeed(cairn(&fresh, &server, &args))).unwrap();
+    let attached = attach(&fresh, &server);
     assert_eq!(attached["datasets"], 1);
     let target = fixture.path("restored");
     succeed(cairn(&fresh, &server, &["restore", "latest", "--to", target.to_str().unwrap()]));
@@ -344,12 +331,7 @@ fn a_push_cut_by_a_stopped_server_or_sigkill_resumes_uploading_only_what_is_miss
     assert_eq!(remote_containers(&server), local_containers(&store));
 
     let target = fixture.path("restored");
-    let url = url();
-    let endpoint = endpoint_args(&server);
-    let mut args: Vec<&str> = vec!["--remote", &url];
-    args.extend(endpoint.iter().map(String::as_str));
-    args.extend(["restore", "latest", "--to", target.to_str().unwrap()]);
-    succeed(cairn(&fixture.path("none"), &server, &args));
+    remote_read(fixture.dir.path(), &server, &["restore", "latest", "--to", target.to_str().unwrap()]);
     diff_r(&source, &target);
 }
 
@@ -396,10 +378,7 @@ fn wrong_key_missing_bucket_and_unreachable_endpoint_fail_clearly_leaving_the_st
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refused the credentials") && stderr.contains("AWS_SECRET_ACCESS_KEY"), "{stderr}");
 
-    let endpoint = endpoint_args(&server);
-    let mut args: Vec<&str> = endpoint.iter().map(String::as_str).collect();
-    args.extend(["remote", "add", "nobucket", "s3://no-such-bucket/x"]);
-    succeed(cairn(&store, &server, &args));
+    succeed(cairn(&store, &server, &["remote", "add", "nobucket", "s3://no-such-bucket/x"]));
     let output = cairn(&store, &server, &["push", "nobucket"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -408,10 +387,9 @@ fn wrong_key_missing_bucket_and_unreachable_endpoint_fail_clearly_leaving_the_st
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let endpoint = format!("http://{closed}");
     let url = url();
-    let output =
-        cairn(&fixture.path("elsewhere"), &server, &["--endpoint-url", &endpoint, "--path-style", "attach", &url])
-            .output()
-            .unwrap();
+    let mut unreachable = command_on(&fixture.path("elsewhere"), &["--endpoint-url", &endpoint, "attach", &url]);
+    aim(&mut unreachable);
+    let output = unreachable.output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot reach"), "{stderr}");
