@@ -164,6 +164,10 @@ fn ten_versions_pushed_attach_and_restore_identical_and_read_straight_from_s3() 
     assert_eq!(listed.as_array().unwrap().len(), 10);
     let ls = remote_read(fixture.dir.path(), &server, &["ls", "latest", "/dir03"]);
     assert!(ls.contains("new-10-3.txt"), "{ls}");
+    let found = remote_read(fixture.dir.path(), &server, &["find", "latest", "--name", "*.bin"]);
+    assert!(found.contains("large.bin"), "{found}");
+    let stat = remote_read(fixture.dir.path(), &server, &["stat", "latest", "/large.bin"]);
+    assert!(stat.contains("chunks"), "{stat}");
     let cat = remote_read(fixture.dir.path(), &server, &["cat", "3", "/dir01/file00001.txt"]);
     assert_eq!(cat.as_bytes(), std::fs::read(snapshots.join("v3/dir01/file00001.txt")).unwrap());
     server.seen.reset();

@@ -149,6 +149,8 @@ macro_rules! files_s3 {
 files_s3! {
     {
         head_bucket(HeadBucketInput) -> HeadBucketOutput;
+        get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
+        list_objects(ListObjectsInput) -> ListObjectsOutput;
         list_objects_v2(ListObjectsV2Input) -> ListObjectsV2Output;
         put_object(PutObjectInput) -> PutObjectOutput;
         head_object(HeadObjectInput) -> HeadObjectOutput;
@@ -168,7 +170,8 @@ files_s3! {
         }
         let path = self.root.join(&input.bucket).join(&input.key);
         let file = std::fs::File::open(&path).map_err(|_| s3_error!(NoSuchKey))?;
-        let len = file.metadata().map_err(|_| s3_error!(InternalError))?.len();
+        let metadata = file.metadata().map_err(|_| s3_error!(InternalError))?;
+        let len = metadata.len();
         let (start, end) = match &input.range {
             None => (0, len),
             Some(range) => {
@@ -182,6 +185,7 @@ files_s3! {
             content_length: Some(bytes.len() as i64),
             content_range: input.range.map(|_| format!("bytes {start}-{}/{len}", end.max(start + 1) - 1)),
             e_tag: Some(format!("\"{len:x}\"")),
+            last_modified: metadata.modified().ok().map(Timestamp::from),
             body: Some(StreamingBlob::from(s3s::Body::from(bytes))),
             ..Default::default()
         };

@@ -24,6 +24,34 @@ pub struct ContainerFiles {
     dir: PathBuf,
     open: Mutex<HashMap<ContainerId, Arc<File>>>,
     remote: OnceLock<Arc<RemoteSource>>,
+    fetched: Mutex<Fetched>,
+}
+
+/// Records fetched from the remote lately, by place, so a chunk that many
+/// files share is downloaded once. First in, first out, at most
+/// [`FETCHED_BYTES`].
+#[derive(Default)]
+struct Fetched {
+    records: HashMap<(ContainerId, u64), Arc<[u8]>>,
+    order: std::collections::VecDeque<(ContainerId, u64)>,
+    bytes: usize,
+}
+
+const FETCHED_BYTES: usize = 64 << 20;
+
+impl Fetched {
+    fn insert(&mut self, place: (ContainerId, u64), record: &[u8]) {
+        if self.records.contains_key(&place) {
+            return;
+        }
+        while self.bytes + record.len() > FETCHED_BYTES {
+            let Some(oldest) = self.order.pop_front() else { break };
+            self.bytes -= self.records.remove(&oldest).map_or(0, |r| r.len());
+        }
+        self.bytes += record.len();
+        self.records.insert(place, record.into());
+        self.order.push_back(place);
+    }
 }
 
 const MAX_OPEN: usize = 256;
@@ -34,7 +62,7 @@ const MAX_RUN: u64 = 8 << 20;
 impl ContainerFiles {
     /// Readers of the containers under `dir`.
     pub fn new(dir: PathBuf) -> ContainerFiles {
-        ContainerFiles { dir, open: Mutex::new(HashMap::new()), remote: OnceLock::new() }
+        ContainerFiles { dir, open: Mutex::new(HashMap::new()), remote: OnceLock::new(), fetched: Mutex::default() }
     }
 
     /// Reads containers missing here from `source` from now on.
@@ -138,6 +166,17 @@ impl ContainerFiles {
         if remote_only.is_empty() {
             return results.into_iter().map(|r| r.expect("read locally")).collect();
         }
+        // Records fetched lately need no request.
+        {
+            let fetched = self.fetched.lock().expect("fetched records poisoned");
+            for (i, (container, entry)) in items.iter().enumerate() {
+                if results[i].is_none()
+                    && let Some(record) = fetched.records.get(&(*container, entry.offset))
+                {
+                    results[i] = Some(check_record(*container, entry, record));
+                }
+            }
+        }
         // Runs of adjacent records, in container and offset order.
         let mut order: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
         order.sort_by_key(|&i| (items[i].0, items[i].1.offset));
@@ -162,11 +201,16 @@ impl ContainerFiles {
         for (((container, start, _), members), bytes) in runs.into_iter().zip(fetched) {
             match bytes {
                 Ok(bytes) => {
+                    let mut fetched = self.fetched.lock().expect("fetched records poisoned");
                     for i in members {
                         let entry = &items[i].1;
                         let from = (entry.offset - start) as usize;
                         let record = &bytes[from..from + RECORD_HEADER_LEN + entry.stored_len as usize];
-                        results[i] = Some(check_record(container, entry, record));
+                        let checked = check_record(container, entry, record);
+                        if checked.is_ok() {
+                            fetched.insert((container, entry.offset), record);
+                        }
+                        results[i] = Some(checked);
                     }
                 }
                 Err(error) => {

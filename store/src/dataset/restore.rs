@@ -33,6 +33,9 @@ use crate::ids::BlobId;
 use crate::ingest::read_chunks;
 use crate::store::Store;
 
+/// Files restored at once from a store that reads from a remote.
+const REMOTE_RESTORE_THREADS: usize = 16;
+
 /// What to do about a path that exists already in the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -155,23 +158,34 @@ impl Store {
             }
         }
         report.dirs = dirs.len() as u64;
-        // Files, in parallel; each checks every chunk.
-        steps
-            .par_iter()
-            .filter_map(|s| match s {
-                Step::File(path, entry) => Some((path, entry)),
-                _ => None,
-            })
-            .try_for_each(|(path, entry)| match run.file(path, entry) {
-                // A damaged blob costs the files that use it, not the restore.
-                Err(e) if e.is_damage() => {
-                    run.failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = std::fs::remove_file(target.join(path));
-                    run.problem(&target.join(path), format!("not restored: {e}"));
-                    Ok(())
-                }
-                other => other,
-            })?;
+        // Files, in parallel; each checks every chunk. Reading from a
+        // remote waits on requests rather than cores: more at once.
+        let write_files = || {
+            steps
+                .par_iter()
+                .filter_map(|s| match s {
+                    Step::File(path, entry) => Some((path, entry)),
+                    _ => None,
+                })
+                .try_for_each(|(path, entry)| match run.file(path, entry) {
+                    // A damaged blob costs the files that use it, not the restore.
+                    Err(e) if e.is_damage() => {
+                        run.failed.fetch_add(1, Ordering::Relaxed);
+                        let _ = std::fs::remove_file(target.join(path));
+                        run.problem(&target.join(path), format!("not restored: {e}"));
+                        Ok(())
+                    }
+                    other => other,
+                })
+        };
+        match self.files().remote() {
+            Some(_) => rayon::ThreadPoolBuilder::new()
+                .num_threads(REMOTE_RESTORE_THREADS)
+                .build()
+                .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
+                .install(write_files)?,
+            None => write_files()?,
+        }
         for step in &steps {
             match step {
                 Step::Link(path, first) if run.link(path, first)? => {
