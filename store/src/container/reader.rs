@@ -197,6 +197,7 @@ impl ContainerFiles {
             }
         }
         let ranges: Vec<(ContainerId, u64, u64)> = runs.iter().map(|(range, _)| *range).collect();
+        tracing::debug!(records = items.len(), runs = ranges.len(), "fetching from the remote");
         let fetched = self.remote.get().expect("remote containers need a remote").read_ranges(&ranges);
         for (((container, start, _), members), bytes) in runs.into_iter().zip(fetched) {
             match bytes {
@@ -233,9 +234,7 @@ impl ContainerFiles {
     fn read_checked(&self, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
         let file = match self.file(container) {
             Err(error) if error.is_not_found() && self.remote.get().is_some() => {
-                let len = RECORD_HEADER_LEN as u64 + entry.stored_len as u64;
-                let record = self.remote.get().expect("checked").read_ranges(&[(container, entry.offset, len)]);
-                return check_record(container, entry, &record.into_iter().next().expect("one range")?);
+                return self.read_many(&[(container, *entry)]).pop().expect("one record");
             }
             file => file?,
         };

@@ -35,6 +35,47 @@ use crate::store::Store;
 
 /// Files restored at once from a store that reads from a remote.
 const REMOTE_RESTORE_THREADS: usize = 16;
+/// Content fetched ahead from a remote, per window of files.
+const PREFETCH_WINDOW: u64 = 32 << 20;
+
+impl Store {
+    /// Files in the order their first chunks are stored, so that a window
+    /// of them needs long runs of adjacent records (a backup interleaves
+    /// the files it reads at once, so directory order would need many
+    /// short ones).
+    fn in_stored_order<'a>(&self, mut files: Vec<(&'a PathBuf, &'a Entry)>) -> Vec<(&'a PathBuf, &'a Entry)> {
+        let roots: Vec<BlobId> = files.iter().filter_map(|(_, e)| e.blob).collect();
+        self.fetch_remote(&roots);
+        let first: HashMap<BlobId, (u64, u64)> = roots
+            .par_iter()
+            .filter_map(|root| {
+                let chunk = ContentReader::new(self, *root).ok()?.next_chunk().ok()??;
+                let entry = self.entry(&chunk.id).ok()?;
+                Some((*root, (entry.container.0, entry.offset)))
+            })
+            .collect();
+        files.sort_by_key(|(_, entry)| entry.blob.and_then(|root| first.get(&root).copied()).unwrap_or((0, 0)));
+        files
+    }
+}
+
+/// Consecutive runs of files holding about `bytes` of content (at least
+/// one file each).
+fn windows<'a, 'b>(files: &'a [(&'b PathBuf, &'b Entry)], bytes: u64) -> Vec<&'a [(&'b PathBuf, &'b Entry)]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, (_, entry)) in files.iter().enumerate() {
+        if size > 0 && size + entry.size > bytes {
+            out.push(&files[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += entry.size;
+    }
+    if start < files.len() {
+        out.push(&files[start..]);
+    }
+    out
+}
 
 /// What to do about a path that exists already in the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -158,33 +199,44 @@ impl Store {
             }
         }
         report.dirs = dirs.len() as u64;
-        // Files, in parallel; each checks every chunk. Reading from a
-        // remote waits on requests rather than cores: more at once.
-        let write_files = || {
-            steps
-                .par_iter()
-                .filter_map(|s| match s {
-                    Step::File(path, entry) => Some((path, entry)),
-                    _ => None,
-                })
-                .try_for_each(|(path, entry)| match run.file(path, entry) {
-                    // A damaged blob costs the files that use it, not the restore.
-                    Err(e) if e.is_damage() => {
-                        run.failed.fetch_add(1, Ordering::Relaxed);
-                        let _ = std::fs::remove_file(target.join(path));
-                        run.problem(&target.join(path), format!("not restored: {e}"));
-                        Ok(())
-                    }
-                    other => other,
-                })
+        // Files, in parallel; each checks every chunk.
+        let files: Vec<(&PathBuf, &Entry)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::File(path, entry) => Some((path, entry)),
+                _ => None,
+            })
+            .collect();
+        let write_files = |files: &[(&PathBuf, &Entry)]| {
+            files.par_iter().try_for_each(|(path, entry)| match run.file(path, entry) {
+                // A damaged blob costs the files that use it, not the restore.
+                Err(e) if e.is_damage() => {
+                    run.failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = std::fs::remove_file(target.join(path));
+                    run.problem(&target.join(path), format!("not restored: {e}"));
+                    Ok(())
+                }
+                other => other,
+            })
         };
         match self.files().remote() {
+            None => write_files(&files)?,
+            // From a remote: requests, not cores, set the pace. Files go in
+            // windows of about 32 MiB whose chunks are fetched first, all
+            // together (adjacent records in one ranged GET, many at once),
+            // then written from what was fetched, many files at once.
             Some(_) => rayon::ThreadPoolBuilder::new()
                 .num_threads(REMOTE_RESTORE_THREADS)
                 .build()
                 .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
-                .install(write_files)?,
-            None => write_files()?,
+                .install(|| {
+                    let files = self.in_stored_order(files);
+                    for window in windows(&files, PREFETCH_WINDOW) {
+                        self.prefetch(window.iter().filter_map(|(_, e)| e.blob), PREFETCH_WINDOW);
+                        write_files(window)?;
+                    }
+                    Ok::<(), Error>(())
+                })?,
         }
         for step in &steps {
             match step {
