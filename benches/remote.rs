@@ -23,17 +23,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use common::tools::{du, generate, installed};
-use s3::{ACCESS_KEY, BUCKET, S3Server, SECRET_KEY};
+use s3::{BUCKET, S3Server, credentials};
 
 fn aimed(mut command: Command) -> Command {
-    command
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env("RESTIC_PASSWORD", "bench");
+    credentials(&mut command).env("RESTIC_PASSWORD", "bench");
     command
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::s3::{ACCESS_KEY, BUCKET, Failure, S3Server, SECRET_KEY};
+use crate::s3::{BUCKET, Failure, S3Server, SECRET_KEY, credentials};
 use crate::util::{Fixture, command_on, noise, succeed};
 use crate::versions::{diff_r, generate, mutate};
 
@@ -21,22 +21,10 @@ fn url() -> String {
     format!("s3://{BUCKET}/team/cairn")
 }
 
-/// Points a command at the test server: its credentials, a region, no
-/// lookups of the machine's own AWS config or instance metadata, and few
-/// retries so failures are quick.
+/// Points a command at the test server (its credentials, nothing of the
+/// machine's AWS setup), with few retries so failures are quick.
 fn aim(command: &mut Command) {
-    command
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("CAIRN_REMOTE")
-        .env("CAIRN_S3_MAX_ATTEMPTS", "4");
+    credentials(command).env_remove("CAIRN_REMOTE").env("CAIRN_S3_MAX_ATTEMPTS", "4");
 }
 
 /// `cairn ARGS` on `store`, aimed at `server` (its endpoint is given as

@@ -27,6 +27,22 @@ pub const SECRET_KEY: &str = "cairn-test-secret-0123456789";
 /// The bucket [`S3Server::start`] creates.
 pub const BUCKET: &str = "backups";
 
+/// Gives a client command the server's credentials and a region, and
+/// keeps it from the machine's own AWS config, profile and instance
+/// metadata.
+pub fn credentials(command: &mut std::process::Command) -> &mut std::process::Command {
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ENDPOINT_URL")
+}
+
 /// Which error injected failures answer with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
