@@ -27,37 +27,60 @@ pub struct ContainerFiles {
     fetched: Mutex<Fetched>,
 }
 
+/// Where a record is: its container and offset.
+type Place = (ContainerId, u64);
+
 /// Records fetched from the remote lately, by place, so a chunk that many
-/// files share is downloaded once. First in, first out, at most
-/// [`FETCHED_BYTES`].
+/// files share is downloaded once and a window's prefetched records stay
+/// until read. Least recently used goes first, at most [`FETCHED_BYTES`].
 #[derive(Default)]
 struct Fetched {
-    records: HashMap<(ContainerId, u64), Arc<[u8]>>,
-    order: std::collections::VecDeque<(ContainerId, u64)>,
+    /// Each record, with the last time (a counter) it was used.
+    records: HashMap<Place, (Arc<[u8]>, u64)>,
+    /// Places in the order they were used; an entry whose time is not the
+    /// record's last is stale and skipped.
+    order: std::collections::VecDeque<(Place, u64)>,
     bytes: usize,
+    clock: u64,
 }
 
 const FETCHED_BYTES: usize = 64 << 20;
-
-impl Fetched {
-    fn insert(&mut self, place: (ContainerId, u64), record: &[u8]) {
-        if self.records.contains_key(&place) {
-            return;
-        }
-        while self.bytes + record.len() > FETCHED_BYTES {
-            let Some(oldest) = self.order.pop_front() else { break };
-            self.bytes -= self.records.remove(&oldest).map_or(0, |r| r.len());
-        }
-        self.bytes += record.len();
-        self.records.insert(place, record.into());
-        self.order.push_back(place);
-    }
-}
-
 const MAX_OPEN: usize = 256;
 /// Records next to each other in a remote container are fetched in one
 /// GET of at most this many bytes.
 const MAX_RUN: u64 = 8 << 20;
+
+impl Fetched {
+    fn get(&mut self, place: Place) -> Option<Arc<[u8]>> {
+        self.clock += 1;
+        let clock = self.clock;
+        let (record, used) = self.records.get_mut(&place)?;
+        *used = clock;
+        let record = record.clone();
+        self.order.push_back((place, clock));
+        if self.order.len() > 4 * self.records.len() + 1024 {
+            let records = &self.records;
+            self.order.retain(|(place, used)| records.get(place).is_some_and(|(_, last)| last == used));
+        }
+        Some(record)
+    }
+
+    fn insert(&mut self, place: Place, record: &[u8]) {
+        if self.records.contains_key(&place) {
+            return;
+        }
+        while self.bytes + record.len() > FETCHED_BYTES {
+            let Some((oldest, used)) = self.order.pop_front() else { break };
+            if self.records.get(&oldest).is_some_and(|(_, last)| *last == used) {
+                self.bytes -= self.records.remove(&oldest).map_or(0, |(r, _)| r.len());
+            }
+        }
+        self.clock += 1;
+        self.bytes += record.len();
+        self.records.insert(place, (record.into(), self.clock));
+        self.order.push_back((place, self.clock));
+    }
+}
 
 impl ContainerFiles {
     /// Readers of the containers under `dir`.
@@ -168,12 +191,12 @@ impl ContainerFiles {
         }
         // Records fetched lately need no request.
         {
-            let fetched = self.fetched.lock().expect("fetched records poisoned");
+            let mut fetched = self.fetched.lock().expect("fetched records poisoned");
             for (i, (container, entry)) in items.iter().enumerate() {
                 if results[i].is_none()
-                    && let Some(record) = fetched.records.get(&(*container, entry.offset))
+                    && let Some(record) = fetched.get((*container, entry.offset))
                 {
-                    results[i] = Some(check_record(*container, entry, record));
+                    results[i] = Some(check_record(*container, entry, &record));
                 }
             }
         }
