@@ -38,6 +38,11 @@ pub fn bytes_bar(enabled: bool, total: Option<u64>, message: &str) -> ProgressBa
 /// with files/s and bytes/s while the total is unknown, a bar with an ETA
 /// once it is known). Without a terminal, just runs `work`.
 pub fn track<T>(enabled: bool, label: &str, progress: &Progress, work: impl FnOnce() -> T) -> T {
+    track_counting(enabled, label, "files", progress, work)
+}
+
+/// [`track`], counting `unit` ("containers") instead of files.
+pub fn track_counting<T>(enabled: bool, label: &str, unit: &str, progress: &Progress, work: impl FnOnce() -> T) -> T {
     if !(enabled && std::io::stderr().is_terminal()) {
         return work();
     }
@@ -61,7 +66,7 @@ pub fn track<T>(enabled: bool, label: &str, progress: &Progress, work: impl FnOn
                 let total_files = progress.total_files.load(Ordering::Relaxed);
                 let per_second = files as f64 / started.elapsed().as_secs_f64().max(0.001);
                 let count = if total_files > 0 { format!("{files}/{total_files}") } else { files.to_string() };
-                bar.set_message(format!("{label}: {count} files ({per_second:.0}/s)"));
+                bar.set_message(format!("{label}: {count} {unit} ({per_second:.0}/s)"));
                 std::thread::sleep(Duration::from_millis(100));
             }
             if let Some((bar, _)) = bar {

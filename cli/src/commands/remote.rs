@@ -12,7 +12,7 @@ use cairn_store::remote::{AttachMode, PushOptions, RemoteClient, RemoteSpec, Rem
 use crate::args::RemoteCommand;
 use crate::commands::{EXIT_INTERRUPTED, Globals, interrupt_flag};
 use crate::output::{self, Table};
-use crate::progress::track;
+use crate::progress::track_counting;
 
 /// Where a remote is, from a URL and the global S3 options.
 pub struct RemoteOptions {
@@ -130,7 +130,7 @@ pub fn push_store(globals: &Globals, store: &Store, name: Option<&str>, jobs: us
     let stop = interrupt_flag()?;
     let progress = Progress::default();
     let options = PushOptions { jobs };
-    let report = track(globals.progress, &format!("push to {name}"), &progress, || {
+    let report = track_counting(globals.progress, &format!("push to {name}"), "containers", &progress, || {
         store.push(&client, &options, &progress, &stop)
     })
     .with_context(|| format!("pushing to remote '{name}'"))?;
@@ -164,7 +164,7 @@ pub fn push_store(globals: &Globals, store: &Store, name: Option<&str>, jobs: us
 pub fn attach(globals: &Globals, options: &RemoteOptions, url: &str, name: &str) -> Result<()> {
     let spec = options.spec(url)?;
     let progress = Progress::default();
-    let (_, report) = track(globals.progress, "attach", &progress, || {
+    let (_, report) = track_counting(globals.progress, "attach", "metadata containers", &progress, || {
         Store::attach(&globals.store, name, &spec, AttachMode::Full, &progress)
     })?;
     if globals.json {
