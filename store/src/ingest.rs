@@ -276,7 +276,7 @@ impl Store {
     /// request, many requests at once), so that reading them next finds
     /// them among the records fetched lately. Best effort: whatever fails
     /// here is read, and reported, when the content is read for real.
-    pub fn prefetch(&self, roots: impl Iterator<Item = BlobId>, budget: u64) {
+    pub(crate) fn prefetch(&self, roots: impl Iterator<Item = BlobId>, budget: u64) {
         let roots: Vec<BlobId> = roots.collect();
         // The content lists' first pieces, together (most lists are one piece).
         self.fetch_remote(&roots);

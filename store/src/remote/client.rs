@@ -262,16 +262,6 @@ impl RemoteClient {
         result
     }
 
-    /// Size of an object, or `None` if there is none.
-    pub fn size(&self, key: &str) -> Result<Option<u64>> {
-        let request = self.client.head_object().bucket(&self.location.bucket).key(key);
-        match self.block_on(request.send()).map_err(RemoteError::from_sdk) {
-            Ok(head) => Ok(Some(head.content_length().unwrap_or(0).max(0) as u64)),
-            Err(e) if e.status == Some(404) || e.code() == Some("NotFound") => Ok(None),
-            Err(e) => Err(self.error("checking", key, e)),
-        }
-    }
-
     /// Deletes keys, a thousand per request.
     pub fn delete(&self, keys: &[String]) -> Result<()> {
         for batch in keys.chunks(DELETE_BATCH) {

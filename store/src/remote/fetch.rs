@@ -21,21 +21,11 @@ impl RemoteSource {
         RemoteSource { spec, client: OnceLock::new() }
     }
 
-    /// The remote.
-    pub fn spec(&self) -> &RemoteSpec {
-        &self.spec
-    }
-
     fn client(&self) -> Result<&RemoteClient> {
         match self.client.get_or_init(|| RemoteClient::new(&self.spec).map(Arc::new).map_err(|e| e.to_string())) {
             Ok(client) => Ok(client),
             Err(reason) => Err(Error::Remote { what: format!("connecting to {}", self.spec), reason: reason.clone() }),
         }
-    }
-
-    /// Makes the client if needed, so a failure shows up once, up front.
-    pub fn connect(&self) -> Result<()> {
-        self.client().map(|_| ())
     }
 
     /// Byte ranges `(container, start, len)` of containers, fetched

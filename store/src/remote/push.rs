@@ -126,18 +126,18 @@ impl Store {
         }
         progress.total_files.store(missing.len() as u64, Ordering::Relaxed);
         progress.total_bytes.store(missing.iter().map(|(_, r)| r.stored_bytes).sum(), Ordering::Relaxed);
-        let uploaded = parallel(options.jobs, &missing, stop, |(id, _)| {
+        let uploaded = parallel(options.jobs, &missing, stop, |(id, record)| {
             let key = location.container_key(*id);
             client.put_file(&key, &self.files().path(*id), &|bytes| {
                 progress.bytes.fetch_add(bytes, Ordering::Relaxed);
             })?;
             progress.files.fetch_add(1, Ordering::Relaxed);
-            Ok(*id)
+            Ok((*id, record.stored_bytes))
         });
-        let done: Vec<ContainerId> = uploaded.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
-        self.mark_uploaded(&done)?;
+        let done: Vec<(ContainerId, u64)> = uploaded.iter().filter_map(|r| r.as_ref().ok().copied()).collect();
+        self.mark_uploaded(done.iter().map(|(id, _)| *id))?;
         report.containers_uploaded = done.len() as u64;
-        report.bytes_uploaded = missing.iter().filter(|(id, _)| done.contains(id)).map(|(_, r)| r.stored_bytes).sum();
+        report.bytes_uploaded = done.iter().map(|(_, bytes)| bytes).sum();
         if let Some(error) = uploaded.into_iter().find_map(|r| r.err()) {
             return Err(error);
         }
@@ -212,15 +212,12 @@ impl Store {
 
     /// Sets the `uploaded` flag of containers, under the commit lock (the
     /// delete job rewrites the same records).
-    fn mark_uploaded(&self, ids: &[ContainerId]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
+    fn mark_uploaded(&self, ids: impl Iterator<Item = ContainerId>) -> Result<()> {
         let _commit = self.inner.lock_commits();
         let index = self.index();
         let mut batch = rocksdb::WriteBatch::default();
         for id in ids {
-            if let Some(mut record) = index.container(*id)? {
+            if let Some(mut record) = index.container(id)? {
                 record.uploaded = true;
                 batch.put_cf(index.cf(cf::CONTAINERS), id.key(), record.encode());
             }
