@@ -411,6 +411,9 @@ fn remotes_are_added_listed_and_removed_without_credentials_in_the_store() {
     let bad = command_on(&store, &["remote", "add", "x", "http://not-s3"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("s3://BUCKET"));
+    let nowhere = fixture.path("nowhere");
+    assert_eq!(command_on(&nowhere, &["remote", "add", "x", "http://not-s3"]).output().unwrap().status.code(), Some(1));
+    assert!(!nowhere.exists(), "a refused remote makes no store");
     succeed(command_on(&store, &["remote", "rm", "s3"]));
     let listed: Value = serde_json::from_str(&succeed(command_on(&store, &["--json", "remote", "list"]))).unwrap();
     assert_eq!(listed["remotes"].as_object().unwrap().len(), 0);

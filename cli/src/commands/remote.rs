@@ -36,8 +36,9 @@ pub fn remote(globals: &Globals, options: &RemoteOptions, command: RemoteCommand
     // processes from rewriting the file at once.
     match command {
         RemoteCommand::Add { name, url, default } => {
-            let store = globals.open_or_create()?;
+            // A bad URL is refused before a store is made for it.
             let spec = options.spec(&url)?;
+            let store = globals.open_or_create()?;
             let mut remotes = Remotes::load(store.root())?;
             if remotes.remotes.contains_key(&name) {
                 anyhow::bail!("a remote named '{name}' exists already; remove it first with `cairn remote rm {name}`");
