@@ -1,12 +1,16 @@
 //! Micro benchmark of the ingest hot path, stage by stage: FastCDC chunking,
-//! BLAKE3 hashing, lz4 compression, and the three together, over the same
-//! 32 MiB of text-like data.
+//! BLAKE3 hashing, lz4 compression, the three together, and the store's
+//! two codecs as it calls them (`encode_blob`, which copies each chunk in:
+//! compare the two `encode` lines with each other), over the same 32 MiB of
+//! text-like data.
 //!
 //! `cargo bench --bench chunk_hash_compress`
 
 mod common;
 
 use cairn_chunker::{BlobId, ChunkerConfig};
+use cairn_store::BlobKind;
+use cairn_store::container::{Codec, DEFAULT_ZSTD_LEVEL, encode_blob};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn stages(c: &mut Criterion) {
@@ -26,6 +30,19 @@ fn stages(c: &mut Criterion) {
     group.bench_function("blake3", |b| b.iter(|| chunks.iter().map(|c| BlobId::of(c).0[0] as usize).sum::<usize>()));
     group
         .bench_function("lz4", |b| b.iter(|| chunks.iter().map(|c| lz4_flex::block::compress(c).len()).sum::<usize>()));
+    for codec in [Codec::Lz4, Codec::Zstd(1), Codec::Zstd(DEFAULT_ZSTD_LEVEL)] {
+        let stored: usize =
+            chunks.iter().map(|c| encode_blob(BlobId::of(c), BlobKind::Data, c.clone(), codec).bytes.len()).sum();
+        println!("encode {codec}: stores {:.1}% of the input", 100.0 * stored as f64 / input.len() as f64);
+        group.bench_function(format!("encode {codec}"), |b| {
+            b.iter(|| {
+                chunks
+                    .iter()
+                    .map(|c| encode_blob(BlobId::of(b""), BlobKind::Data, c.clone(), codec).bytes.len())
+                    .sum::<usize>()
+            })
+        });
+    }
     group.bench_function("cdc+blake3+lz4", |b| {
         b.iter(|| {
             config

@@ -10,7 +10,11 @@ use crate::util::noise;
 
 /// Fixed 512-byte chunks: 4096 chunks (2 MiB) already make three levels.
 fn small_chunk_store(dir: &tempfile::TempDir) -> Store {
-    let options = StoreOptions { chunker: ChunkerConfig::fixed(512).unwrap(), container_size: 1 << 20 };
+    let options = StoreOptions {
+        chunker: ChunkerConfig::fixed(512).unwrap(),
+        container_size: 1 << 20,
+        ..StoreOptions::default()
+    };
     Store::create(&dir.path().join("store"), &options).unwrap()
 }
 

@@ -17,7 +17,7 @@ fn os(s: &str) -> &std::ffi::OsStr {
 }
 
 /// Builds a tree with every kind cairn stores, and one socket it must skip.
-fn build_every_kind(root: &Path) {
+pub(crate) fn build_every_kind(root: &Path) {
     let dir = |rel: &str, mode: u32| {
         let path = root.join(rel);
         fs::create_dir_all(&path).unwrap();

@@ -7,6 +7,7 @@ mod s3;
 mod util;
 
 mod cli_errors;
+mod compression;
 mod content;
 mod corruption;
 mod crash;

@@ -1,8 +1,8 @@
 //! `cairn dedupe assess PATH`: how much a directory would deduplicate and
 //! compress, without storing anything (like `isi dedupe` assessment jobs).
 //!
-//! Every regular file is chunked with the store's chunker (or the default
-//! one), hashed and lz4-compressed on all cores; unique chunks are counted
+//! Every regular file is chunked with the store's chunker and compressed
+//! with its codec (or the defaults), hashed on all cores; unique chunks are counted
 //! once. With a store, chunks it already holds are counted too, which says
 //! what a first backup into it would add. Memory: about 80 bytes per
 //! distinct chunk (10 GiB of unique data at 8 KiB chunks: ~100 MB).
@@ -12,7 +12,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use cairn_store::container::encode_blob;
+use cairn_store::config::DEFAULT_CODEC;
+use cairn_store::container::{Codec, encode_blob};
 use cairn_store::{BlobId, BlobKind, ChunkerConfig, Error, Result, Store};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -30,7 +31,7 @@ pub struct Assessment {
     pub unique_chunks: u64,
     /// Plaintext of the distinct chunks.
     pub unique_bytes: u64,
-    /// The distinct chunks lz4-compressed (raw where that is smaller).
+    /// The distinct chunks compressed with the store's codec (raw where that is smaller).
     pub compressed_bytes: u64,
     /// logical / unique.
     pub dedup_ratio: f64,
@@ -50,13 +51,14 @@ type Seen = HashMap<BlobId, (u32, u32)>;
 /// already holds; `progress` is called with bytes read so far.
 pub fn assess(root: &Path, store: Option<&Store>, progress: &(dyn Fn(u64) + Sync)) -> Result<Assessment> {
     let chunker = store.map_or_else(ChunkerConfig::default_cdc, |s| s.chunker().clone());
+    let codec = store.map_or(DEFAULT_CODEC, Store::codec);
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
     list_files(root, &mut files, &mut unreadable)?;
     let seen: Mutex<Seen> = Mutex::new(HashMap::new());
     let totals = Mutex::new((0u64, 0u64, 0u64)); // files, bytes, chunks
     let failures = Mutex::new(unreadable);
-    files.par_iter().for_each(|path| match chunk_file(&chunker, path) {
+    files.par_iter().for_each(|path| match chunk_file(&chunker, codec, path) {
         Ok(chunks) => {
             let bytes: u64 = chunks.iter().map(|(_, raw, _)| *raw as u64).sum();
             let read_so_far = {
@@ -110,7 +112,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// Each chunk of a file: id, plaintext length, compressed length.
-fn chunk_file(chunker: &ChunkerConfig, path: &Path) -> Result<Vec<(BlobId, u32, u32)>> {
+fn chunk_file(chunker: &ChunkerConfig, codec: Codec, path: &Path) -> Result<Vec<(BlobId, u32, u32)>> {
     let what = || path.display().to_string();
     let file = File::open(path).map_err(|cause| Error::Input { what: what(), cause })?;
     let mut out = Vec::new();
@@ -118,7 +120,7 @@ fn chunk_file(chunker: &ChunkerConfig, path: &Path) -> Result<Vec<(BlobId, u32, 
         let chunk = chunk.map_err(|cause| Error::Input { what: what(), cause })?;
         let id = chunk.id();
         let raw = chunk.data.len() as u32;
-        let encoded = encode_blob(id, BlobKind::Data, chunk.data);
+        let encoded = encode_blob(id, BlobKind::Data, chunk.data, codec);
         out.push((id, raw, encoded.bytes.len() as u32));
     }
     Ok(out)

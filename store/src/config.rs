@@ -7,12 +7,17 @@ use std::path::Path;
 use cairn_chunker::ChunkerConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::container::sync_dir_of;
+use crate::container::{Codec, sync_dir_of};
 use crate::error::{Error, Result};
 
 /// The store format this code writes. Opening a store with a higher number
-/// fails with a message asking for a newer cairn.
-pub const STORE_FORMAT: u32 = 1;
+/// fails with a message asking for a newer cairn. Format 2 may hold zstd
+/// records; a store is written as format 2 only when its codec is zstd, so
+/// stores that an older cairn can read stay readable by it.
+pub const STORE_FORMAT: u32 = 2;
+
+/// The format of stores without zstd records.
+const LZ4_STORE_FORMAT: u32 = 1;
 
 /// Default container size at which a container is sealed: 4 MiB.
 pub const DEFAULT_CONTAINER_SIZE: u64 = 4 << 20;
@@ -24,13 +29,22 @@ pub struct StoreOptions {
     pub chunker: ChunkerConfig,
     /// Size at which containers are sealed.
     pub container_size: u64,
+    /// How new blobs are compressed.
+    pub compression: Codec,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
-        StoreOptions { chunker: ChunkerConfig::default_cdc(), container_size: DEFAULT_CONTAINER_SIZE }
+        StoreOptions {
+            chunker: ChunkerConfig::default_cdc(),
+            container_size: DEFAULT_CONTAINER_SIZE,
+            compression: DEFAULT_CODEC,
+        }
     }
 }
+
+/// The codec of stores made without `--compression`.
+pub const DEFAULT_CODEC: Codec = Codec::Lz4;
 
 /// What `config.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -45,17 +59,27 @@ pub struct StoreConfig {
     pub chunk_size: u64,
     /// Container seal size in bytes.
     pub container_size: u64,
+    /// How new blobs are compressed: `lz4`, `zstd`, `zstd:LEVEL` or `none`.
+    /// Stores made before this setting existed compress with lz4.
+    #[serde(default = "lz4_name")]
+    pub compression: String,
+}
+
+fn lz4_name() -> String {
+    Codec::Lz4.name()
 }
 
 impl StoreConfig {
     /// A new config from options.
     pub fn new(options: &StoreOptions) -> StoreConfig {
+        let format = if matches!(options.compression, Codec::Zstd(_)) { STORE_FORMAT } else { LZ4_STORE_FORMAT };
         StoreConfig {
-            format: STORE_FORMAT,
+            format,
             store_id: random_id(),
             chunker: options.chunker.kind_name().to_string(),
             chunk_size: options.chunker.avg_size() as u64,
             container_size: options.container_size,
+            compression: options.compression.name(),
         }
     }
 

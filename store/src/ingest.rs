@@ -217,13 +217,14 @@ fn prepare(store: &Store, batch: Vec<Vec<u8>>) -> Result<Vec<Prepared>> {
     for (&i, entry) in order.iter().zip(store.index().blobs(&sorted)?) {
         known[i] = entry.is_some_and(|e| e.refs > 0 && !e.is_orphan());
     }
+    let codec = store.codec();
     Ok(batch
         .into_par_iter()
         .zip(ids)
         .zip(known)
         .map(|((data, id), known)| {
             let len = data.len() as u64;
-            let encoded = (!known).then(|| encode_blob(id, BlobKind::Data, data));
+            let encoded = (!known).then(|| encode_blob(id, BlobKind::Data, data, codec));
             Prepared { id, len, encoded }
         })
         .collect())

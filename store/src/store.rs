@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cairn_chunker::ChunkerConfig;
 
 use crate::config::{StoreConfig, StoreOptions};
-use crate::container::{ContainerFiles, container_id_of, sync_dir};
+use crate::container::{Codec, ContainerFiles, container_id_of, sync_dir};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId, SessionId, Tid};
 use crate::index::{Index, IndexEntry, cf, meta};
@@ -47,6 +47,8 @@ pub(crate) struct StoreInner {
     pub(crate) root: PathBuf,
     pub(crate) config: StoreConfig,
     pub(crate) chunker: ChunkerConfig,
+    /// How this process compresses new blobs (`config.json`'s `compression`).
+    pub(crate) codec: Codec,
     pub(crate) index: Index,
     pub(crate) files: ContainerFiles,
     /// Held while a commit (or anything else that lowers reference counts)
@@ -103,6 +105,10 @@ impl Store {
     pub fn open(root: &Path, mode: OpenMode) -> Result<Store> {
         let config = StoreConfig::load(root)?;
         let chunker = config.chunker()?;
+        let codec = config
+            .compression
+            .parse::<Codec>()
+            .map_err(|reason| Error::BadStore { path: root.to_path_buf(), reason: format!("config.json: {reason}") })?;
         let lock = match mode {
             OpenMode::Write => Some(WriterLock::acquire(root)?),
             OpenMode::ReadOnly => None,
@@ -117,6 +123,7 @@ impl Store {
             root: root.to_path_buf(),
             config,
             chunker,
+            codec,
             index,
             files,
             commit_lock: Mutex::new(()),
@@ -143,6 +150,11 @@ impl Store {
     /// The store's chunker.
     pub fn chunker(&self) -> &ChunkerConfig {
         &self.inner.chunker
+    }
+
+    /// How new blobs are compressed.
+    pub fn codec(&self) -> Codec {
+        self.inner.codec
     }
 
     /// The index, for read-only inspection (statistics, checks).

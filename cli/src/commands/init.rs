@@ -1,6 +1,7 @@
 //! `cairn init`.
 
 use anyhow::Result;
+use cairn_store::container::Codec;
 use cairn_store::{ChunkerConfig, Store, StoreOptions};
 
 use crate::args::ChunkerKind;
@@ -8,7 +9,13 @@ use crate::commands::Globals;
 use crate::output;
 
 /// Creates a store with the given settings.
-pub fn init(globals: &Globals, chunker: ChunkerKind, avg_size: u64, container_size: u64) -> Result<()> {
+pub fn init(
+    globals: &Globals,
+    chunker: ChunkerKind,
+    avg_size: u64,
+    container_size: u64,
+    compression: Codec,
+) -> Result<()> {
     let chunker = match chunker {
         ChunkerKind::Cdc => ChunkerConfig::cdc(avg_size)?,
         ChunkerKind::Fixed => ChunkerConfig::fixed(avg_size)?,
@@ -16,18 +23,19 @@ pub fn init(globals: &Globals, chunker: ChunkerKind, avg_size: u64, container_si
     if !(64 * 1024..=1 << 30).contains(&container_size) {
         anyhow::bail!("container size {} is out of range: use 64 KiB to 1 GiB", output::size(container_size));
     }
-    let store = Store::create(&globals.store, &StoreOptions { chunker, container_size })?;
+    let store = Store::create(&globals.store, &StoreOptions { chunker, container_size, compression })?;
     if globals.json {
         output::json(store.config())?;
     } else {
         let config = store.config();
         println!(
-            "created store {} at {} ({} chunks of {}, containers of {})",
+            "created store {} at {} ({} chunks of {}, containers of {}, {} compression)",
             config.store_id,
             store.root().display(),
             config.chunker,
             output::size(config.chunk_size),
-            output::size(config.container_size)
+            output::size(config.container_size),
+            config.compression
         );
     }
     Ok(())

@@ -131,8 +131,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     };
     let done = |result: Result<()>| result.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Init { chunker, avg_size, container_size } => {
-            done(init::init(&globals, chunker, avg_size.0, container_size.0))
+        Command::Init { chunker, avg_size, container_size, compression } => {
+            done(init::init(&globals, chunker, avg_size.0, container_size.0, compression))
         }
         Command::Put { key, file } => done(objects::put(&globals, &key, file)),
         Command::Get { key, file } => done(objects::get(&globals, &key, file)),

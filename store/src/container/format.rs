@@ -17,6 +17,8 @@ pub const FOOTER_ENTRY_LEN: usize = 50;
 pub const TRAILER_LEN: usize = 56;
 /// Record flag: the stored bytes are an lz4 block (`lz4_flex::block`).
 pub const FLAG_LZ4: u8 = 1;
+/// Record flag: the stored bytes are one zstd frame.
+pub const FLAG_ZSTD: u8 = 2;
 
 /// Which blobs a container holds. Data and metadata never share a container,
 /// so browsing a dataset reads only the small metadata containers.
@@ -69,7 +71,7 @@ pub struct TableEntry {
     pub id: BlobId,
     /// Its kind.
     pub kind: BlobKind,
-    /// Record flags ([`FLAG_LZ4`]).
+    /// Record flags ([`FLAG_LZ4`], [`FLAG_ZSTD`], or 0 for raw).
     pub flags: u8,
     /// Offset of the record header from the start of the file.
     pub offset: u64,

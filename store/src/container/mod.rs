@@ -13,8 +13,10 @@ mod format;
 mod reader;
 mod writer;
 
-pub use encode::{EncodedBlob, encode_blob};
-pub use format::{ContainerKind, FLAG_LZ4, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
+pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, encode_blob};
+pub use format::{
+    ContainerKind, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
+};
 pub use reader::{ContainerFiles, read_table, verify_container};
 pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};
 
