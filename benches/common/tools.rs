@@ -8,7 +8,8 @@ use std::time::Instant;
 
 /// One tool under test: how to init, back up and restore.
 pub struct Tool {
-    /// "cairn", "restic" or "borg".
+    /// "cairn" (a default store), "cairn-zstd" (a store made with
+    /// `--compression zstd`), "restic" or "borg".
     pub name: &'static str,
     /// The store or repository.
     pub repo: PathBuf,
@@ -17,7 +18,7 @@ pub struct Tool {
 impl Tool {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = match self.name {
-            "cairn" => {
+            "cairn" | "cairn-zstd" => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
                 c.arg("--store").arg(&self.repo).arg("--no-progress");
                 c
@@ -48,6 +49,7 @@ impl Tool {
     pub fn init(&self) {
         match self.name {
             "cairn" => self.run(&["init"]),
+            "cairn-zstd" => self.run(&["init", "--compression", "zstd"]),
             "restic" => self.run(&["init"]),
             _ => self.run(&["init", "--encryption=none", self.repo.to_str().unwrap()]),
         };
@@ -56,7 +58,7 @@ impl Tool {
     pub fn backup(&self, source: &Path, version: u32) -> f64 {
         let source = source.to_str().unwrap();
         match self.name {
-            "cairn" => self.run(&["backup", source]),
+            "cairn" | "cairn-zstd" => self.run(&["backup", source]),
             "restic" => self.run(&["backup", source]),
             _ => {
                 let archive = format!("{}::v{version}", self.repo.display());
@@ -67,8 +69,9 @@ impl Tool {
 
     pub fn restore(&self, target: &Path, version: u32) -> f64 {
         fs::create_dir_all(target).unwrap();
+        drop_caches();
         match self.name {
-            "cairn" => self.run(&["restore", "latest", "--to", target.to_str().unwrap()]),
+            "cairn" | "cairn-zstd" => self.run(&["restore", "latest", "--to", target.to_str().unwrap()]),
             "restic" => self.run(&["restore", "latest", "--target", target.to_str().unwrap()]),
             _ => {
                 let archive = format!("{}::v{version}", self.repo.display());
@@ -79,6 +82,16 @@ impl Tool {
             }
         }
     }
+}
+
+/// Empties the page cache (root only), so that each tool restores from the
+/// disk as a restore days after the backup would, instead of from whatever
+/// the last backup left in memory: a store written with `O_DIRECT` (cairn's)
+/// leaves nothing there, one written through the cache (restic's, borg's)
+/// may be entirely there. Returns whether it could.
+pub fn drop_caches() -> bool {
+    let synced = Command::new("sync").status().is_ok_and(|s| s.success());
+    synced && fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
 pub fn installed(program: &str) -> bool {

@@ -24,7 +24,6 @@ pub struct ContainerWriter {
     kind: ContainerKind,
     path: PathBuf,
     file: DirectFile,
-    hasher: blake3::Hasher,
     len: u64,
     table: Vec<TableEntry>,
 }
@@ -54,8 +53,7 @@ impl ContainerWriter {
             sync_dir(containers_dir)?;
         }
         let file = DirectFile::create_new(&path).map_err(|e| Error::io("creating container", &path, e))?;
-        let mut writer =
-            ContainerWriter { id, kind, path, file, hasher: blake3::Hasher::new(), len: 0, table: Vec::new() };
+        let mut writer = ContainerWriter { id, kind, path, file, len: 0, table: Vec::new() };
         writer.write(&encode_header(kind, id.0))?;
         Ok(writer)
     }
@@ -109,7 +107,7 @@ impl ContainerWriter {
         footer.extend_from_slice(&0u32.to_le_bytes());
         footer.extend_from_slice(&table_offset.to_le_bytes());
         self.write(&footer)?;
-        let digest = self.hasher.finalize();
+        let digest = self.file.digest();
         let mut tail = [0u8; 40];
         tail[..32].copy_from_slice(digest.as_bytes());
         tail[32..].copy_from_slice(&MAGIC);
@@ -128,7 +126,6 @@ impl ContainerWriter {
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.file.write_all(bytes).map_err(|e| Error::io("writing container", &self.path, e))?;
-        self.hasher.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
     }

@@ -3,14 +3,14 @@
 //! setuid/setgid/sticky, ns times, xattrs (POSIX ACLs included), devices.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
+use std::fs::{File, Metadata};
 use std::hash::Hash;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Mutex;
 
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, futimens, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -150,35 +150,64 @@ pub fn make_special(path: &Path, entry: &Entry) -> std::io::Result<()> {
 #[derive(Debug, Default)]
 pub struct MetadataProblems(pub Vec<String>);
 
-/// Puts the entry's metadata on `path`: owners (when `owners`), mode, xattrs,
-/// then times last (everything else changes ctime, and writing xattrs may
-/// touch mtime on some file systems).
-pub fn apply(path: &Path, entry: &Entry, owners: bool, names: &Names) -> MetadataProblems {
+/// What metadata is put on: a path (not followed when it is a symlink), or
+/// a file the restore just created and still holds open, which saves a
+/// path walk per call and cannot be swapped for a symlink meanwhile.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    /// By name.
+    Path(&'a Path),
+    /// By open file.
+    File(&'a File),
+}
+
+/// Puts the entry's metadata on `target`: owners (when `owners`), mode,
+/// xattrs, then times last (everything else changes ctime, and writing
+/// xattrs may touch mtime on some file systems).
+pub fn apply(target: Target<'_>, entry: &Entry, owners: bool, names: &Names) -> MetadataProblems {
+    use std::os::unix::fs::PermissionsExt;
+    use xattr::FileExt;
     let mut problems = MetadataProblems::default();
     let mut note = |what: &str, e: &dyn std::fmt::Display| problems.0.push(format!("{what}: {e}"));
     if owners {
-        let (uid, gid) = (names.local_uid(entry), names.local_gid(entry));
-        if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        let (uid, gid) = (Some(names.local_uid(entry)), Some(names.local_gid(entry)));
+        let chowned = match target {
+            Target::Path(path) => std::os::unix::fs::lchown(path, uid, gid),
+            Target::File(file) => std::os::unix::fs::fchown(file, uid, gid),
+        };
+        if let Err(e) = chowned {
             note("setting owner", &e);
         }
     }
     // chmod follows symlinks, and Linux symlinks have no mode of their own.
     // After chown: chown clears setuid and setgid.
     if entry.kind != EntryKind::Symlink {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(entry.mode)) {
+        let mode = std::fs::Permissions::from_mode(entry.mode);
+        let chmodded = match target {
+            Target::Path(path) => std::fs::set_permissions(path, mode),
+            Target::File(file) => file.set_permissions(mode),
+        };
+        if let Err(e) = chmodded {
             note("setting mode", &e);
         }
     }
     for (name, value) in &entry.xattrs {
         let name = std::ffi::OsStr::from_bytes(name);
-        if let Err(e) = xattr::set(path, name, value) {
+        let set = match target {
+            Target::Path(path) => xattr::set(path, name, value),
+            Target::File(file) => file.set_xattr(name, value),
+        };
+        if let Err(e) = set {
             note(&format!("setting xattr {}", name.to_string_lossy()), &e);
         }
     }
     let atime = TimeSpec::new(entry.atime_ns.div_euclid(1_000_000_000), entry.atime_ns.rem_euclid(1_000_000_000));
     let mtime = TimeSpec::new(entry.mtime_ns.div_euclid(1_000_000_000), entry.mtime_ns.rem_euclid(1_000_000_000));
-    if let Err(e) = utimensat(nix::fcntl::AT_FDCWD, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink) {
+    let timed = match target {
+        Target::Path(path) => utimensat(nix::fcntl::AT_FDCWD, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink),
+        Target::File(file) => futimens(file, &atime, &mtime),
+    };
+    if let Err(e) = timed {
         note("setting times", &e);
     }
     problems

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
-use super::fsmeta::{Names, apply, make_special};
+use super::fsmeta::{Names, Target, apply, make_special};
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
 use crate::content::ContentReader;
@@ -382,7 +382,7 @@ impl Run<'_> {
 
     fn metadata(&self, rel: &Path, entry: &Entry) {
         let path = self.target.join(rel);
-        for problem in apply(&path, entry, self.options.owners, &self.names).0 {
+        for problem in apply(Target::Path(&path), entry, self.options.owners, &self.names).0 {
             self.problem(&path, problem);
         }
     }
@@ -434,20 +434,13 @@ impl Run<'_> {
             self.metadata(rel, entry);
             return Ok(());
         }
-        if !self.clear(&path)? {
+        let Some(file) = self.create(&path)? else {
             self.progress.add(1, entry.size);
             return Ok(());
-        }
-        let file = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| Error::io("creating a file", &path, e))?;
-        let written = match entry.blob {
+        };
+        let (written, ends_in_hole) = match entry.blob {
             Some(root) => self.write_content(&file, &path, root)?,
-            None => 0,
+            None => (0, false),
         };
         if written != entry.size {
             return Err(Error::Malformed {
@@ -456,26 +449,51 @@ impl Run<'_> {
                 reason: format!("{} holds {written} bytes, its entry says {}", path.display(), entry.size),
             });
         }
-        file.set_len(entry.size).map_err(|e| Error::io("setting a file's length", &path, e))?;
-        drop(file);
+        // A file that ends in a hole is short until its length is set.
+        if ends_in_hole {
+            file.set_len(entry.size).map_err(|e| Error::io("setting a file's length", &path, e))?;
+        }
         self.written.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(written, Ordering::Relaxed);
         self.progress.add(1, 0);
-        self.metadata(rel, entry);
+        // Through the open file: no path walks, and nothing can be swapped in.
+        for problem in apply(Target::File(&file), entry, self.options.owners, &self.names).0 {
+            self.problem(&path, problem);
+        }
         Ok(())
     }
 
+    /// Creates the file at `path` (never following a symlink there), after
+    /// clearing what is in the way as `--overwrite` allows; `None` when
+    /// something is there and stays.
+    fn create(&self, path: &Path) -> Result<Option<File>> {
+        let open =
+            || File::options().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path);
+        // Trying first saves a lookup per file in the usual case, an empty target.
+        match open() {
+            Ok(file) => return Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("creating a file", path, e)),
+        }
+        if !self.clear(path)? {
+            return Ok(None);
+        }
+        open().map(Some).map_err(|e| Error::io("creating a file", path, e))
+    }
+
     /// Writes a content list to `file`, leaving zero blocks as holes.
-    fn write_content(&self, file: &File, path: &Path, root: BlobId) -> Result<u64> {
+    /// Returns the bytes it holds and whether its last block is a hole.
+    fn write_content(&self, file: &File, path: &Path, root: BlobId) -> Result<(u64, bool)> {
         let mut reader = ContentReader::new(self.store, root)?;
         let mut offset = 0u64;
+        let mut ends_in_hole = false;
         loop {
             let entries = reader.next_batch(BATCH_CHUNKS)?;
             if entries.is_empty() {
-                return Ok(offset);
+                return Ok((offset, ends_in_hole));
             }
             for chunk in read_chunks(self.store, &entries)? {
-                write_sparse(file, offset, &chunk)
+                ends_in_hole = write_sparse(file, offset, &chunk)
                     .map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
                 offset += chunk.len() as u64;
                 self.progress.add(0, chunk.len() as u64);
@@ -540,8 +558,9 @@ impl Run<'_> {
 }
 
 /// Writes `data` at `offset`, skipping blocks of zeros (aligned to the
-/// file) so they stay holes; the caller sets the final length.
-fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<()> {
+/// file) so they stay holes; the caller sets the final length. Returns
+/// whether the last block was left a hole.
+fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<bool> {
     let mut at = 0usize;
     let mut run_start: Option<usize> = None;
     while at < data.len() {
@@ -558,10 +577,10 @@ fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<()> {
         }
         at = end;
     }
-    if let Some(start) = run_start {
-        file.write_all_at(&data[start..], offset + start as u64)?;
+    match run_start {
+        Some(start) => file.write_all_at(&data[start..], offset + start as u64).map(|()| false),
+        None => Ok(!data.is_empty()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -576,11 +595,23 @@ mod tests {
         let mut data = vec![0u8; 5 * HOLE_BLOCK];
         data[10] = 1;
         data[4 * HOLE_BLOCK + 5] = 2;
-        write_sparse(&file, 100, &data).unwrap();
+        // The data ends 100 bytes into a block of zeros: a hole the caller must close.
+        assert!(write_sparse(&file, 100, &data).unwrap(), "the last block is a hole");
         file.set_len(100 + data.len() as u64).unwrap();
         let back = std::fs::read(&path).unwrap();
         assert_eq!(&back[100..], &data[..]);
         // Only the two blocks holding data are allocated.
         assert!(std::fs::metadata(&path).unwrap().blocks() * 512 <= 3 * HOLE_BLOCK as u64);
+
+        // Zeros at the end are not written: the caller must set the length.
+        let tail = dir.path().join("tail");
+        let file = File::create(&tail).unwrap();
+        let mut data = vec![0u8; 3 * HOLE_BLOCK];
+        data[0] = 7;
+        assert!(write_sparse(&file, 0, &data).unwrap(), "the last block is a hole");
+        assert_eq!(std::fs::metadata(&tail).unwrap().len(), HOLE_BLOCK as u64);
+        data[3 * HOLE_BLOCK - 1] = 8;
+        assert!(!write_sparse(&file, 0, &data).unwrap(), "the last block holds data");
+        assert_eq!(std::fs::metadata(&tail).unwrap().len(), 3 * HOLE_BLOCK as u64);
     }
 }
