@@ -78,7 +78,7 @@ fn main() {
     let mb: usize =
         if benchmarking { std::env::var("CAIRN_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(200) } else { 2 };
     let versions: usize = if benchmarking { 50 } else { 6 };
-    let work = tempfile::tempdir().unwrap();
+    let work = common::work_dir();
     let mut tools = vec!["cairn"];
     // CAIRN_BENCH_COMPARE=0 runs cairn alone (for profiling).
     if benchmarking && std::env::var("CAIRN_BENCH_COMPARE").as_deref() != Ok("0") {

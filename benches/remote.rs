@@ -49,7 +49,7 @@ fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let mb: usize =
         if benchmarking { std::env::var("CAIRN_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(200) } else { 4 };
-    let work = tempfile::tempdir().unwrap();
+    let work = common::work_dir();
     let server = S3Server::start(&work.path().join("s3"));
     let tree = work.path().join("tree");
     let files = generate(&tree, mb << 20);

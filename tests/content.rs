@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 use cairn_store::content::{ContentReader, Piece};
-use cairn_store::{CheckOptions, ChunkerConfig, Store, StoreOptions};
+use cairn_store::{BlobKind, CheckOptions, ChunkerConfig, Store, StoreOptions};
 
 use crate::util::noise;
 
@@ -42,6 +42,12 @@ fn every_size_round_trips_through_the_piece_tree() {
         }
         assert_eq!(total, len as u64);
     }
+    // Content of one chunk is named by the chunk itself: no piece is stored.
+    let root_kind = |key: &str| store.entry(&store.object(key).unwrap().content).unwrap().kind;
+    for key in ["size-1", "size-511", "size-512"] {
+        assert_eq!(root_kind(key), BlobKind::Data, "{key}");
+    }
+    assert_eq!(root_kind("size-513"), BlobKind::ContentList);
     assert!(depth(&store, "size-5242957") >= 3, "large content should make a deep tree");
     assert_eq!(depth(&store, "size-0"), 1);
     let report = store.check(CheckOptions { read_data: true }).unwrap();

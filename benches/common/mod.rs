@@ -4,6 +4,18 @@
 
 pub mod tools;
 
+/// The bench's working directory: removed at the end, unless
+/// `CAIRN_BENCH_KEEP` is set (to look at the stores and trees, or profile
+/// a step by hand), in which case its path is printed.
+pub fn work_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("CAIRN_BENCH_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("keeping {}", dir.path().display());
+    }
+    dir
+}
+
 /// Text-like bytes (words from a small vocabulary, a few binary runs) that
 /// compress about 2:1 and chunk by content. Reproducible for a given seed.
 pub fn text_like(len: usize, seed: u64) -> Vec<u8> {

@@ -18,7 +18,7 @@ mod stream;
 
 pub use config::{ChunkerConfig, ConfigError, DEFAULT_AVG_SIZE, DEFAULT_FIXED_SIZE};
 pub use id::{BlobId, ParseBlobIdError};
-pub use stream::{Chunk, ChunkStream};
+pub use stream::{Chunk, ChunkBatch, ChunkStream};
 
 /// Chunks a whole in-memory buffer and returns the chunk lengths, in order.
 ///

@@ -4,6 +4,12 @@
 //! `max_size` bytes and shifts it down after every chunk, so each byte is
 //! moved about `max/avg` (8) times. Here the buffer holds many chunks and the
 //! unconsumed tail is moved only when a refill is needed.
+//!
+//! Two ways to take chunks: one at a time ([`ChunkStream::next_chunk`], each
+//! copied out into its own `Vec`), or a batch at a time
+//! ([`ChunkStream::next_batch`]): the reader fills the batch's own buffer and
+//! the chunks are ranges of it, so the only copy of the bytes is the read
+//! itself (plus the tail past the last cut, carried to the next batch).
 
 use std::io::{self, Read};
 
@@ -39,10 +45,91 @@ pub struct ChunkStream<R> {
     offset: u64,
 }
 
+/// Consecutive chunks of a stream in one buffer: what
+/// [`ChunkStream::next_batch`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChunkBatch {
+    offset: u64,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl ChunkBatch {
+    /// Offset of the batch's first byte within the stream.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Number of chunks.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the batch holds no chunk.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes in all its chunks.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Chunk `i`'s bytes.
+    pub fn chunk(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+
+    /// The chunks in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.chunk(i))
+    }
+}
+
 impl<R: Read> ChunkStream<R> {
     pub(crate) fn new(config: ChunkerConfig, reader: R) -> ChunkStream<R> {
-        let capacity = config.max_size() * BUFFER_CHUNKS;
-        ChunkStream { config, reader, buffer: vec![0; capacity], start: 0, end: 0, eof: false, offset: 0 }
+        // The buffer is made on first use by `next_chunk`: `next_batch`
+        // keeps only the tail past its last cut in it.
+        ChunkStream { config, reader, buffer: Vec::new(), start: 0, end: 0, eof: false, offset: 0 }
+    }
+
+    /// The next chunks, together about `bytes` long and at most `bytes`
+    /// plus the maximum chunk size (unless `next_chunk` was used before and
+    /// left more than that in the stream's buffer); at least one chunk unless
+    /// the stream has ended (`None`). The batch's buffer is filled by the
+    /// reader directly and its chunks are ranges of it.
+    pub fn next_batch(&mut self, bytes: usize) -> io::Result<Option<ChunkBatch>> {
+        let max = self.config.max_size();
+        let carried = &self.buffer[self.start..self.end];
+        // More than that is carried only after `next_chunk` filled its buffer.
+        let capacity = (bytes.max(1) + max).max(carried.len());
+        let mut data = Vec::with_capacity(capacity);
+        data.extend_from_slice(carried);
+        if !self.eof {
+            let want = capacity - data.len();
+            // `read_to_end` reads into the spare capacity without zeroing it
+            // first, and stops at the limit without a probing read.
+            let got = (&mut self.reader).take(want as u64).read_to_end(&mut data)?;
+            self.eof = got < want;
+        }
+        let mut ends = Vec::with_capacity(capacity / self.config.avg_size() + 1);
+        let mut cut_at = 0;
+        while cut_at < data.len() && (self.eof || data.len() - cut_at >= max) {
+            cut_at += self.config.cut(&data[cut_at..], self.eof);
+            ends.push(cut_at);
+        }
+        // What is past the last cut waits for more bytes, in the stream's buffer.
+        self.buffer.clear();
+        self.buffer.extend_from_slice(&data[cut_at..]);
+        (self.start, self.end) = (0, self.buffer.len());
+        data.truncate(cut_at);
+        if ends.is_empty() {
+            return Ok(None);
+        }
+        let batch = ChunkBatch { offset: self.offset, data, ends };
+        self.offset += cut_at as u64;
+        Ok(Some(batch))
     }
 
     /// Bytes read from the reader so far.
@@ -53,6 +140,10 @@ impl<R: Read> ChunkStream<R> {
     /// Moves the unconsumed tail to the front and reads until the buffer is
     /// full or the reader ends.
     fn refill(&mut self) -> io::Result<()> {
+        let capacity = self.config.max_size() * BUFFER_CHUNKS;
+        if self.buffer.len() < capacity {
+            self.buffer.resize(capacity, 0);
+        }
         self.buffer.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
@@ -188,6 +279,34 @@ mod tests {
                 expected_offset += chunk.data.len() as u64;
                 joined.extend_from_slice(&chunk.data);
             }
+            prop_assert_eq!(joined, data);
+        }
+
+        #[test]
+        fn batches_agree_with_in_memory_chunking(len in 0usize..600_000, seed: u64, fixed: bool, step in 1usize..300_000, bytes in 1usize..200_000, singles in 0usize..4) {
+            let config = if fixed { ChunkerConfig::fixed(8192).unwrap() } else { ChunkerConfig::default_cdc() };
+            let data = noise(len, seed);
+            let mut stream = config.stream(Trickle { data: &data, step });
+            let (mut lengths, mut joined) = (Vec::new(), Vec::new());
+            // A few single chunks first: the two ways share the stream's state.
+            for _ in 0..singles {
+                if let Some(chunk) = stream.next_chunk().unwrap() {
+                    prop_assert_eq!(chunk.offset, joined.len() as u64);
+                    lengths.push(chunk.data.len());
+                    joined.extend_from_slice(&chunk.data);
+                }
+            }
+            while let Some(batch) = stream.next_batch(bytes).unwrap() {
+                prop_assert!(!batch.is_empty());
+                prop_assert_eq!(batch.offset(), joined.len() as u64);
+                prop_assert!(singles > 0 || batch.bytes() <= bytes + config.max_size());
+                for chunk in batch.iter() {
+                    lengths.push(chunk.len());
+                    joined.extend_from_slice(chunk);
+                }
+            }
+            prop_assert_eq!(stream.bytes_read(), data.len() as u64);
+            prop_assert_eq!(lengths, chunk_lengths(&config, &data));
             prop_assert_eq!(joined, data);
         }
 

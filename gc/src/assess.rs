@@ -120,7 +120,7 @@ fn chunk_file(chunker: &ChunkerConfig, codec: Codec, path: &Path) -> Result<Vec<
         let chunk = chunk.map_err(|cause| Error::Input { what: what(), cause })?;
         let id = chunk.id();
         let raw = chunk.data.len() as u32;
-        let encoded = encode_blob(id, BlobKind::Data, chunk.data, codec);
+        let encoded = encode_blob(id, BlobKind::Data, &chunk.data, codec);
         out.push((id, raw, encoded.bytes.len() as u32));
     }
     Ok(out)

@@ -10,6 +10,12 @@
 //! and every other piece keeps its id. The root is the single piece at the
 //! top; an empty stream is one empty level-0 piece.
 //!
+//! Content of exactly one chunk has no piece: its root is the chunk itself
+//! (readers tell the two apart by the root's kind in the index). Most files
+//! of a home directory are that small, and a piece of one entry would cost
+//! as much again in record, footer and index entry as the entry it holds,
+//! and a second read on every restore.
+//!
 //! Piece layout: `[version u8 = 1][level u8][reserved u16][n u32]` then `n`
 //! entries of `[id 32][length u64]`, little-endian.
 
@@ -99,6 +105,10 @@ impl Piece {
 pub struct ContentBuilder {
     levels: Vec<Vec<ContentEntry>>,
     total: u64,
+    /// The first chunk, held back until a second one shows the content
+    /// needs pieces at all.
+    first: Option<ContentEntry>,
+    chunks: u64,
 }
 
 /// What a finished content list is: its root piece and total length.
@@ -119,7 +129,16 @@ impl ContentBuilder {
     /// Appends a chunk (already stored or deduplicated by the caller).
     pub fn push(&mut self, session: &WriteSession, id: BlobId, len: u64) -> Result<()> {
         self.total += len;
-        self.push_at(session, 0, ContentEntry { id, len })
+        self.chunks += 1;
+        let entry = ContentEntry { id, len };
+        if self.chunks == 1 {
+            self.first = Some(entry);
+            return Ok(());
+        }
+        if let Some(first) = self.first.take() {
+            self.push_at(session, 0, first)?;
+        }
+        self.push_at(session, 0, entry)
     }
 
     fn push_at(&mut self, session: &WriteSession, level: usize, entry: ContentEntry) -> Result<()> {
@@ -145,6 +164,9 @@ impl ContentBuilder {
 
     /// Writes the remaining pieces and returns the root.
     pub fn finish(mut self, session: &WriteSession) -> Result<ContentRef> {
+        if let (1, Some(only)) = (self.chunks, self.first) {
+            return Ok(ContentRef { root: only.id, size: self.total });
+        }
         let mut level = 0;
         loop {
             if self.levels.len() <= level {
@@ -167,6 +189,39 @@ impl ContentBuilder {
     }
 }
 
+/// The piece at `root`; for content of one chunk (a data blob as root),
+/// a level-0 piece listing it.
+pub fn root_piece(store: &Store, root: BlobId) -> Result<Piece> {
+    let entry = store.entry(&root)?;
+    if entry.kind == BlobKind::Data {
+        return Ok(Piece { level: 0, entries: vec![ContentEntry { id: root, len: entry.raw_len.into() }] });
+    }
+    Piece::decode(root, &store.read_located(&root, entry)?)
+}
+
+/// Content opened for reading with one index lookup: the chunk itself,
+/// read and checked, when the content is one chunk; else a reader of its
+/// pieces.
+pub enum OpenedContent<'a> {
+    /// The only chunk's bytes.
+    Chunk(Vec<u8>),
+    /// The pieces, to walk.
+    Pieces(ContentReader<'a>),
+}
+
+impl<'a> OpenedContent<'a> {
+    /// Opens the content under `root`.
+    pub fn open(store: &'a Store, root: BlobId) -> Result<OpenedContent<'a>> {
+        let entry = store.entry(&root)?;
+        let bytes = store.read_located(&root, entry)?;
+        if entry.kind == BlobKind::Data {
+            return Ok(OpenedContent::Chunk(bytes));
+        }
+        let piece = Piece::decode(root, &bytes)?;
+        Ok(OpenedContent::Pieces(ContentReader { store, stack: vec![(piece, 0)] }))
+    }
+}
+
 /// Walks a content list depth-first, yielding its chunks in order.
 pub struct ContentReader<'a> {
     store: &'a Store,
@@ -175,9 +230,9 @@ pub struct ContentReader<'a> {
 }
 
 impl<'a> ContentReader<'a> {
-    /// Starts at the root piece.
+    /// Starts at the root: a piece, or the only chunk.
     pub fn new(store: &'a Store, root: BlobId) -> Result<ContentReader<'a>> {
-        let piece = Piece::decode(root, &store.read_blob(&root)?)?;
+        let piece = root_piece(store, root)?;
         Ok(ContentReader { store, stack: vec![(piece, 0)] })
     }
 

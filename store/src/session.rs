@@ -169,7 +169,7 @@ impl WriteSession {
         }
         // Children first: whoever sees the blob written also finds its children.
         self.state().children.insert(id, children);
-        self.write_blob(&encode_blob(id, kind, raw, self.store.codec))?;
+        self.write_blob(&encode_blob(id, kind, &raw, self.store.codec))?;
         Ok(id)
     }
 

@@ -118,17 +118,17 @@ fn zstd_decompress(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
 
 /// Compresses `raw` with `codec` and keeps the compressed form only when it
 /// is smaller; `id` must be `BlobId::of(raw)`.
-pub fn encode_blob(id: BlobId, kind: BlobKind, raw: Vec<u8>, codec: Codec) -> EncodedBlob {
+pub fn encode_blob(id: BlobId, kind: BlobKind, raw: &[u8], codec: Codec) -> EncodedBlob {
     let raw_len = u32::try_from(raw.len()).expect("blobs are far smaller than 4 GiB");
     let compressed = match codec {
         Codec::None => None,
-        Codec::Lz4 => Some((FLAG_LZ4, lz4_flex::block::compress(&raw))),
+        Codec::Lz4 => Some((FLAG_LZ4, lz4_flex::block::compress(raw))),
         // A blob zstd cannot shrink fails to fit the buffer: stored raw.
-        Codec::Zstd(level) => zstd_compress(&raw, level).map(|bytes| (FLAG_ZSTD, bytes)),
+        Codec::Zstd(level) => zstd_compress(raw, level).map(|bytes| (FLAG_ZSTD, bytes)),
     };
     match compressed {
         Some((flags, bytes)) if bytes.len() < raw.len() => EncodedBlob { id, kind, flags, raw_len, bytes },
-        _ => EncodedBlob { id, kind, flags: 0, raw_len, bytes: raw },
+        _ => EncodedBlob { id, kind, flags: 0, raw_len, bytes: raw.to_vec() },
     }
 }
 
@@ -162,7 +162,7 @@ mod tests {
     fn every_codec_round_trips_and_random_blobs_stay_raw() {
         for codec in [Codec::None, Codec::Lz4, Codec::Zstd(1), Codec::Zstd(DEFAULT_ZSTD_LEVEL), Codec::Zstd(19)] {
             let text = text();
-            let blob = encode_blob(BlobId::of(&text), BlobKind::Data, text.clone(), codec);
+            let blob = encode_blob(BlobId::of(&text), BlobKind::Data, &text, codec);
             let expected = match codec {
                 Codec::None => 0,
                 Codec::Lz4 => FLAG_LZ4,
@@ -175,7 +175,7 @@ mod tests {
             assert_eq!(decode_blob(blob.flags, blob.raw_len, &blob.bytes).unwrap(), text);
 
             let noise = noise();
-            let blob = encode_blob(BlobId::of(&noise), BlobKind::Data, noise.clone(), codec);
+            let blob = encode_blob(BlobId::of(&noise), BlobKind::Data, &noise, codec);
             if blob.flags == 0 {
                 assert_eq!(blob.bytes, noise);
             }
@@ -186,8 +186,8 @@ mod tests {
     #[test]
     fn zstd_is_smaller_than_lz4_on_text() {
         let text = text();
-        let lz4 = encode_blob(BlobId::of(&text), BlobKind::Data, text.clone(), Codec::Lz4);
-        let zstd = encode_blob(BlobId::of(&text), BlobKind::Data, text.clone(), Codec::Zstd(DEFAULT_ZSTD_LEVEL));
+        let lz4 = encode_blob(BlobId::of(&text), BlobKind::Data, &text, Codec::Lz4);
+        let zstd = encode_blob(BlobId::of(&text), BlobKind::Data, &text, Codec::Zstd(DEFAULT_ZSTD_LEVEL));
         assert!(zstd.bytes.len() < lz4.bytes.len(), "zstd {} vs lz4 {}", zstd.bytes.len(), lz4.bytes.len());
     }
 
@@ -195,7 +195,7 @@ mod tests {
     fn damaged_or_unknown_records_are_refused() {
         let text = text();
         for codec in [Codec::Lz4, Codec::Zstd(DEFAULT_ZSTD_LEVEL)] {
-            let blob = encode_blob(BlobId::of(&text), BlobKind::Data, text.clone(), codec);
+            let blob = encode_blob(BlobId::of(&text), BlobKind::Data, &text, codec);
             assert!(decode_blob(blob.flags, blob.raw_len + 1, &blob.bytes).is_err(), "{codec}: wrong length");
             assert!(decode_blob(blob.flags, blob.raw_len, &blob.bytes[..blob.bytes.len() / 2]).is_err(), "{codec}");
         }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::display_path;
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind, Tree};
-use crate::content::Piece;
+use crate::content::root_piece;
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
 use crate::ingest::extract;
@@ -142,8 +142,9 @@ impl Store {
     }
 
     fn count_piece(&self, id: BlobId, shared: bool, counts: &mut ChunkUse) -> Result<()> {
-        let piece = Piece::decode(id, &self.read_blob(&id)?)?;
-        counts.pieces += 1;
+        let piece = root_piece(self, id)?;
+        // A one-chunk file has no piece of its own.
+        counts.pieces += u64::from(piece.entries.first().is_none_or(|e| e.id != id));
         let ids = piece.children();
         let entries = self.index().blobs(&ids)?;
         for (child, entry) in ids.into_iter().zip(entries) {

@@ -27,12 +27,14 @@ use super::Progress;
 use super::fsmeta::{Names, Target, apply, make_special};
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
-use crate::content::ContentReader;
+use crate::content::{ContentReader, OpenedContent};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
 use crate::ingest::read_chunks;
 use crate::store::Store;
 
+/// Files restored at once from a local store, per core.
+const LOCAL_RESTORE_THREADS_PER_CORE: usize = 3;
 /// Files restored at once from a store that reads from a remote.
 const REMOTE_RESTORE_THREADS: usize = 16;
 /// Content fetched ahead from a remote, per window of files.
@@ -220,7 +222,15 @@ impl Store {
             })
         };
         match self.files().remote() {
-            None => write_files(&files)?,
+            // More files at once than cores: each waits in turn for its
+            // container's bytes from a cold disk and for the file system,
+            // and meanwhile another can use the core (measured on 2 cores:
+            // 6 threads restore a cold 18,652-file tree about 10% faster than 2).
+            None => rayon::ThreadPoolBuilder::new()
+                .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
+                .build()
+                .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
+                .install(|| write_files(&files))?,
             // From a remote: requests, not cores, set the pace. Files go in
             // windows of about 32 MiB whose chunks are fetched first, all
             // together (adjacent records in one ranged GET, many at once),
@@ -484,7 +494,16 @@ impl Run<'_> {
     /// Writes a content list to `file`, leaving zero blocks as holes.
     /// Returns the bytes it holds and whether its last block is a hole.
     fn write_content(&self, file: &File, path: &Path, root: BlobId) -> Result<(u64, bool)> {
-        let mut reader = ContentReader::new(self.store, root)?;
+        let output = |e| Error::Output { what: path.display().to_string(), cause: e };
+        let mut reader = match OpenedContent::open(self.store, root)? {
+            // Most files are one chunk: one lookup, one read.
+            OpenedContent::Chunk(data) => {
+                let ends_in_hole = write_sparse(file, 0, &data).map_err(output)?;
+                self.progress.add(0, data.len() as u64);
+                return Ok((data.len() as u64, ends_in_hole));
+            }
+            OpenedContent::Pieces(reader) => reader,
+        };
         let mut offset = 0u64;
         let mut ends_in_hole = false;
         loop {
@@ -493,8 +512,7 @@ impl Run<'_> {
                 return Ok((offset, ends_in_hole));
             }
             for chunk in read_chunks(self.store, &entries)? {
-                ends_in_hole = write_sparse(file, offset, &chunk)
-                    .map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
+                ends_in_hole = write_sparse(file, offset, &chunk).map_err(output)?;
                 offset += chunk.len() as u64;
                 self.progress.add(0, chunk.len() as u64);
             }
