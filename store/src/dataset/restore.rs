@@ -27,9 +27,10 @@ use super::Progress;
 use super::fsmeta::{Names, Target, apply, make_special};
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
-use crate::content::{ContentReader, OpenedContent};
+use crate::content::{ContentEntry, ContentReader, OpenedContent, Piece};
 use crate::error::{Error, Result};
-use crate::ids::BlobId;
+use crate::ids::{BlobId, BlobKind};
+use crate::index::IndexEntry;
 use crate::ingest::read_chunks;
 use crate::store::Store;
 
@@ -58,6 +59,47 @@ impl Store {
             .collect();
         files.sort_by_key(|(_, entry)| entry.blob.and_then(|root| first.get(&root).copied()).unwrap_or((0, 0)));
         files
+    }
+}
+
+/// Files whose chunks are looked up together.
+const LOCATE_WINDOW: usize = 512;
+
+/// A file's chunks and where each is, found before the file is written.
+type Located = Vec<(ContentEntry, IndexEntry)>;
+
+impl Store {
+    /// Finds where the chunks of `files` are, with two sorted batched
+    /// lookups for the whole window: their roots, then the chunks their
+    /// roots list. Files whose content is deeper than one piece, or whose
+    /// content cannot be read here, get `None` and are read the usual way
+    /// (which reports any damage for the file).
+    fn locate(&self, files: &[(&PathBuf, &Entry)]) -> Vec<Option<Located>> {
+        let entries = |ids: &mut Vec<BlobId>| -> HashMap<BlobId, IndexEntry> {
+            ids.sort_unstable();
+            ids.dedup();
+            let found = self.index().blobs(ids).unwrap_or_default();
+            ids.iter().zip(found).filter_map(|(id, e)| e.filter(|e| !e.is_orphan()).map(|e| (*id, e))).collect()
+        };
+        let mut roots: Vec<BlobId> = files.iter().filter_map(|(_, e)| e.blob).collect();
+        let roots = entries(&mut roots);
+        // Each file's chunk list: its root itself (one chunk), or the
+        // entries of its root piece when that lists chunks.
+        let lists: Vec<Option<Vec<ContentEntry>>> = files
+            .par_iter()
+            .map(|(_, file)| {
+                let root = file.blob?;
+                let entry = *roots.get(&root)?;
+                if entry.kind == BlobKind::Data {
+                    return Some(vec![ContentEntry { id: root, len: entry.raw_len.into() }]);
+                }
+                let piece = Piece::decode(root, &self.read_located(&root, entry).ok()?).ok()?;
+                (piece.level == 0).then_some(piece.entries)
+            })
+            .collect();
+        let mut chunks: Vec<BlobId> = lists.iter().flatten().flatten().map(|c| c.id).collect();
+        let chunks = entries(&mut chunks);
+        lists.into_iter().map(|list| list?.into_iter().map(|c| Some((c, *chunks.get(&c.id)?))).collect()).collect()
     }
 }
 
@@ -209,16 +251,18 @@ impl Store {
                 _ => None,
             })
             .collect();
-        let write_files = |files: &[(&PathBuf, &Entry)]| {
-            files.par_iter().try_for_each(|(path, entry)| match run.file(path, entry) {
-                // A damaged blob costs the files that use it, not the restore.
-                Err(e) if e.is_damage() => {
-                    run.failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = std::fs::remove_file(target.join(path));
-                    run.problem(&target.join(path), format!("not restored: {e}"));
-                    Ok(())
+        let write_files = |files: &[(&PathBuf, &Entry)], located: Vec<Option<Located>>| {
+            files.par_iter().zip(located).try_for_each(|((path, entry), located)| {
+                match run.file(path, entry, located) {
+                    // A damaged blob costs the files that use it, not the restore.
+                    Err(e) if e.is_damage() => {
+                        run.failed.fetch_add(1, Ordering::Relaxed);
+                        let _ = std::fs::remove_file(target.join(path));
+                        run.problem(&target.join(path), format!("not restored: {e}"));
+                        Ok(())
+                    }
+                    other => other,
                 }
-                other => other,
             })
         };
         match self.files().remote() {
@@ -226,11 +270,16 @@ impl Store {
             // container's bytes from a cold disk and for the file system,
             // and meanwhile another can use the core (measured on 2 cores:
             // 6 threads restore a cold 18,652-file tree about 10% faster than 2).
+            // Windows of files have their chunks looked up together (sorted
+            // batches: a lookup per file cost a fifth of a restore's CPU),
+            // several windows at once.
             None => rayon::ThreadPoolBuilder::new()
                 .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
                 .build()
                 .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
-                .install(|| write_files(&files))?,
+                .install(|| {
+                    files.par_chunks(LOCATE_WINDOW).try_for_each(|window| write_files(window, self.locate(window)))
+                })?,
             // From a remote: requests, not cores, set the pace. Files go in
             // windows of about 32 MiB whose chunks are fetched first, all
             // together (adjacent records in one ranged GET, many at once),
@@ -243,7 +292,7 @@ impl Store {
                     let files = self.in_stored_order(files);
                     for window in windows(&files, PREFETCH_WINDOW) {
                         self.prefetch(window.iter().filter_map(|(_, e)| e.blob), PREFETCH_WINDOW);
-                        write_files(window)?;
+                        write_files(window, window.iter().map(|_| None).collect())?;
                     }
                     Ok::<(), Error>(())
                 })?,
@@ -433,7 +482,7 @@ impl Run<'_> {
         Ok(true)
     }
 
-    fn file(&self, rel: &Path, entry: &Entry) -> Result<()> {
+    fn file(&self, rel: &Path, entry: &Entry, located: Option<Located>) -> Result<()> {
         if self.is_blocked(rel) {
             return Ok(());
         }
@@ -448,9 +497,10 @@ impl Run<'_> {
             self.progress.add(1, entry.size);
             return Ok(());
         };
-        let (written, ends_in_hole) = match entry.blob {
-            Some(root) => self.write_content(&file, &path, root)?,
-            None => (0, false),
+        let (written, ends_in_hole) = match (entry.blob, located) {
+            (Some(_), Some(chunks)) => self.write_located(&file, &path, &chunks)?,
+            (Some(root), None) => self.write_content(&file, &path, root)?,
+            (None, _) => (0, false),
         };
         if written != entry.size {
             return Err(Error::Malformed {
@@ -489,6 +539,27 @@ impl Run<'_> {
             return Ok(None);
         }
         open().map(Some).map_err(|e| Error::io("creating a file", path, e))
+    }
+
+    /// Writes chunks found by [`Store::locate`] to `file`, each checked;
+    /// returns what `write_content` does.
+    fn write_located(&self, file: &File, path: &Path, chunks: &Located) -> Result<(u64, bool)> {
+        let (mut offset, mut ends_in_hole) = (0u64, false);
+        for (chunk, entry) in chunks {
+            let data = self.store.read_located(&chunk.id, *entry)?;
+            if data.len() as u64 != chunk.len {
+                return Err(Error::Malformed {
+                    what: "content list",
+                    blob: chunk.id,
+                    reason: format!("names a {}-byte chunk that is {} bytes", chunk.len, data.len()),
+                });
+            }
+            ends_in_hole = write_sparse(file, offset, &data)
+                .map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
+            offset += data.len() as u64;
+            self.progress.add(0, data.len() as u64);
+        }
+        Ok((offset, ends_in_hole))
     }
 
     /// Writes a content list to `file`, leaving zero blocks as holes.
