@@ -107,15 +107,19 @@ impl Resolution {
         commit: &Commit<'_>,
         written: &HashMap<BlobId, Written>,
         children: &HashMap<BlobId, Vec<BlobId>>,
+        unchanged_since_start: bool,
     ) -> Result<Resolution> {
         let mut resolution = Resolution { inserted: HashMap::new(), deltas: HashMap::new(), zeroed: Vec::new() };
         // Existing entries' counts as read from the index (merges applied).
         let mut existing: HashMap<BlobId, i64> = HashMap::new();
         let mut pending: Vec<Vec<BlobId>> = vec![commit.adds.clone()];
         while let Some(ids) = pending.pop() {
+            // Blobs this session found absent need no lookup when no commit
+            // came between (the bulk of a backup of new data).
+            let still_absent = |id: &BlobId| unchanged_since_start && written.get(id).is_some_and(|w| w.absent);
             let mut unknown: Vec<BlobId> = ids
                 .iter()
-                .filter(|id| !resolution.inserted.contains_key(id) && !existing.contains_key(id))
+                .filter(|id| !resolution.inserted.contains_key(id) && !existing.contains_key(id) && !still_absent(id))
                 .copied()
                 .collect();
             unknown.sort_unstable();

@@ -53,6 +53,8 @@ struct Prepared {
     id: BlobId,
     len: u64,
     encoded: Option<EncodedBlob>,
+    /// The index had no entry for it at all (not even one at refs 0).
+    absent: bool,
 }
 
 /// Reads `source` to its end into `session` and returns its content list.
@@ -180,7 +182,7 @@ fn store_prepared(
 ) -> Result<()> {
     for chunk in prepared {
         if let Some(blob) = &chunk.encoded
-            && session.write_blob(blob)?
+            && session.write_blob_seen(blob, chunk.absent)?
         {
             stats.new_chunks += 1;
             stats.new_bytes += blob.raw_len as u64;
@@ -201,19 +203,21 @@ fn prepare(store: &Store, batch: &ChunkBatch) -> Result<Vec<Prepared>> {
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_unstable_by_key(|&i| ids[i]);
     let sorted: Vec<BlobId> = order.iter().map(|&i| ids[i]).collect();
-    let mut known = vec![false; ids.len()];
+    let (mut known, mut absent) = (vec![false; ids.len()], vec![false; ids.len()]);
     for (&i, entry) in order.iter().zip(store.index().blobs(&sorted)?) {
         known[i] = entry.is_some_and(|e| e.refs > 0 && !e.is_orphan());
+        absent[i] = entry.is_none();
     }
     let codec = store.codec();
     Ok((0..batch.len())
         .into_par_iter()
         .zip(ids)
         .zip(known)
-        .map(|((i, id), known)| {
+        .zip(absent)
+        .map(|(((i, id), known), absent)| {
             let data = batch.chunk(i);
             let encoded = (!known).then(|| encode_blob(id, BlobKind::Data, data, codec));
-            Prepared { id, len: data.len() as u64, encoded }
+            Prepared { id, len: data.len() as u64, encoded, absent }
         })
         .collect())
 }

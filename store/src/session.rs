@@ -46,6 +46,10 @@ use crate::store::{Store, StoreInner};
 pub(crate) struct Written {
     pub(crate) container: ContainerId,
     pub(crate) record: TableEntry,
+    /// The index had no entry for the blob when this session looked: if no
+    /// commit happened since the session started, it still has none, and
+    /// the commit need not look again.
+    pub(crate) absent: bool,
 }
 
 /// A container this session sealed.
@@ -128,6 +132,13 @@ impl WriteSession {
     /// A blob this session wrote already is skipped; returns whether it was
     /// appended.
     pub fn write_blob(&self, blob: &EncodedBlob) -> Result<bool> {
+        self.write_blob_seen(blob, false)
+    }
+
+    /// [`write_blob`](Self::write_blob) for a blob the index had no entry
+    /// for when this session looked it up (`absent`), which spares the
+    /// commit a lookup.
+    pub(crate) fn write_blob_seen(&self, blob: &EncodedBlob, absent: bool) -> Result<bool> {
         let mut state = self.state();
         let state = &mut *state;
         if state.written.contains_key(&blob.id) {
@@ -155,7 +166,7 @@ impl WriteSession {
         let writer = slot.as_mut().expect("created above");
         let record = writer.append(blob)?;
         state.bytes_written += record_len;
-        state.written.insert(blob.id, Written { container: writer.id(), record });
+        state.written.insert(blob.id, Written { container: writer.id(), record, absent });
         Ok(true)
     }
 
@@ -164,12 +175,13 @@ impl WriteSession {
     pub fn write_metadata(&self, kind: BlobKind, raw: Vec<u8>, children: Vec<BlobId>) -> Result<BlobId> {
         debug_assert!(kind.is_metadata());
         let id = BlobId::of(&raw);
-        if !self.missing(&[id])?[0] {
+        let entry = self.store.index.blob(&id)?;
+        if entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()) || self.state().written.contains_key(&id) {
             return Ok(id);
         }
         // Children first: whoever sees the blob written also finds its children.
         self.state().children.insert(id, children);
-        self.write_blob(&encode_blob(id, kind, &raw, self.store.codec))?;
+        self.write_blob_seen(&encode_blob(id, kind, &raw, self.store.codec), entry.is_none())?;
         Ok(id)
     }
 
@@ -231,7 +243,10 @@ impl WriteSession {
         let value = build(&mut commit)?;
         let state = self.state.get_mut().expect("session state poisoned");
         let started = std::time::Instant::now();
-        let resolution = Resolution::resolve(index, &commit, &state.written, &state.children)?;
+        // Nothing committed since this session began: what it found absent
+        // is absent still (entries are only ever inserted by commits).
+        let unchanged_since_start = tid.0 == self.start_tid.0 + 1;
+        let resolution = Resolution::resolve(index, &commit, &state.written, &state.children, unchanged_since_start)?;
         let resolve_seconds = started.elapsed().as_secs_f64();
         let mut batch = commit.into_batch();
         resolution.write_to(index, &mut batch, tid);
