@@ -66,7 +66,7 @@ pub struct StoreConfig {
 }
 
 fn lz4_name() -> String {
-    Codec::Lz4.name()
+    Codec::Lz4.to_string()
 }
 
 impl StoreConfig {
@@ -79,7 +79,7 @@ impl StoreConfig {
             chunker: options.chunker.kind_name().to_string(),
             chunk_size: options.chunker.avg_size() as u64,
             container_size: options.container_size,
-            compression: options.compression.name(),
+            compression: options.compression.to_string(),
         }
     }
 

@@ -106,9 +106,8 @@ pub struct ContentBuilder {
     levels: Vec<Vec<ContentEntry>>,
     total: u64,
     /// The first chunk, held back until a second one shows the content
-    /// needs pieces at all.
+    /// needs pieces at all (so it is `Some` at the end only for one chunk).
     first: Option<ContentEntry>,
-    chunks: u64,
 }
 
 /// What a finished content list is: its root piece and total length.
@@ -129,9 +128,8 @@ impl ContentBuilder {
     /// Appends a chunk (already stored or deduplicated by the caller).
     pub fn push(&mut self, session: &WriteSession, id: BlobId, len: u64) -> Result<()> {
         self.total += len;
-        self.chunks += 1;
         let entry = ContentEntry { id, len };
-        if self.chunks == 1 {
+        if self.levels.is_empty() && self.first.is_none() {
             self.first = Some(entry);
             return Ok(());
         }
@@ -164,7 +162,7 @@ impl ContentBuilder {
 
     /// Writes the remaining pieces and returns the root.
     pub fn finish(mut self, session: &WriteSession) -> Result<ContentRef> {
-        if let (1, Some(only)) = (self.chunks, self.first) {
+        if let Some(only) = self.first {
             return Ok(ContentRef { root: only.id, size: self.total });
         }
         let mut level = 0;
@@ -197,29 +195,6 @@ pub fn root_piece(store: &Store, root: BlobId) -> Result<Piece> {
         return Ok(Piece { level: 0, entries: vec![ContentEntry { id: root, len: entry.raw_len.into() }] });
     }
     Piece::decode(root, &store.read_located(&root, entry)?)
-}
-
-/// Content opened for reading with one index lookup: the chunk itself,
-/// read and checked, when the content is one chunk; else a reader of its
-/// pieces.
-pub enum OpenedContent<'a> {
-    /// The only chunk's bytes.
-    Chunk(Vec<u8>),
-    /// The pieces, to walk.
-    Pieces(ContentReader<'a>),
-}
-
-impl<'a> OpenedContent<'a> {
-    /// Opens the content under `root`.
-    pub fn open(store: &'a Store, root: BlobId) -> Result<OpenedContent<'a>> {
-        let entry = store.entry(&root)?;
-        let bytes = store.read_located(&root, entry)?;
-        if entry.kind == BlobKind::Data {
-            return Ok(OpenedContent::Chunk(bytes));
-        }
-        let piece = Piece::decode(root, &bytes)?;
-        Ok(OpenedContent::Pieces(ContentReader { store, stack: vec![(piece, 0)] }))
-    }
 }
 
 /// Walks a content list depth-first, yielding its chunks in order.

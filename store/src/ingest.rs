@@ -319,6 +319,18 @@ impl Store {
     }
 }
 
+/// A chunk's bytes, if they are as long as the content list says.
+pub(crate) fn check_length(entry: &ContentEntry, data: Vec<u8>) -> Result<Vec<u8>> {
+    if data.len() as u64 != entry.len {
+        return Err(Error::Malformed {
+            what: "content list",
+            blob: entry.id,
+            reason: format!("names a {}-byte chunk that is {} bytes", entry.len, data.len()),
+        });
+    }
+    Ok(data)
+}
+
 /// Reads chunks in parallel, checking each against its id and length.
 /// Chunks of containers on a remote come in a few ranged GETs.
 pub fn read_chunks(store: &Store, entries: &[ContentEntry]) -> Result<Vec<Vec<u8>>> {
@@ -341,14 +353,7 @@ pub fn read_chunks(store: &Store, entries: &[ContentEntry]) -> Result<Vec<Vec<u8
                 Err(error) if error.is_not_found() => store.read_located(&entry.id, located)?,
                 data => data?,
             };
-            if data.len() as u64 != entry.len {
-                return Err(Error::Malformed {
-                    what: "content list",
-                    blob: entry.id,
-                    reason: format!("names a {}-byte chunk that is {} bytes", entry.len, data.len()),
-                });
-            }
-            Ok(data)
+            check_length(entry, data)
         })
         .collect()
 }

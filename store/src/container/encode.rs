@@ -14,7 +14,8 @@ use std::str::FromStr;
 use crate::container::format::{FLAG_LZ4, FLAG_ZSTD};
 use crate::ids::{BlobId, BlobKind};
 
-/// How new blobs are compressed.
+/// How new blobs are compressed; displayed and parsed as users write it
+/// (`lz4`, `zstd`, `zstd:LEVEL`, `none`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
     /// Stored as they are.
@@ -28,13 +29,6 @@ pub enum Codec {
 /// The zstd level `zstd` alone means: zstd's own default, where its ratio
 /// is close to its best for its speed.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
-
-impl Codec {
-    /// `lz4`, `zstd`, `zstd:LEVEL` or `none`, as users write it.
-    pub fn name(self) -> String {
-        self.to_string()
-    }
-}
 
 impl fmt::Display for Codec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -206,7 +200,7 @@ mod tests {
     #[test]
     fn codec_names_parse_back() {
         for codec in [Codec::None, Codec::Lz4, Codec::Zstd(DEFAULT_ZSTD_LEVEL), Codec::Zstd(9)] {
-            assert_eq!(codec.name().parse::<Codec>().unwrap(), codec);
+            assert_eq!(codec.to_string().parse::<Codec>().unwrap(), codec);
         }
         assert_eq!("zstd:3".parse::<Codec>().unwrap(), Codec::Zstd(3));
         for bad in ["gzip", "zstd:0", "zstd:20", "zstd:", "lz4:1", ""] {

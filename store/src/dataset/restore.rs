@@ -27,11 +27,11 @@ use super::Progress;
 use super::fsmeta::{Names, Target, apply, make_special};
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
-use crate::content::{ContentEntry, ContentReader, OpenedContent, Piece};
+use crate::content::{ContentEntry, ContentReader, Piece};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind};
 use crate::index::IndexEntry;
-use crate::ingest::read_chunks;
+use crate::ingest::{check_length, read_chunks};
 use crate::store::Store;
 
 /// Files restored at once from a local store, per core.
@@ -546,14 +546,7 @@ impl Run<'_> {
     fn write_located(&self, file: &File, path: &Path, chunks: &Located) -> Result<(u64, bool)> {
         let (mut offset, mut ends_in_hole) = (0u64, false);
         for (chunk, entry) in chunks {
-            let data = self.store.read_located(&chunk.id, *entry)?;
-            if data.len() as u64 != chunk.len {
-                return Err(Error::Malformed {
-                    what: "content list",
-                    blob: chunk.id,
-                    reason: format!("names a {}-byte chunk that is {} bytes", chunk.len, data.len()),
-                });
-            }
+            let data = check_length(chunk, self.store.read_located(&chunk.id, *entry)?)?;
             ends_in_hole = write_sparse(file, offset, &data)
                 .map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
             offset += data.len() as u64;
@@ -565,16 +558,7 @@ impl Run<'_> {
     /// Writes a content list to `file`, leaving zero blocks as holes.
     /// Returns the bytes it holds and whether its last block is a hole.
     fn write_content(&self, file: &File, path: &Path, root: BlobId) -> Result<(u64, bool)> {
-        let output = |e| Error::Output { what: path.display().to_string(), cause: e };
-        let mut reader = match OpenedContent::open(self.store, root)? {
-            // Most files are one chunk: one lookup, one read.
-            OpenedContent::Chunk(data) => {
-                let ends_in_hole = write_sparse(file, 0, &data).map_err(output)?;
-                self.progress.add(0, data.len() as u64);
-                return Ok((data.len() as u64, ends_in_hole));
-            }
-            OpenedContent::Pieces(reader) => reader,
-        };
+        let mut reader = ContentReader::new(self.store, root)?;
         let mut offset = 0u64;
         let mut ends_in_hole = false;
         loop {
@@ -583,7 +567,8 @@ impl Run<'_> {
                 return Ok((offset, ends_in_hole));
             }
             for chunk in read_chunks(self.store, &entries)? {
-                ends_in_hole = write_sparse(file, offset, &chunk).map_err(output)?;
+                ends_in_hole = write_sparse(file, offset, &chunk)
+                    .map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
                 offset += chunk.len() as u64;
                 self.progress.add(0, chunk.len() as u64);
             }
