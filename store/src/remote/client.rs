@@ -17,6 +17,7 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_smithy_http_client::tls;
 
 use super::{Location, RemoteSpec};
 use crate::error::{Error, Result};
@@ -58,7 +59,12 @@ impl RemoteClient {
         let region = RegionProviderChain::first_try(spec.region.clone().map(aws_config::Region::new))
             .or_default_provider()
             .or_else(aws_config::Region::from_static("us-east-1"));
-        let shared = runtime.block_on(aws_config::defaults(BehaviorVersion::latest()).region(region).load());
+        // rustls on ring: see the note on the SDK's features in Cargo.toml.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .build_https();
+        let shared =
+            runtime.block_on(aws_config::defaults(BehaviorVersion::latest()).region(region).http_client(http).load());
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(spec.path_style)
             .retry_config(
