@@ -10,7 +10,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
-use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -56,16 +55,20 @@ impl RemoteClient {
             .enable_all()
             .build()
             .map_err(|e| Error::Remote { what: "starting the S3 client".into(), reason: e.to_string() })?;
-        let region = RegionProviderChain::first_try(spec.region.clone().map(aws_config::Region::new))
-            .or_default_provider()
-            .or_else(aws_config::Region::from_static("us-east-1"));
         // rustls on ring: see the note on the SDK's features in Cargo.toml.
+        // Every provider the loader makes (the region and credential
+        // chains, IMDS, SSO, STS) uses this client too.
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
             .build_https();
-        let shared =
-            runtime.block_on(aws_config::defaults(BehaviorVersion::latest()).region(region).http_client(http).load());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(region) = &spec.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let shared = runtime.block_on(loader.load());
+        let region = shared.region().cloned().unwrap_or(aws_config::Region::from_static("us-east-1"));
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .region(region)
             .force_path_style(spec.path_style)
             .retry_config(
                 RetryConfig::standard()
