@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use cairn_chunker::{BlobId, ChunkerConfig};
 use cairn_store::container::{Codec, DEFAULT_ZSTD_LEVEL, encode_blob};
+use cairn_store::ids::IdKeys;
 use cairn_store::{BlobKind, Store, StoreOptions};
 use rayon::prelude::*;
 
@@ -35,13 +36,14 @@ fn rate(bytes: usize, work: impl FnOnce()) -> f64 {
 /// I/O or copying. Returns the compressed size.
 fn ceiling(input: &[u8], config: &ChunkerConfig, codec: Codec) -> usize {
     let slice = input.len().div_ceil(rayon::current_num_threads());
+    let key = *IdKeys::public().key(BlobKind::Data);
     input
         .par_chunks(slice)
         .map(|part| {
             let (mut at, mut stored) = (0, 0);
             while at < part.len() {
                 let chunk = &part[at..at + config.cut(&part[at..], true)];
-                let id = std::hint::black_box(BlobId::of(chunk));
+                let id = std::hint::black_box(BlobId::keyed(&key, chunk));
                 stored += match codec {
                     Codec::Lz4 => lz4_flex::block::compress(chunk).len(),
                     _ => encode_blob(id, BlobKind::Data, chunk, codec).bytes.len(),

@@ -76,3 +76,23 @@ fn sigkill_during_put_loses_nothing_committed() {
     assert_eq!(files, stats["containers"].as_u64().unwrap(), "uncommitted containers were left behind");
     fixture.ok(&["check", "--read-data"]);
 }
+
+/// A put whose commit batch reached RocksDB's log but was reported failed:
+/// the put says the outcome is unknown and removes nothing, and the next
+/// command finds the object whole (the log is replayed), or, had the batch
+/// not landed, no trace of it.
+#[test]
+fn a_put_whose_index_write_has_an_unknown_outcome_loses_nothing() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init", "--container-size", "256KiB"]);
+    let data = text(3 << 20, 5);
+    let file = fixture.file("data", &data);
+    let output = fixture.command(&["put", "k", &file]).env("CAIRN_FAULT", "lost-ack:commit:written").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("did not confirm"), "{stderr}");
+    assert_eq!(fixture.get("k"), data, "the batch was in the log: the object is there");
+    fixture.ok(&["check", "--read-data"]);
+    // A second put in a fresh process goes on normally.
+    fixture.put("k2", &data[..1000]);
+    fixture.ok(&["check", "--read-data"]);
+}

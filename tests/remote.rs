@@ -17,19 +17,19 @@ use crate::util::{Fixture, command_on, noise, succeed};
 use crate::versions::{diff_r, generate, mutate};
 
 /// The remote URL every test pushes to.
-fn url() -> String {
+pub(crate) fn url() -> String {
     format!("s3://{BUCKET}/team/cairn")
 }
 
 /// Points a command at the test server (its credentials, nothing of the
 /// machine's AWS setup), with few retries so failures are quick.
-fn aim(command: &mut Command) {
+pub(crate) fn aim(command: &mut Command) {
     credentials(command).env_remove("CAIRN_REMOTE").env("CAIRN_S3_MAX_ATTEMPTS", "4");
 }
 
 /// `cairn ARGS` on `store`, aimed at `server` (its endpoint is given as
 /// the global `--endpoint-url`, with `--path-style`).
-fn cairn(store: &Path, server: &S3Server, args: &[&str]) -> Command {
+pub(crate) fn cairn(store: &Path, server: &S3Server, args: &[&str]) -> Command {
     let endpoint = server.endpoint();
     let mut all = vec!["--endpoint-url", &endpoint, "--path-style"];
     all.extend(args);
@@ -38,7 +38,7 @@ fn cairn(store: &Path, server: &S3Server, args: &[&str]) -> Command {
     command
 }
 
-fn add_remote(store: &Path, server: &S3Server, extra: &[&str]) {
+pub(crate) fn add_remote(store: &Path, server: &S3Server, extra: &[&str]) {
     let url = url();
     let mut args = vec!["remote", "add", "s3", &url];
     args.extend(extra);
@@ -46,7 +46,7 @@ fn add_remote(store: &Path, server: &S3Server, extra: &[&str]) {
 }
 
 /// `cairn attach` of the test remote into `store`; its JSON report.
-fn attach(store: &Path, server: &S3Server) -> Value {
+pub(crate) fn attach(store: &Path, server: &S3Server) -> Value {
     serde_json::from_str(&succeed(cairn(store, server, &["--json", "attach", &url()]))).unwrap()
 }
 
@@ -64,7 +64,7 @@ fn read_all_files(dir: &Path) -> Vec<u8> {
     out
 }
 
-fn push(store: &Path, server: &S3Server) -> Value {
+pub(crate) fn push(store: &Path, server: &S3Server) -> Value {
     serde_json::from_str(&succeed(cairn(store, server, &["--json", "push"]))).unwrap()
 }
 
@@ -77,14 +77,14 @@ fn remote_read(dir: &Path, server: &S3Server, args: &[&str]) -> String {
 }
 
 /// Container files the server holds under the remote's prefix.
-fn remote_containers(server: &S3Server) -> BTreeSet<String> {
+pub(crate) fn remote_containers(server: &S3Server) -> BTreeSet<String> {
     let dir = server.root().join(BUCKET).join("team/cairn/containers");
     let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
     entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.len() == 16).collect()
 }
 
 /// Containers the local store's index names.
-fn local_containers(store: &Path) -> BTreeSet<String> {
+pub(crate) fn local_containers(store: &Path) -> BTreeSet<String> {
     let out: Value = serde_json::from_str(&succeed(command_on(store, &["--json", "containers"]))).unwrap();
     out.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
 }

@@ -144,6 +144,12 @@ impl S3Access for Hook {
 struct Files {
     fs: s3s_fs::FileSystem,
     root: PathBuf,
+    /// Whether `If-None-Match: *` is honoured (AWS, MinIO, R2) or ignored
+    /// (some S3-compatible servers); s3s-fs itself ignores it.
+    conditional: bool,
+    /// Keys of conditional puts in flight, so that of two racing ones
+    /// exactly one wins.
+    claiming: Mutex<std::collections::HashSet<String>>,
 }
 
 /// `impl S3 for Files`: the listed operations forwarded to `self.fs`,
@@ -168,7 +174,6 @@ files_s3! {
         get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
         list_objects(ListObjectsInput) -> ListObjectsOutput;
         list_objects_v2(ListObjectsV2Input) -> ListObjectsV2Output;
-        put_object(PutObjectInput) -> PutObjectOutput;
         head_object(HeadObjectInput) -> HeadObjectOutput;
         delete_object(DeleteObjectInput) -> DeleteObjectOutput;
         delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
@@ -176,6 +181,22 @@ files_s3! {
         upload_part(UploadPartInput) -> UploadPartOutput;
         complete_multipart_upload(CompleteMultipartUploadInput) -> CompleteMultipartUploadOutput;
         abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput;
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        if !(self.conditional && req.input.if_none_match.as_deref() == Some("*")) {
+            return self.fs.put_object(req).await;
+        }
+        let key = format!("{}/{}", req.input.bucket, req.input.key);
+        {
+            let mut claiming = self.claiming.lock().unwrap();
+            if self.root.join(&key).exists() || !claiming.insert(key.clone()) {
+                return Err(s3_error!(PreconditionFailed, "the key exists (If-None-Match: *)"));
+            }
+        }
+        let result = self.fs.put_object(req).await;
+        self.claiming.lock().unwrap().remove(&key);
+        result
     }
 
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
@@ -220,18 +241,27 @@ pub struct S3Server {
     root: PathBuf,
     addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Whether `If-None-Match: *` is honoured.
+    conditional: bool,
     /// What it saw.
     pub seen: Arc<Seen>,
 }
 
 impl S3Server {
-    /// Serves `root` (made if missing, with the bucket [`BUCKET`]) on a free port.
+    /// Serves `root` (made if missing, with the bucket [`BUCKET`]) on a
+    /// free port, honouring conditional writes as AWS S3 does.
     pub fn start(root: &Path) -> S3Server {
+        S3Server::start_with(root, true)
+    }
+
+    /// [`S3Server::start`], with conditional writes honoured or ignored.
+    pub fn start_with(root: &Path, conditional: bool) -> S3Server {
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
         let mut server = S3Server {
             root: root.to_path_buf(),
             addr: "127.0.0.1:0".parse().unwrap(),
             runtime: None,
+            conditional,
             seen: Arc::default(),
         };
         server.restart();
@@ -260,7 +290,12 @@ impl S3Server {
         self.stop();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let service = {
-            let files = Files { fs: s3s_fs::FileSystem::new(&self.root).unwrap(), root: self.root.clone() };
+            let files = Files {
+                fs: s3s_fs::FileSystem::new(&self.root).unwrap(),
+                root: self.root.clone(),
+                conditional: self.conditional,
+                claiming: Mutex::default(),
+            };
             let mut builder = S3ServiceBuilder::new(files);
             builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
             builder.set_access(Hook { seen: self.seen.clone(), root: self.root.clone() });

@@ -6,6 +6,8 @@ mod fstree;
 mod s3;
 mod util;
 
+mod backtraces;
+mod blob_kinds;
 mod cli_errors;
 mod compression;
 mod content;
@@ -16,7 +18,9 @@ mod datasets;
 mod dedupe;
 mod gc;
 mod objects;
+mod powercut;
 mod remote;
+mod remote_writers;
 mod sessions;
 mod stress;
 mod versions;

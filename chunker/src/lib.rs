@@ -7,7 +7,8 @@
 //! - [`ChunkerConfig::Fixed`]: fixed-size blocks at aligned offsets, for VM
 //!   images and databases whose writes are block-aligned (OneFS style).
 //!
-//! Every chunk is named by a [`BlobId`], the BLAKE3-256 of its bytes.
+//! Every chunk is named by a [`BlobId`], the BLAKE3-256 of its bytes, keyed
+//! by a key the store chooses (one per blob kind).
 //!
 //! This crate is pure: it reads bytes from any [`std::io::Read`] and returns
 //! chunks. It knows nothing about containers, RocksDB or S3.

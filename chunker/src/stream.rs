@@ -13,7 +13,7 @@
 
 use std::io::{self, Read};
 
-use crate::{BlobId, ChunkerConfig};
+use crate::ChunkerConfig;
 
 /// How many maximum-size chunks the read buffer holds.
 const BUFFER_CHUNKS: usize = 16;
@@ -25,13 +25,6 @@ pub struct Chunk {
     pub offset: u64,
     /// The chunk's bytes.
     pub data: Vec<u8>,
-}
-
-impl Chunk {
-    /// The chunk's BLAKE3 id.
-    pub fn id(&self) -> BlobId {
-        BlobId::of(&self.data)
-    }
 }
 
 /// Iterator of [`Chunk`]s read from a reader; see [`ChunkerConfig::stream`].

@@ -286,6 +286,10 @@ pub enum Command {
     /// `--keep-daily 7` keeps the newest dataset of each of the last 7 days
     /// that have one; likewise hourly, weekly (ISO weeks), monthly, yearly.
     Forget {
+        /// Forget exactly these datasets (an id, `latest`, `latest~N` or a
+        /// label) instead of applying --keep-* rules.
+        #[arg(value_name = "DATASET", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_tags", "expired"])]
+        datasets: Vec<String>,
         /// Keep the N newest.
         #[arg(long, value_name = "N", default_value_t = 0)]
         keep_last: usize,

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use cairn_store::config::DEFAULT_CODEC;
 use cairn_store::container::{Codec, encode_blob};
+use cairn_store::ids::{IdKeys, IdScheme};
 use cairn_store::{BlobId, BlobKind, ChunkerConfig, Error, Result, Store};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -52,13 +53,15 @@ type Seen = HashMap<BlobId, (u32, u32)>;
 pub fn assess(root: &Path, store: Option<&Store>, progress: &(dyn Fn(u64) + Sync)) -> Result<Assessment> {
     let chunker = store.map_or_else(ChunkerConfig::default_cdc, |s| s.chunker().clone());
     let codec = store.map_or(DEFAULT_CODEC, Store::codec);
+    // Chunks are named as the store names them, so "already stored" compares like with like.
+    let ids = store.map_or_else(|| IdScheme::Keyed(IdKeys::public()), |s| s.ids().clone());
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
     list_files(root, &mut files, &mut unreadable)?;
     let seen: Mutex<Seen> = Mutex::new(HashMap::new());
     let totals = Mutex::new((0u64, 0u64, 0u64)); // files, bytes, chunks
     let failures = Mutex::new(unreadable);
-    files.par_iter().for_each(|path| match chunk_file(&chunker, codec, path) {
+    files.par_iter().for_each(|path| match chunk_file(&chunker, codec, &ids, path) {
         Ok(chunks) => {
             let bytes: u64 = chunks.iter().map(|(_, raw, _)| *raw as u64).sum();
             let read_so_far = {
@@ -112,13 +115,13 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// Each chunk of a file: id, plaintext length, compressed length.
-fn chunk_file(chunker: &ChunkerConfig, codec: Codec, path: &Path) -> Result<Vec<(BlobId, u32, u32)>> {
+fn chunk_file(chunker: &ChunkerConfig, codec: Codec, ids: &IdScheme, path: &Path) -> Result<Vec<(BlobId, u32, u32)>> {
     let what = || path.display().to_string();
     let file = File::open(path).map_err(|cause| Error::Input { what: what(), cause })?;
     let mut out = Vec::new();
     for chunk in chunker.stream(file) {
         let chunk = chunk.map_err(|cause| Error::Input { what: what(), cause })?;
-        let id = chunk.id();
+        let id = ids.id(BlobKind::Data, &chunk.data);
         let raw = chunk.data.len() as u32;
         let encoded = encode_blob(id, BlobKind::Data, &chunk.data, codec);
         out.push((id, raw, encoded.bytes.len() as u32));

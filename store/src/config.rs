@@ -9,15 +9,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::{Codec, sync_dir_of};
 use crate::error::{Error, Result};
+use crate::ids::IdScheme;
 
 /// The store format this code writes. Opening a store with a higher number
-/// fails with a message asking for a newer cairn. Format 2 may hold zstd
-/// records; a store is written as format 2 only when its codec is zstd, so
-/// stores that an older cairn can read stay readable by it.
-pub const STORE_FORMAT: u32 = 2;
+/// fails with a message asking for a newer cairn. Format 3 names blobs by
+/// keyed BLAKE3, one key per kind (`ids::IdScheme`); formats 1 (lz4 records
+/// only) and 2 (zstd records too) named them by plain BLAKE3, and are read
+/// but never written (see [`OLDEST_WRITABLE_FORMAT`]).
+pub const STORE_FORMAT: u32 = 3;
 
-/// The format of stores without zstd records.
-const LZ4_STORE_FORMAT: u32 = 1;
+/// Stores older than this are opened for reading, and for anything that
+/// names no new blob (forget, gc); a command that would store a new blob
+/// in one is refused, because a plain id cannot tell a data chunk from a
+/// tree or content list with the same bytes.
+pub const OLDEST_WRITABLE_FORMAT: u32 = 3;
 
 /// Default container size at which a container is sealed: 4 MiB.
 pub const DEFAULT_CONTAINER_SIZE: u64 = 4 << 20;
@@ -72,15 +77,19 @@ fn lz4_name() -> String {
 impl StoreConfig {
     /// A new config from options.
     pub fn new(options: &StoreOptions) -> StoreConfig {
-        let format = if matches!(options.compression, Codec::Zstd(_)) { STORE_FORMAT } else { LZ4_STORE_FORMAT };
         StoreConfig {
-            format,
+            format: STORE_FORMAT,
             store_id: random_id(),
             chunker: options.chunker.kind_name().to_string(),
             chunk_size: options.chunker.avg_size() as u64,
             container_size: options.container_size,
             compression: options.compression.to_string(),
         }
+    }
+
+    /// How this store names blobs.
+    pub fn id_scheme(&self) -> IdScheme {
+        IdScheme::for_format(self.format)
     }
 
     /// The chunker this store uses.
@@ -135,7 +144,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// 128 random-enough bits as hex: BLAKE3 of the time, the pid and an address.
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut hasher = blake3::Hasher::new();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     hasher.update(&now.as_nanos().to_le_bytes());

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::ids::{BlobId, ContainerId};
+use crate::ids::{BlobId, ContainerId, Tid};
 
 /// Result with the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -125,6 +125,49 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
+    /// A new blob for a store of a format this cairn reads but never writes.
+    #[error(
+        "the store at {} is format {format}, which this cairn reads but does not add to: its blob ids do not tell \
+         a data chunk from a tree or content list with the same bytes. Restore what you need, or make a new \
+         store (`cairn init --store NEW`) and back up into it"
+        , path.display()
+    )]
+    OldFormat {
+        /// The store directory.
+        path: PathBuf,
+        /// Its format.
+        format: u32,
+    },
+    /// Content whose length differs from what names it.
+    #[error(
+        "{what}: its content is {actual}{} bytes, but its record says {expected}; the store is damaged or was crafted: run `cairn check`",
+        if *over { " or more" } else { "" }
+    )]
+    WrongLength {
+        /// The file or object.
+        what: String,
+        /// What the record says.
+        expected: u64,
+        /// What the content came to (where reading stopped, if `over`).
+        actual: u64,
+        /// Reading stopped as soon as the content passed `expected`.
+        over: bool,
+    },
+    /// The index reported an error on a commit's batch: it may or may not
+    /// have been written.
+    #[error(
+        "the index did not confirm commit {tid} ({cause}); it may or may not have been written, so nothing was \
+         removed: run the command again, and the next open of the store finds out which"
+    )]
+    CommitUnknown {
+        /// The commit's tid.
+        tid: Tid,
+        /// The index's error.
+        cause: String,
+    },
+    /// The process saw a commit of unknown outcome and takes no more.
+    #[error("an earlier commit in this process has an unknown outcome; reopen the store (run the command again)")]
+    Poisoned,
     /// A write on a store opened read-only.
     #[error("the store is open read-only")]
     ReadOnly,

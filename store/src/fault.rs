@@ -3,6 +3,10 @@
 //! point, the process aborts there: no destructors, no cleanup, like a
 //! power cut as far as the store's files are concerned. One environment
 //! lookup per process; nothing happens when the variable is unset.
+//!
+//! `CAIRN_FAULT` injects the faults a crash cannot: an index write whose
+//! outcome is unknown (`lost-ack:POINT`), and a missing fsync
+//! (`skip-sync:WHAT`), for the tests that show the harness would notice.
 
 use std::sync::OnceLock;
 
@@ -21,12 +25,47 @@ pub const GC_CRASH_POINTS: [&str; 6] = [
     "compact:unlinked",
 ];
 
+/// An attach's crash point: the store and its `remotes.json` are made, the
+/// index is not filled yet.
+pub const ATTACH_CRASH_POINTS: [&str; 1] = ["attach:remotes-saved"];
+
 /// Aborts the process if `CAIRN_CRASH_AT` is `name`.
 pub fn crash_point(name: &'static str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
-    debug_assert!(CRASH_POINTS.contains(&name) || GC_CRASH_POINTS.contains(&name));
+    debug_assert!(
+        CRASH_POINTS.contains(&name) || GC_CRASH_POINTS.contains(&name) || ATTACH_CRASH_POINTS.contains(&name)
+    );
     if AT.get_or_init(|| std::env::var("CAIRN_CRASH_AT").ok()).as_deref() == Some(name) {
         eprintln!("cairn: crashing at {name} (CAIRN_CRASH_AT)");
         std::process::abort();
+    }
+}
+
+/// Whether `CAIRN_FAULT` is `skip-sync:WHAT`: the power-loss tests remove
+/// one fsync this way (`container`: a container's fdatasync at seal;
+/// `commit`: the commit batch's sync) to show that they then fail. Never
+/// set it on a store you care about.
+pub fn skip_sync(what: &str) -> bool {
+    fault().and_then(|f| f.strip_prefix("skip-sync:")) == Some(what)
+}
+
+/// `CAIRN_FAULT`, read once.
+fn fault() -> Option<&'static str> {
+    static FAULT: OnceLock<Option<String>> = OnceLock::new();
+    FAULT.get_or_init(|| std::env::var("CAIRN_FAULT").ok()).as_deref()
+}
+
+/// Fails with an error if `CAIRN_FAULT` is `lost-ack:NAME`: for tests of a
+/// write whose outcome is unknown, called just after the write at crash
+/// point `NAME` reached the index, as if RocksDB had written its log and
+/// then reported an error.
+pub fn lost_acknowledgement(name: &'static str) -> crate::error::Result<()> {
+    match fault().and_then(|f| f.strip_prefix("lost-ack:")) {
+        Some(point) if point == name => Err(crate::error::Error::io(
+            "writing the index",
+            std::path::Path::new("index"),
+            std::io::Error::other(format!("injected fault after {name} (CAIRN_FAULT)")),
+        )),
+        _ => Ok(()),
     }
 }

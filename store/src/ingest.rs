@@ -199,7 +199,8 @@ fn store_prepared(
 /// are one sorted batched multi-get: several times cheaper than a get per
 /// chunk, which was a tenth of put's CPU.
 fn prepare(store: &Store, batch: &ChunkBatch) -> Result<Vec<Prepared>> {
-    let ids: Vec<BlobId> = (0..batch.len()).into_par_iter().map(|i| BlobId::of(batch.chunk(i))).collect();
+    let key = store.keys_for_writing()?.key(BlobKind::Data);
+    let ids: Vec<BlobId> = (0..batch.len()).into_par_iter().map(|i| BlobId::keyed(key, batch.chunk(i))).collect();
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_unstable_by_key(|&i| ids[i]);
     let sorted: Vec<BlobId> = order.iter().map(|&i| ids[i]).collect();
@@ -224,14 +225,21 @@ fn prepare(store: &Store, batch: &ChunkBatch) -> Result<Vec<Prepared>> {
 
 /// Writes the content under `root` to `out`, every chunk checked against its
 /// id. `progress` is called with the bytes written so far.
+///
+/// `size` is the length the record naming the content gives: content that
+/// comes to any other length is an error ([`Error::WrongLength`]), and
+/// nothing past `size` is written, so a crafted content list that repeats
+/// one chunk a million times costs a read, not a full disk.
 pub fn extract<W: Write + ?Sized>(
     store: &Store,
     root: BlobId,
+    size: u64,
     out: &mut W,
     what: &str,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64> {
     let mut written = 0u64;
+    let wrong = |actual: u64, over: bool| Error::WrongLength { what: what.to_string(), expected: size, actual, over };
     std::thread::scope(|scope| {
         let (sender, receiver) = sync_channel::<Result<Vec<Vec<u8>>>>(QUEUE_DEPTH);
         scope.spawn(move || {
@@ -252,6 +260,10 @@ pub fn extract<W: Write + ?Sized>(
         });
         for batch in receiver {
             for chunk in batch? {
+                if written + chunk.len() as u64 > size {
+                    // Dropping the receiver stops the reading thread.
+                    return Err(wrong(written + chunk.len() as u64, true));
+                }
                 out.write_all(&chunk).map_err(|e| Error::Output { what: what.to_string(), cause: e })?;
                 written += chunk.len() as u64;
             }
@@ -259,6 +271,9 @@ pub fn extract<W: Write + ?Sized>(
         }
         Ok::<(), Error>(())
     })?;
+    if written != size {
+        return Err(wrong(written, false));
+    }
     out.flush().map_err(|e| Error::Output { what: what.to_string(), cause: e })?;
     Ok(written)
 }

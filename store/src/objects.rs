@@ -133,7 +133,7 @@ impl Store {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64> {
         let record = self.object(key)?;
-        extract(self, record.content, out, what, progress)
+        extract(self, record.content, record.size, out, what, progress)
     }
 
     /// Objects whose key starts with `prefix`, in key order.

@@ -36,7 +36,7 @@ use std::thread::JoinHandle;
 use crate::commit::{Commit, Resolution};
 use crate::container::{ContainerKind, ContainerWriter, EncodedBlob, TableEntry, encode_blob};
 use crate::error::{Error, Result};
-use crate::fault::crash_point;
+use crate::fault::{crash_point, lost_acknowledgement};
 use crate::ids::{BlobId, BlobKind, ContainerId, SessionId, Tid};
 use crate::index::{ContainerRecord, IndexEntry, cf, meta};
 use crate::store::{Store, StoreInner};
@@ -174,7 +174,7 @@ impl WriteSession {
     /// `children`, unless it is stored already, and returns its id.
     pub fn write_metadata(&self, kind: BlobKind, raw: Vec<u8>, children: Vec<BlobId>) -> Result<BlobId> {
         debug_assert!(kind.is_metadata());
-        let id = BlobId::of(&raw);
+        let id = self.store.keys_for_writing()?.id(kind, &raw);
         let entry = self.store.index.blob(&id)?;
         if entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()) || self.state().written.contains_key(&id) {
             return Ok(id);
@@ -250,14 +250,10 @@ impl WriteSession {
         let resolve_seconds = started.elapsed().as_secs_f64();
         let mut batch = commit.into_batch();
         resolution.write_to(index, &mut batch, tid);
-        write_batch(&store, state, batch, tid, |id| resolution.inserted(id), ["commit:resolved", "commit:written"])?;
-        tracing::debug!(
-            resolve_seconds,
-            total_seconds = started.elapsed().as_secs_f64(),
-            blobs = state.written.len(),
-            "commit {tid}"
-        );
-        self.finished = true;
+        let written = write_batch(&store, state, batch, tid, |id| resolution.inserted(id), COMMIT_POINTS);
+        let blobs = state.written.len();
+        self.settle(written, tid)?;
+        tracing::debug!(resolve_seconds, total_seconds = started.elapsed().as_secs_f64(), blobs, "commit {tid}");
         Ok((tid, value))
     }
 
@@ -305,9 +301,23 @@ impl WriteSession {
             batch.delete_cf(index.cf(cf::CONTAINERS), container.key());
         }
         let sealed = state.sealed.iter().map(|s| s.id).collect();
-        write_batch(&store, state, batch, tid, |id| moved.contains(id), ["compact:resolved", "compact:written"])?;
-        self.finished = true;
+        let written = write_batch(&store, state, batch, tid, |id| moved.contains(id), COMPACT_POINTS);
+        self.settle(written, tid)?;
         Ok(Relocation { moved: moved.len() as u64, new_containers: sealed })
+    }
+
+    /// After the commit batch was handed to the index: either way the
+    /// session is over. If the write failed, it may still have reached
+    /// RocksDB's log and come back when the index is next opened, naming
+    /// this session's containers: so nothing is removed (the next writer's
+    /// open keeps the containers that have a record and deletes the rest),
+    /// and this process takes no more commits.
+    fn settle(&mut self, written: Result<()>, tid: Tid) -> Result<()> {
+        self.finished = true;
+        written.map_err(|error| {
+            self.store.poison();
+            Error::CommitUnknown { tid, cause: error.to_string() }
+        })
     }
 
     /// Gives up: deletes the session's containers. Same as dropping it.
@@ -331,6 +341,10 @@ impl WriteSession {
         Ok(())
     }
 }
+
+/// The crash points around a commit's batch, and a compaction's.
+const COMMIT_POINTS: [&str; 2] = ["commit:resolved", "commit:written"];
+const COMPACT_POINTS: [&str; 2] = ["compact:resolved", "compact:written"];
 
 /// What a compaction commit did.
 #[derive(Clone, Debug)]
@@ -376,9 +390,9 @@ fn write_batch(
     let next_container = store.next_container.load(Ordering::SeqCst);
     batch.put_cf(index.cf(cf::META), meta::NEXT_CONTAINER, next_container.to_le_bytes());
     crash_point(crash_points[0]);
-    index.write(batch, true)?;
+    index.write(batch, !crate::fault::skip_sync("commit"))?;
     crash_point(crash_points[1]);
-    Ok(())
+    lost_acknowledgement(crash_points[1])
 }
 
 impl Drop for WriteSession {

@@ -15,15 +15,15 @@ use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cairn_chunker::ChunkerConfig;
 
 use crate::config::{StoreConfig, StoreOptions};
-use crate::container::{Codec, ContainerFiles, container_id_of, sync_dir};
+use crate::container::{Codec, ContainerFiles, container_id_of, is_partial_download, sync_dir};
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, ContainerId, SessionId, Tid};
+use crate::ids::{BlobId, ContainerId, IdKeys, IdScheme, SessionId, Tid};
 use crate::index::{Index, IndexEntry, cf, meta};
 use crate::lock::WriterLock;
 use crate::session::WriteSession;
@@ -49,6 +49,8 @@ pub(crate) struct StoreInner {
     pub(crate) chunker: ChunkerConfig,
     /// How this process compresses new blobs (`config.json`'s `compression`).
     pub(crate) codec: Codec,
+    /// How blobs are named (`config.json`'s `format`).
+    pub(crate) ids: IdScheme,
     pub(crate) index: Index,
     pub(crate) files: ContainerFiles,
     /// Held while a commit (or anything else that lowers reference counts)
@@ -59,6 +61,9 @@ pub(crate) struct StoreInner {
     /// Running write sessions and the tid each started at (the delete job's
     /// protection horizon).
     pub(crate) sessions: Mutex<BTreeMap<SessionId, Tid>>,
+    /// Set when a commit's outcome is unknown (the index failed its write):
+    /// what RocksDB holds is only known after reopening, so no more commits.
+    poisoned: AtomicBool,
     _lock: Option<WriterLock>,
 }
 
@@ -87,6 +92,11 @@ impl Store {
             DirBuilder::new().mode(0o700).create(&path).map_err(|e| Error::io("creating store directory", &path, e))?;
         }
         sync_dir(root)?;
+        // The store's own name too: a power cut right after `init` must
+        // not take the store away.
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
         config.save(root)?;
         Store::open(root, OpenMode::Write)
     }
@@ -114,7 +124,8 @@ impl Store {
             OpenMode::ReadOnly => None,
         };
         let index = Index::open(&root.join("index"), mode == OpenMode::ReadOnly)?;
-        let files = ContainerFiles::new(root.join("containers"));
+        let ids = config.id_scheme();
+        let files = ContainerFiles::new(root.join("containers"), ids.clone());
         let remotes = crate::remote::Remotes::load(root)?;
         if let Some(origin) = &remotes.origin {
             files.set_remote(Arc::new(crate::remote::RemoteSource::new(remotes.get(origin)?.clone())));
@@ -124,12 +135,14 @@ impl Store {
             config,
             chunker,
             codec,
+            ids,
             index,
             files,
             commit_lock: Mutex::new(()),
             next_container: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
             sessions: Mutex::new(BTreeMap::new()),
+            poisoned: AtomicBool::new(false),
             _lock: lock,
         };
         let next = if mode == OpenMode::Write { inner.recover()? } else { 0 };
@@ -157,6 +170,17 @@ impl Store {
         self.inner.codec
     }
 
+    /// How the store names blobs.
+    pub fn ids(&self) -> &IdScheme {
+        &self.inner.ids
+    }
+
+    /// The keys to name new blobs with; an error for a store of a format
+    /// that takes no new blobs.
+    pub fn keys_for_writing(&self) -> Result<&IdKeys> {
+        self.inner.keys_for_writing()
+    }
+
     /// The index, for read-only inspection (statistics, checks).
     pub fn index(&self) -> &Index {
         &self.inner.index
@@ -176,6 +200,9 @@ impl Store {
     pub fn session(&self) -> Result<WriteSession> {
         if self.inner.index.is_read_only() {
             return Err(Error::ReadOnly);
+        }
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::Poisoned);
         }
         let id = SessionId(self.inner.next_session.fetch_add(1, Ordering::SeqCst));
         // Taking the commit lock orders the session's start against commits:
@@ -225,6 +252,15 @@ impl Store {
 }
 
 impl StoreInner {
+    pub(crate) fn keys_for_writing(&self) -> Result<&IdKeys> {
+        self.ids.for_writing().ok_or_else(|| Error::OldFormat { path: self.root.clone(), format: self.config.format })
+    }
+
+    /// See `poisoned`.
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+    }
+
     pub(crate) fn lock_commits(&self) -> MutexGuard<'_, ()> {
         self.commit_lock.lock().expect("commit lock poisoned")
     }
@@ -245,6 +281,12 @@ impl StoreInner {
         let mut removed = 0;
         for shard in read_dir_paths(containers_dir)? {
             for path in read_dir_paths(&shard)? {
+                if is_partial_download(&path) {
+                    tracing::info!(path = %path.display(), "removing a download left by an interrupted attach");
+                    fs::remove_file(&path).map_err(|e| Error::io("removing partial download", &path, e))?;
+                    removed += 1;
+                    continue;
+                }
                 let Some(id) = container_id_of(&path) else {
                     continue;
                 };

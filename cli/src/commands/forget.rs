@@ -14,6 +14,27 @@ struct ForgetReport<'a> {
     decisions: &'a [cairn_gc::Decision],
 }
 
+/// Forgets the datasets named (or, with `dry_run`, says which it would).
+/// All names are resolved before anything is forgotten, so a typo forgets
+/// nothing.
+pub fn forget_named(globals: &Globals, names: &[String], dry_run: bool) -> Result<()> {
+    let store = if dry_run { globals.open_read()? } else { globals.open_write()? };
+    let records = names.iter().map(|name| store.dataset(name)).collect::<Result<Vec<_>, _>>()?;
+    let mut ids: Vec<DatasetId> = records.iter().map(|r| r.id).collect();
+    ids.sort();
+    ids.dedup();
+    if !dry_run {
+        store.forget(&ids)?;
+    }
+    if globals.json {
+        return output::json(&serde_json::json!({ "dry_run": dry_run, "forgotten": ids }));
+    }
+    let verb = if dry_run { "would forget" } else { "forgot" };
+    let list: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    println!("{verb} {} datasets ({}); their space is reclaimed by garbage collection", ids.len(), list.join(", "));
+    Ok(())
+}
+
 /// Applies `policy` and forgets what it does not keep (or, with `dry_run`,
 /// only says what it would do).
 pub fn forget(globals: &Globals, policy: &Policy, dry_run: bool) -> Result<()> {

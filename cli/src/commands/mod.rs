@@ -189,7 +189,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stat { dataset, path } => done(browse::stat(&globals, &dataset, &path)),
         Command::Cat { dataset, path } => done(browse::cat(&globals, &dataset, &path)),
         Command::Diff { old, new, path } => done(browse::diff(&globals, &old, &new, &path)),
+        Command::Forget { datasets, dry_run, .. } if !datasets.is_empty() => {
+            done(forget::forget_named(&globals, &datasets, dry_run))
+        }
         Command::Forget {
+            datasets: _,
             keep_last,
             keep_hourly,
             keep_daily,

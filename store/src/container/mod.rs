@@ -20,8 +20,12 @@ pub use format::{
 pub use reader::{ContainerFiles, read_table, verify_container};
 pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};
 
+use std::collections::HashSet;
+use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
 /// How many containers share one shard directory (by id / this).
@@ -31,6 +35,37 @@ const SHARD_SPAN: u64 = 4096;
 pub fn container_path(containers_dir: &Path, id: ContainerId) -> PathBuf {
     containers_dir.join(format!("{:05x}", id.0 / SHARD_SPAN)).join(format!("{id}"))
 }
+
+/// Makes the shard directory that `path` (a container path) goes in, and
+/// makes its name durable, before any container in it can be committed.
+///
+/// The name is durable only once `containers/` itself is fsynced; a writer
+/// that merely finds the directory there (made by another writer a moment
+/// ago) cannot know that happened, so each process syncs every shard it
+/// writes into once, whoever made it.
+pub fn ensure_shard(containers_dir: &Path, path: &Path) -> Result<()> {
+    static DURABLE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+    let shard = path.parent().expect("container paths have a shard directory");
+    if DURABLE.lock().expect("shard set poisoned").get_or_insert_default().contains(shard) {
+        return Ok(());
+    }
+    match fs::create_dir(shard) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("creating container directory", shard, e)),
+    }
+    sync_dir(containers_dir)?;
+    DURABLE.lock().expect("shard set poisoned").get_or_insert_default().insert(shard.to_path_buf());
+    Ok(())
+}
+
+/// Whether `path` is a download that a killed attach left half done.
+pub fn is_partial_download(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == PARTIAL_EXTENSION)
+}
+
+/// The extension of a container being downloaded (renamed when whole).
+pub const PARTIAL_EXTENSION: &str = "part";
 
 /// Parses a path made by [`container_path`] back into its id.
 pub fn container_id_of(path: &Path) -> Option<ContainerId> {

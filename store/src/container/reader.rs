@@ -11,7 +11,7 @@ use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, ContainerId};
+use crate::ids::{ContainerId, IdScheme};
 use crate::remote::RemoteSource;
 
 /// Open container files, shared by readers. Holds at most `MAX_OPEN` handles;
@@ -22,6 +22,8 @@ use crate::remote::RemoteSource;
 /// read from the remote instead: ranged GETs of just the records asked for.
 pub struct ContainerFiles {
     dir: PathBuf,
+    /// What every record's plaintext must hash to.
+    ids: IdScheme,
     open: Mutex<HashMap<ContainerId, Arc<File>>>,
     remote: OnceLock<Arc<RemoteSource>>,
     fetched: Mutex<Fetched>,
@@ -84,8 +86,14 @@ impl Fetched {
 
 impl ContainerFiles {
     /// Readers of the containers under `dir`.
-    pub fn new(dir: PathBuf) -> ContainerFiles {
-        ContainerFiles { dir, open: Mutex::new(HashMap::new()), remote: OnceLock::new(), fetched: Mutex::default() }
+    pub fn new(dir: PathBuf, ids: IdScheme) -> ContainerFiles {
+        ContainerFiles {
+            dir,
+            ids,
+            open: Mutex::new(HashMap::new()),
+            remote: OnceLock::new(),
+            fetched: Mutex::default(),
+        }
     }
 
     /// Reads containers missing here from `source` from now on.
@@ -160,7 +168,7 @@ impl ContainerFiles {
                     blob: entry.id,
                     reason: "the container is shorter than its index entry says".into(),
                 })?;
-                check_record(container, entry, record)?;
+                check_record(&self.ids, container, entry, record)?;
                 let bytes = record[RECORD_HEADER_LEN..].to_vec();
                 Ok(EncodedBlob { id: entry.id, kind: entry.kind, flags: entry.flags, raw_len: entry.raw_len, bytes })
             })
@@ -202,7 +210,7 @@ impl ContainerFiles {
                 if results[i].is_none()
                     && let Some(record) = fetched.get((*container, entry.offset))
                 {
-                    results[i] = Some(check_record(*container, entry, &record));
+                    results[i] = Some(check_record(&self.ids, *container, entry, &record));
                 }
             }
         }
@@ -236,7 +244,7 @@ impl ContainerFiles {
                         let entry = &items[i].1;
                         let from = (entry.offset - start) as usize;
                         let record = &bytes[from..from + RECORD_HEADER_LEN + entry.stored_len as usize];
-                        let checked = check_record(container, entry, record);
+                        let checked = check_record(&self.ids, container, entry, record);
                         if checked.is_ok() {
                             fetched.insert((container, entry.offset), record);
                         }
@@ -279,14 +287,16 @@ impl ContainerFiles {
                 Error::io("reading container", self.path(container), e)
             }
         })?;
-        check_record(container, entry, &record)
+        check_record(&self.ids, container, entry, &record)
     }
 }
 
 /// Checks a whole record (header and stored bytes) against what `entry`
 /// says, decodes it and checks the plaintext against the id; returns the
 /// plaintext. Any mismatch is an error naming the container and the blob.
-fn check_record(container: ContainerId, entry: &TableEntry, record: &[u8]) -> Result<Vec<u8>> {
+/// The id is taken under the kind's key, so a record whose kind was changed
+/// fails too.
+fn check_record(ids: &IdScheme, container: ContainerId, entry: &TableEntry, record: &[u8]) -> Result<Vec<u8>> {
     let corrupt = |reason: String| Error::CorruptBlob { container, blob: entry.id, reason };
     let header = TableEntry::decode_record_header(record, entry.offset)
         .ok_or_else(|| corrupt("record header does not decode".into()))?;
@@ -297,7 +307,7 @@ fn check_record(container: ContainerId, entry: &TableEntry, record: &[u8]) -> Re
         return Err(corrupt("record header disagrees with the index on kind or flags".into()));
     }
     let plain = decode_blob(header.flags, header.raw_len, &record[RECORD_HEADER_LEN..]).map_err(corrupt)?;
-    let actual = BlobId::of(&plain);
+    let actual = ids.id(header.kind, &plain);
     if actual != entry.id {
         return Err(corrupt(format!("content hashes to {actual:#}")));
     }
@@ -384,7 +394,7 @@ pub fn verify_container(files: &ContainerFiles, id: ContainerId) -> Result<Vec<T
                 reason: "the record runs past the end of the file".into(),
             }
         })?;
-        check_record(id, entry, record)?;
+        check_record(&files.ids, id, entry, record)?;
     }
     Ok(table)
 }

@@ -47,11 +47,7 @@ impl ContainerWriter {
     /// first use.
     pub fn create(containers_dir: &Path, id: ContainerId, kind: ContainerKind) -> Result<ContainerWriter> {
         let path = container_path(containers_dir, id);
-        let shard = path.parent().expect("container paths have a shard directory");
-        if !shard.exists() {
-            fs::create_dir_all(shard).map_err(|e| Error::io("creating container directory", shard, e))?;
-            sync_dir(containers_dir)?;
-        }
+        super::ensure_shard(containers_dir, &path)?;
         let file = DirectFile::create_new(&path).map_err(|e| Error::io("creating container", &path, e))?;
         let mut writer = ContainerWriter { id, kind, path, file, len: 0, table: Vec::new() };
         writer.write(&encode_header(kind, id.0))?;

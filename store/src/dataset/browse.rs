@@ -124,8 +124,9 @@ impl Store {
             return Err(Error::Usage(format!("'{path}' is not a regular file; list it with `cairn ls`")));
         }
         match entry.blob {
-            Some(root) => extract(self, root, out, path, &|_| {}),
-            None => Ok(0),
+            Some(root) => extract(self, root, entry.size, out, path, &|_| {}),
+            None if entry.size == 0 => Ok(0),
+            None => Err(Error::WrongLength { what: path.to_string(), expected: entry.size, actual: 0, over: false }),
         }
     }
 

@@ -590,7 +590,7 @@ impl Run<'_> {
         for chunk in self.store.chunker().stream(&file) {
             let chunk = chunk.map_err(|e| Error::io("reading an existing file", path, e))?;
             match reader.next_chunk()? {
-                Some(expected) if expected.id == BlobId::of(&chunk.data) => {}
+                Some(expected) if expected.id == self.store.ids().id(BlobKind::Data, &chunk.data) => {}
                 _ => return Ok(false),
             }
         }

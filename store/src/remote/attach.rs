@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::push::parallel;
 use super::{Delta, RemoteClient, RemoteConfig, RemoteSpec, Remotes};
-use crate::container::{ContainerKind, TableEntry, sync_dir, verify_container};
+use crate::container::{ContainerKind, PARTIAL_EXTENSION, TableEntry, ensure_shard, sync_dir, verify_container};
 use crate::dataset::{DatasetRecord, Progress};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId, Tid};
@@ -134,6 +134,12 @@ fn attach_into(
         reason: format!("it does not parse ({e}); is this a cairn remote?"),
     })?;
     report.bytes_downloaded += config_bytes.len() as u64;
+    // Before anything else is read: what is read after it is at least as
+    // new, so the attached store has seen everything up to this claim.
+    let claim = match mode {
+        AttachMode::Full => super::writer::newest_claim(&client)?.map(|(_, claim)| claim),
+        AttachMode::Browse => None,
+    };
 
     let index = read_remote_index(&client, &mut report)?;
     let records = read_datasets(&client, &mut report)?;
@@ -144,6 +150,7 @@ fn attach_into(
     remotes.remotes.insert(name.to_string(), spec.clone());
     remotes.origin = Some(name.to_string());
     remotes.save(root)?;
+    crate::fault::crash_point("attach:remotes-saved");
     let store = Store::open(root, OpenMode::Write)?;
 
     let refs = match mode {
@@ -154,6 +161,9 @@ fn attach_into(
         AttachMode::Browse => index.blobs.keys().map(|id| (*id, 1)).collect(),
     };
     write_index(&store, &index, &records, &refs, &mut report)?;
+    if mode == AttachMode::Full {
+        store.adopt_claim(&client, claim.as_ref())?;
+    }
     drop(store);
     let store = Store::open(root, OpenMode::Write)?;
     report.seconds = started.elapsed().as_secs_f64();
@@ -254,9 +264,8 @@ fn download_metadata(
         let key = client.location().container_key(*id);
         let bytes = client.get(&key)?.ok_or_else(|| Error::RemoteNotFound { what: format!("downloading {key}") })?;
         let path = store.files().path(*id);
-        let dir = path.parent().expect("containers live in shard directories");
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-        let temporary = path.with_extension("part");
+        ensure_shard(store.files().dir(), &path)?;
+        let temporary = path.with_extension(PARTIAL_EXTENSION);
         std::fs::write(&temporary, &bytes)
             .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
             .map_err(|e| Error::io("writing container", &temporary, e))?;

@@ -192,6 +192,33 @@ impl RemoteClient {
         Ok(())
     }
 
+    /// Uploads `bytes` under `key` only if nothing is there yet
+    /// (`If-None-Match: *`). Returns false if the key exists: another
+    /// writer got there first. A server that ignores the condition
+    /// overwrites and answers true; see `writer.rs` for how that is found.
+    pub fn put_if_absent(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.location.bucket)
+            .key(key)
+            .if_none_match("*")
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(ByteStream::from(bytes));
+        match self.block_on(request.send()).map_err(RemoteError::from_sdk) {
+            Ok(_) => Ok(true),
+            // 412 when the key exists; 409 when another conditional write
+            // to it is in flight (AWS).
+            Err(e)
+                if matches!(e.code(), Some("PreconditionFailed" | "ConditionalRequestConflict"))
+                    || matches!(e.status, Some(412 | 409)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.error("uploading", key, e)),
+        }
+    }
+
     /// Uploads a file: in one request below the part size, in parts above
     /// it (each with its CRC32C). A failed multipart upload is aborted, so
     /// no half-object is left behind and none is ever visible.

@@ -10,7 +10,12 @@
 //! index/<tid>-<time>     index deltas: the footer tables of the containers
 //!                        one push uploaded (see `delta.rs`)
 //! datasets/<16 hex>      dataset records (JSON)
+//! writers/<16 hex>       writer claims: which store pushed last (`writer.rs`)
 //! ```
+//!
+//! Only one store writes to a remote, and only one that has seen all of it:
+//! every push first claims the remote with a create-only write, and is
+//! refused if the newest claim there is not its own (see `writer.rs`).
 //!
 //! A push uploads, in this order: the index delta naming the containers it
 //! is about to upload, the containers, the dataset records, and only then
@@ -28,6 +33,7 @@ mod client;
 mod delta;
 mod fetch;
 mod push;
+mod writer;
 
 pub use attach::{AttachMode, AttachReport};
 pub use client::{RemoteClient, RemoteObject};
@@ -145,6 +151,16 @@ impl Location {
     /// One dataset record.
     pub fn dataset_key(&self, id: DatasetId) -> String {
         format!("{}datasets/{:016x}", self.prefix, id.0)
+    }
+
+    /// Where writer claims are listed from (`writer.rs`).
+    pub fn writers_prefix(&self) -> String {
+        format!("{}writers/", self.prefix)
+    }
+
+    /// Writer claim number `seq`.
+    pub fn writer_key(&self, seq: u64) -> String {
+        format!("{}writers/{seq:016x}", self.prefix)
     }
 
     /// Where index deltas are listed from.

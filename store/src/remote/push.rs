@@ -78,9 +78,8 @@ impl Store {
         let location = client.location().clone();
         let mut report = PushReport { remote: client.spec().to_string(), ..Default::default() };
         client.check_access()?;
-        self.claim_remote(client)?;
-
         let tid = self.tid()?;
+
         let local_containers: BTreeMap<ContainerId, ContainerRecord> = self.containers()?.into_iter().collect();
         let local_datasets = self.datasets()?;
         let remote_containers: BTreeMap<ContainerId, u64> = client
@@ -101,6 +100,28 @@ impl Store {
             .map(|(id, record)| (*id, *record))
             .collect();
         report.containers_present = (local_containers.len() - missing.len()) as u64;
+        let new_datasets: Vec<_> = local_datasets.iter().filter(|d| !remote_datasets.contains(&d.id)).collect();
+        let kept: BTreeSet<DatasetId> = local_datasets.iter().map(|d| d.id).collect();
+        let gone: Vec<String> =
+            remote_datasets.iter().filter(|id| !kept.contains(id)).map(|id| location.dataset_key(*id)).collect();
+        let reclaimed: Vec<(ContainerId, u64)> = remote_containers
+            .iter()
+            .filter(|(id, _)| !local_containers.contains_key(*id))
+            .map(|(id, size)| (*id, *size))
+            .collect();
+
+        // The claim comes before any change (and the listings above may be
+        // older than it: any change by another writer needs a claim of its
+        // own, which makes this one fail). A push with nothing to do only
+        // checks that it could.
+        let seq = self.may_push(client)?;
+        if missing.is_empty() && new_datasets.is_empty() && gone.is_empty() && reclaimed.is_empty() {
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        self.claim_for_push(client, seq, tid)?;
+        self.write_remote_config(client)?;
+
         if !missing.is_empty() {
             let mut delta = Delta::default();
             for (id, record) in &missing {
@@ -146,7 +167,6 @@ impl Store {
         }
 
         // 2. Dataset records, now that every container they use is there.
-        let new_datasets: Vec<_> = local_datasets.iter().filter(|d| !remote_datasets.contains(&d.id)).collect();
         for result in parallel(options.jobs, &new_datasets, stop, |record| {
             let json = serde_json::to_vec_pretty(record).expect("dataset records serialize");
             client.put(&location.dataset_key(record.id), json)
@@ -160,29 +180,23 @@ impl Store {
 
         // 3. Deletions: datasets forgotten here, then containers this
         // store's index no longer names (no dataset left on the remote
-        // needs them).
-        let kept: BTreeSet<DatasetId> = local_datasets.iter().map(|d| d.id).collect();
-        let gone: Vec<String> =
-            remote_datasets.iter().filter(|id| !kept.contains(id)).map(|id| location.dataset_key(*id)).collect();
+        // needs them). The claim above is what makes "not in this index"
+        // mean "forgotten or collected here": this store has seen every
+        // commit on the remote, so nothing there is another writer's.
         client.delete(&gone)?;
         report.datasets_deleted = gone.len() as u64;
-        let reclaimed: Vec<(ContainerId, u64)> = remote_containers
-            .iter()
-            .filter(|(id, _)| !local_containers.contains_key(*id))
-            .map(|(id, size)| (*id, *size))
-            .collect();
         let keys: Vec<String> = reclaimed.iter().map(|(id, _)| location.container_key(*id)).collect();
         client.delete(&keys)?;
         report.containers_deleted = reclaimed.len() as u64;
         report.bytes_deleted = reclaimed.iter().map(|(_, size)| size).sum();
+        super::writer::prune_claims(client, seq)?;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
 
-    /// Writes the remote's `config` on first push; refuses a remote that
-    /// holds another store (two stores pushing to one prefix would delete
-    /// each other's containers).
-    fn claim_remote(&self, client: &RemoteClient) -> Result<()> {
+    /// Writes the remote's `config` on first push (after the claim); refuses
+    /// a remote whose config names another store.
+    fn write_remote_config(&self, client: &RemoteClient) -> Result<()> {
         let key = client.location().config_key();
         match client.get(&key)? {
             Some(bytes) => {
