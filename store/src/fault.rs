@@ -36,6 +36,11 @@ pub fn crash_point(name: &'static str) {
         CRASH_POINTS.contains(&name) || GC_CRASH_POINTS.contains(&name) || ATTACH_CRASH_POINTS.contains(&name)
     );
     if AT.get_or_init(|| std::env::var("CAIRN_CRASH_AT").ok()).as_deref() == Some(name) {
+        // `CAIRN_CRASH_MODE=panic` panics instead: for the test that a
+        // panic's backtrace names file and line in the built binary.
+        if std::env::var("CAIRN_CRASH_MODE").as_deref() == Ok("panic") {
+            panic!("crashing at {name} (CAIRN_CRASH_AT)");
+        }
         eprintln!("cairn: crashing at {name} (CAIRN_CRASH_AT)");
         std::process::abort();
     }

@@ -77,7 +77,19 @@ impl Rig {
     /// what is left.
     fn cut(&mut self) {
         if let Some(session) = self.session.take() {
-            session.umount_and_join().expect("unmounting the power-cut filesystem");
+            match session.umount_and_join() {
+                Ok(()) => {}
+                // The serving thread may see the unmount as an aborted
+                // connection to /dev/fuse: the normal end of a session.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) => panic!("unmounting the power-cut filesystem: {e}"),
+            }
+            let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+            let mountpoint = self.mountpoint().canonicalize().unwrap();
+            assert!(
+                !mounts.lines().any(|l| l.split(' ').nth(1) == mountpoint.to_str()),
+                "the power-cut filesystem is still mounted"
+            );
         }
         self.fs.cut();
         self.mount();
