@@ -96,3 +96,20 @@ fn a_put_whose_index_write_has_an_unknown_outcome_loses_nothing() {
     fixture.put("k2", &data[..1000]);
     fixture.ok(&["check", "--read-data"]);
 }
+
+/// A download that a killed attach left half done (`*.part` in a shard
+/// directory) is removed by the next writer, like a container no commit
+/// named.
+#[test]
+fn a_partial_download_left_by_a_killed_attach_is_removed() {
+    let fixture = Fixture::new();
+    fixture.put("k", b"some bytes");
+    let shard = std::fs::read_dir(fixture.store().join("containers")).unwrap().next().unwrap().unwrap().path();
+    let partial = shard.join("00000000000000ff.part");
+    std::fs::write(&partial, b"half a container").unwrap();
+    fixture.ok(&["check"]);
+    assert!(partial.exists(), "a reader leaves it alone");
+    fixture.put("k2", b"more bytes");
+    assert!(!partial.exists(), "the next writer removes it");
+    fixture.ok(&["check", "--read-data"]);
+}

@@ -409,3 +409,29 @@ fn the_harness_finds_an_unsynced_commit() {
     rig.cut();
     assert!(!listed_objects(&rig).contains(&"k".to_string()), "the commit survived a cut without its sync");
 }
+
+/// An attach that reported success survives a power cut right after it:
+/// its downloaded metadata containers, its index and its claim.
+#[test]
+fn an_attach_survives_a_power_cut_after_it_reports_success() {
+    use crate::remote::{add_remote, attach, cairn};
+
+    let mut rig = Rig::new(&[]);
+    let server = crate::s3::S3Server::start(&rig.path("s3"));
+    let origin = rig.path("origin");
+    let source = rig.path("source");
+    crate::versions::generate(&source, 80, 4);
+    add_remote(&origin, &server, &[]);
+    crate::util::succeed(cairn(&origin, &server, &["backup", source.to_str().unwrap(), "--push", "s3"]));
+    attach(&rig.store(), &server);
+    rig.cut();
+    let target = rig.path("restored");
+    crate::util::succeed(cairn(&rig.store(), &server, &["restore", "latest", "--to", target.to_str().unwrap()]));
+    crate::versions::diff_r(&source, &target);
+    crate::util::succeed(cairn(&rig.store(), &server, &["check", "--read-data"]));
+    // It is the remote's writer still: a new backup pushes.
+    crate::versions::mutate(&source, 2);
+    crate::util::succeed(cairn(&rig.store(), &server, &["backup", source.to_str().unwrap()]));
+    let pushed = crate::remote::push(&rig.store(), &server);
+    assert_eq!(pushed["datasets_uploaded"], 1, "{pushed}");
+}
