@@ -40,3 +40,27 @@ fn flipped_byte_names_container_and_blob_and_spares_other_objects() {
         assert!(report.contains(&container), "{report}");
     }
 }
+
+/// A trailer whose table offset is near 2^64 (it wrapped past the bounds
+/// check and panicked) is a corrupt container, named, and never a panic.
+#[test]
+fn a_trailer_offset_near_the_top_of_u64_is_corruption_not_a_panic() {
+    use std::os::unix::fs::FileExt;
+    let fixture = Fixture::new();
+    fixture.put("k", &noise(100_000, 5));
+    let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+    let (id, record) = store.containers().unwrap()[0];
+    let file = std::fs::OpenOptions::new().write(true).open(store.files().path(id)).unwrap();
+    // The trailer's table offset is at end - 56 + 8.
+    let at = record.stored_bytes - cairn_store::container::TRAILER_LEN as u64 + 8;
+    file.write_all_at(&(u64::MAX - 100).to_le_bytes(), at).unwrap();
+    drop(store);
+    for args in [&["check"][..], &["check", "--read-data"]] {
+        let output = fixture.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stdout.contains(&format!("container {id}")) && stdout.contains("does not fit"), "{args:?}: {stdout}");
+    }
+}

@@ -345,7 +345,10 @@ fn parse_table(
     let n_entries = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as u64;
     let table_offset = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
     let table_len = n_entries * FOOTER_ENTRY_LEN as u64;
-    if table_offset < HEADER_LEN as u64 || table_offset + table_len + TRAILER_LEN as u64 != len {
+    // Checked: the offset comes from disk (or a remote), and one near 2^64
+    // would wrap past this test.
+    let end = table_offset.checked_add(table_len).and_then(|e| e.checked_add(TRAILER_LEN as u64));
+    if table_offset < HEADER_LEN as u64 || end != Some(len) {
         return Err(corrupt(format!("footer table ({n_entries} entries at {table_offset}) does not fit the file")));
     }
     let table = read_at(table_offset, table_len as usize)?;
