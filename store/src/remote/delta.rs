@@ -78,7 +78,8 @@ impl Delta {
         }
         let n = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")) as usize;
         let mut at = 16;
-        let mut containers = Vec::with_capacity(n);
+        // Sized by what the bytes can hold, not by what they claim.
+        let mut containers = Vec::with_capacity(n.min((body.len() - at) / CONTAINER_HEADER_LEN));
         for _ in 0..n {
             let header = body.get(at..at + CONTAINER_HEADER_LEN).ok_or_else(|| bad("it is truncated"))?;
             let id = ContainerId(u64::from_le_bytes(header[..8].try_into().expect("8 bytes")));
@@ -86,7 +87,8 @@ impl Delta {
             let n_blobs = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")) as usize;
             let len = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
             at += CONTAINER_HEADER_LEN;
-            let table_bytes = body.get(at..at + n_blobs * FOOTER_ENTRY_LEN).ok_or_else(|| bad("it is truncated"))?;
+            let table_end = n_blobs.checked_mul(FOOTER_ENTRY_LEN).and_then(|l| l.checked_add(at));
+            let table_bytes = table_end.and_then(|end| body.get(at..end)).ok_or_else(|| bad("it is truncated"))?;
             let table = table_bytes
                 .chunks_exact(FOOTER_ENTRY_LEN)
                 .map(|e| TableEntry::decode_footer(e).ok_or_else(|| bad("an entry does not decode")))
@@ -105,6 +107,18 @@ impl Delta {
 mod tests {
     use super::*;
     use crate::ids::{BlobId, BlobKind};
+
+    #[test]
+    fn a_delta_claiming_four_billion_containers_allocates_nothing_for_them() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&MAGIC);
+        body.extend_from_slice(&VERSION.to_le_bytes());
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        let hash = blake3::hash(&body);
+        body.extend_from_slice(hash.as_bytes());
+        let error = Delta::decode("index/x", &body).unwrap_err().to_string();
+        assert!(error.contains("truncated"), "{error}");
+    }
 
     #[test]
     fn deltas_round_trip_and_reject_damage() {
