@@ -52,25 +52,6 @@ impl CheckReport {
     }
 }
 
-impl Store {
-    /// The length of the content under `root`: a data chunk's length, or
-    /// what its root piece says it covers.
-    fn content_len(&self, root: BlobId) -> Result<u64> {
-        let entry = self.entry(&root)?;
-        match entry.kind {
-            BlobKind::Data => Ok(entry.raw_len as u64),
-            _ => Ok(Piece::decode(root, &self.read_located(&root, entry)?)?.len()),
-        }
-    }
-
-    /// Whether container `id` still has a record, after catching up with
-    /// the writer (for a reader) or looking again (for the writer).
-    fn still_committed(&self, id: ContainerId) -> Result<bool> {
-        self.index().catch_up()?;
-        Ok(self.index().container(id)?.is_some())
-    }
-}
-
 /// The references the recount found to one blob.
 struct Named {
     count: i64,
@@ -215,5 +196,22 @@ impl Store {
                 .push(format!("blob {id} is named {} times but is not in the index (lost)", expected[id].count));
         }
         Ok(report)
+    }
+
+    /// The length of the content under `root`: a data chunk's length, or
+    /// what its root piece says it covers.
+    fn content_len(&self, root: BlobId) -> Result<u64> {
+        let entry = self.entry(&root)?;
+        match entry.kind {
+            BlobKind::Data => Ok(entry.raw_len as u64),
+            _ => Ok(Piece::decode(root, &self.read_located(&root, entry)?)?.len()),
+        }
+    }
+
+    /// Whether container `id` still has a record, after catching up with
+    /// the writer (for a reader) or looking again (for the writer).
+    fn still_committed(&self, id: ContainerId) -> Result<bool> {
+        self.index().catch_up()?;
+        Ok(self.index().container(id)?.is_some())
     }
 }

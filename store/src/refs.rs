@@ -10,11 +10,7 @@ use crate::ids::{BlobId, BlobKind};
 /// The blobs `bytes` (the plaintext of blob `id` of kind `kind`) names, with
 /// multiplicity. Data blobs name nothing.
 pub fn children_of(kind: BlobKind, id: BlobId, bytes: &[u8]) -> Result<Vec<BlobId>> {
-    match kind {
-        BlobKind::Data => Ok(Vec::new()),
-        BlobKind::ContentList => Ok(Piece::decode(id, bytes)?.children()),
-        BlobKind::Tree => Ok(Tree::decode(id, bytes)?.children()),
-    }
+    Ok(typed_children_of(kind, id, bytes)?.into_iter().map(|(child, _)| child).collect())
 }
 
 /// What a reference may name, by where it sits.
