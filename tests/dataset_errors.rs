@@ -8,7 +8,7 @@ use std::path::Path;
 use cairn_store::content::ContentReader;
 use cairn_store::dataset::record::{DatasetRecord, next_id, put_record};
 use cairn_store::dataset::{Entry, EntryKind, Tree};
-use cairn_store::{BlobKind, OpenMode, Store};
+use cairn_store::{BlobKind, OpenMode, Store, WriteSession};
 
 use crate::fstree::is_root;
 use crate::util::{Fixture, SmallDisk, command_on, flip_byte_in_blob, noise, succeed, text};
@@ -150,8 +150,15 @@ fn a_full_disk_fails_the_backup_and_loses_nothing() {
 /// Commits a dataset whose top tree is `tree`, written as it is (the
 /// library does not check trees it is given, so this is how a hostile
 /// store would look).
-fn commit_crafted(store: &Store, tree: &Tree) {
+pub fn commit_crafted(store: &Store, tree: &Tree) {
+    commit_crafted_with(store, |_| tree.clone());
+}
+
+/// Commits a dataset whose top tree `build` makes, in the session that
+/// writes it (so the blobs `build` writes are committed with it).
+pub fn commit_crafted_with(store: &Store, build: impl FnOnce(&WriteSession) -> Tree) {
     let session = store.session().unwrap();
+    let tree = build(&session);
     // Encoded by hand: `Tree::encode` refuses unsorted entries.
     let mut bytes = vec![1u8];
     bytes.extend(postcard::to_stdvec(&tree.entries).unwrap());

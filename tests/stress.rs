@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn_gc::{GcOptions, GcReport, GroupBy, Policy};
-use cairn_store::dataset::{BackupOptions, Overwrite, Progress, RestoreOptions};
+use cairn_store::dataset::{BackupOptions, Progress, RestoreOptions};
 use cairn_store::{CheckOptions, DatasetId, Store, StoreOptions};
 
 use crate::fstree::{Meta, assert_same, snapshot};
@@ -31,7 +31,7 @@ fn backup(store: &Store, source: &Path, tags: Vec<String>) -> DatasetId {
 fn restore_and_compare(store: &Store, id: DatasetId, target: &Path, expected: &BTreeMap<PathBuf, Meta>) {
     let _ = std::fs::remove_dir_all(target);
     let record = store.dataset(&id.to_string()).unwrap();
-    let options = RestoreOptions { overwrite: Overwrite::Never, dry_run: false, owners: false };
+    let options = RestoreOptions::default();
     let report = store.restore(&record, &[], target, &options, &Progress::default()).unwrap();
     assert_eq!(report.files_failed, 0, "dataset {id}: {:?}", report.problems);
     let mut actual = snapshot(target);

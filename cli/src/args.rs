@@ -251,6 +251,16 @@ pub enum Command {
         /// Only say what would be done.
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// Leave owners alone: everything restored belongs to you (root
+        /// restores owners by default, as tar and rsync do).
+        #[arg(long)]
+        no_owner: bool,
+        /// Leave out extended attributes and ACLs.
+        #[arg(long)]
+        no_xattrs: bool,
+        /// Leave out device nodes, and setuid and setgid bits.
+        #[arg(long)]
+        no_special: bool,
     },
     /// Reclaim the space of what no dataset or object names any more:
     /// collect blobs whose references reached zero, then rewrite containers

@@ -237,6 +237,14 @@ impl<'a> ContentReader<'a> {
         }
     }
 
+    /// The bytes the root piece says the content covers (checked, since
+    /// a crafted piece can claim lengths that overflow): what a reader
+    /// compares with the size its entry names before writing anything.
+    pub fn root_len(&self) -> Option<u64> {
+        let (root, _) = self.stack.first()?;
+        root.entries.iter().try_fold(0u64, |sum, e| sum.checked_add(e.len))
+    }
+
     /// Up to `max` next chunks.
     pub fn next_batch(&mut self, max: usize) -> Result<Vec<ContentEntry>> {
         let mut batch = Vec::with_capacity(max);

@@ -237,6 +237,7 @@ impl Error {
                 | Error::CorruptContainer { .. }
                 | Error::MissingBlob(_)
                 | Error::Malformed { .. }
+                | Error::WrongLength { .. }
         )
     }
 

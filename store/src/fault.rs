@@ -74,3 +74,22 @@ pub fn lost_acknowledgement(name: &'static str) -> crate::error::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Waits at `name` when `CAIRN_FAULT` is `pause:NAME`: writes the file
+/// `CAIRN_PAUSE_FILE` names, then waits until the test removes it (at most
+/// a minute). For tests that change the world at one step of a command,
+/// such as swapping a directory for a symlink while a restore runs.
+pub fn pause_point(name: &'static str) {
+    if fault().and_then(|f| f.strip_prefix("pause:")) != Some(name) {
+        return;
+    }
+    let Some(marker) = std::env::var_os("CAIRN_PAUSE_FILE") else { return };
+    let marker = std::path::PathBuf::from(marker);
+    if std::fs::write(&marker, name).is_err() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while marker.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

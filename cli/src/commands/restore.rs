@@ -12,6 +12,16 @@ use crate::commands::{EXIT_PARTIAL, Globals};
 use crate::output;
 use crate::progress::track;
 
+/// What `--no-owner`, `--no-xattrs` and `--no-special` leave out.
+pub struct LeaveOut {
+    /// `--no-owner`.
+    pub owners: bool,
+    /// `--no-xattrs`.
+    pub xattrs: bool,
+    /// `--no-special`.
+    pub special: bool,
+}
+
 /// Restores `paths` of `dataset` under `to`; exits [`EXIT_PARTIAL`] when
 /// something could not be put back.
 pub fn restore(
@@ -21,6 +31,7 @@ pub fn restore(
     to: &Path,
     overwrite: OverwriteArg,
     dry_run: bool,
+    leave_out: LeaveOut,
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let store = globals.open_read()?;
@@ -32,7 +43,10 @@ pub fn restore(
             OverwriteArg::Always => Overwrite::Always,
         },
         dry_run,
-        owners: nix::unistd::geteuid().is_root(),
+        owners: nix::unistd::geteuid().is_root() && !leave_out.owners,
+        xattrs: !leave_out.xattrs,
+        special: !leave_out.special,
+        on_warning: Some(|warning| eprintln!("cairn: warning: {warning}")),
     };
     let progress = Progress::default();
     let report = track(globals.progress && !dry_run, "restore", &progress, || {
@@ -59,6 +73,9 @@ pub fn restore(
                 report.files_unchanged, report.skipped_existing
             );
         }
+        if report.devices_skipped > 0 {
+            println!("  {} device nodes left out (--no-special)", report.devices_skipped);
+        }
         if !dry_run {
             println!(
                 "  in {seconds:.2} s ({}, {:.0} files/s)",
@@ -66,9 +83,11 @@ pub fn restore(
                 report.files_written as f64 / seconds.max(0.001)
             );
         }
-        for problem in &report.problems {
-            eprintln!("problem: {problem}");
-        }
+    }
+    // One line each, as cairn's own messages (also under --json, where
+    // the report lists them too: stderr is for people).
+    for problem in &report.problems {
+        eprintln!("cairn: {problem}");
     }
     if report.files_failed > 0 {
         anyhow::bail!(

@@ -1,17 +1,15 @@
-//! Reading a file's metadata into an [`Entry`], and putting it back on a
-//! restored file: owners (by name where the name exists here), modes with
-//! setuid/setgid/sticky, ns times, xattrs (POSIX ACLs included), devices.
+//! Reading a file's metadata into an [`Entry`]: owners (with their names),
+//! modes with setuid/setgid/sticky, ns times, xattrs (POSIX ACLs included),
+//! devices. `apply.rs` puts it back on restored files.
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::hash::Hash;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Mutex;
 
-use nix::sys::stat::{Mode, SFlag, UtimensatFlags, futimens, mknod, utimensat};
-use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Group, Uid, User};
 
 use super::tree::{Entry, EntryKind};
@@ -70,12 +68,12 @@ impl Names {
 
     /// The uid to restore: the local uid of the entry's user name if this
     /// machine has that user, else the stored number (as tar and restic do).
-    fn local_uid(&self, entry: &Entry) -> u32 {
+    pub(super) fn local_uid(&self, entry: &Entry) -> u32 {
         let Some(name) = &entry.user else { return entry.uid };
         cached(&self.uids, name, || User::from_name(name).ok().flatten().map(|u| u.uid.as_raw())).unwrap_or(entry.uid)
     }
 
-    fn local_gid(&self, entry: &Entry) -> u32 {
+    pub(super) fn local_gid(&self, entry: &Entry) -> u32 {
         let Some(name) = &entry.group else { return entry.gid };
         cached(&self.gids, name, || Group::from_name(name).ok().flatten().map(|g| g.gid.as_raw())).unwrap_or(entry.gid)
     }
@@ -133,82 +131,4 @@ pub fn unchanged_since(entry: &Entry, m: &Metadata) -> bool {
     entry.size == m.size()
         && entry.mtime_ns == m.mtime() * 1_000_000_000 + m.mtime_nsec()
         && entry.ctime_ns == m.ctime() * 1_000_000_000 + m.ctime_nsec()
-}
-
-/// Creates a fifo or device node at `path`.
-pub fn make_special(path: &Path, entry: &Entry) -> std::io::Result<()> {
-    let kind = match entry.kind {
-        EntryKind::Fifo => SFlag::S_IFIFO,
-        EntryKind::CharDevice => SFlag::S_IFCHR,
-        EntryKind::BlockDevice => SFlag::S_IFBLK,
-        other => unreachable!("{other:?} is not a special file"),
-    };
-    mknod(path, kind, Mode::from_bits_truncate(entry.mode & 0o777), entry.rdev).map_err(std::io::Error::from)
-}
-
-/// What could not be put back on a restored file (the restore goes on).
-#[derive(Debug, Default)]
-pub struct MetadataProblems(pub Vec<String>);
-
-/// What metadata is put on: a path (not followed when it is a symlink), or
-/// a file the restore just created and still holds open, which saves a
-/// path walk per call and cannot be swapped for a symlink meanwhile.
-#[derive(Clone, Copy)]
-pub enum Target<'a> {
-    /// By name.
-    Path(&'a Path),
-    /// By open file.
-    File(&'a File),
-}
-
-/// Puts the entry's metadata on `target`: owners (when `owners`), mode,
-/// xattrs, then times last (everything else changes ctime, and writing
-/// xattrs may touch mtime on some file systems).
-pub fn apply(target: Target<'_>, entry: &Entry, owners: bool, names: &Names) -> MetadataProblems {
-    use std::os::unix::fs::PermissionsExt;
-    use xattr::FileExt;
-    let mut problems = MetadataProblems::default();
-    let mut note = |what: &str, e: &dyn std::fmt::Display| problems.0.push(format!("{what}: {e}"));
-    if owners {
-        let (uid, gid) = (Some(names.local_uid(entry)), Some(names.local_gid(entry)));
-        let chowned = match target {
-            Target::Path(path) => std::os::unix::fs::lchown(path, uid, gid),
-            Target::File(file) => std::os::unix::fs::fchown(file, uid, gid),
-        };
-        if let Err(e) = chowned {
-            note("setting owner", &e);
-        }
-    }
-    // chmod follows symlinks, and Linux symlinks have no mode of their own.
-    // After chown: chown clears setuid and setgid.
-    if entry.kind != EntryKind::Symlink {
-        let mode = std::fs::Permissions::from_mode(entry.mode);
-        let chmodded = match target {
-            Target::Path(path) => std::fs::set_permissions(path, mode),
-            Target::File(file) => file.set_permissions(mode),
-        };
-        if let Err(e) = chmodded {
-            note("setting mode", &e);
-        }
-    }
-    for (name, value) in &entry.xattrs {
-        let name = std::ffi::OsStr::from_bytes(name);
-        let set = match target {
-            Target::Path(path) => xattr::set(path, name, value),
-            Target::File(file) => file.set_xattr(name, value),
-        };
-        if let Err(e) = set {
-            note(&format!("setting xattr {}", name.to_string_lossy()), &e);
-        }
-    }
-    let atime = TimeSpec::new(entry.atime_ns.div_euclid(1_000_000_000), entry.atime_ns.rem_euclid(1_000_000_000));
-    let mtime = TimeSpec::new(entry.mtime_ns.div_euclid(1_000_000_000), entry.mtime_ns.rem_euclid(1_000_000_000));
-    let timed = match target {
-        Target::Path(path) => utimensat(nix::fcntl::AT_FDCWD, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink),
-        Target::File(file) => futimens(file, &atime, &mtime),
-    };
-    if let Err(e) = timed {
-        note("setting times", &e);
-    }
-    problems
 }

@@ -12,7 +12,9 @@
 //! `browse.rs` answers `ls`, `find`, `stat`, `cat` and `diff`; `fsmeta.rs`
 //! reads and applies file metadata.
 
+mod apply;
 pub mod backup;
+mod beneath;
 pub mod browse;
 mod clone;
 pub mod fsmeta;

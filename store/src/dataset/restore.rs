@@ -6,25 +6,41 @@
 //! writing files does not disturb restored directory times).
 //!
 //! Safety: every name was checked when its tree was decoded (one path
-//! component, no `..`), so each restored path is the target plus those
-//! components. Nothing restored is followed: a directory position that
-//! holds anything but a real directory (a symlink planted to redirect the
-//! restore, say) is replaced or skipped, never entered, and files are
-//! created with `O_NOFOLLOW` after removing what was there.
+//! component, no `..`), and every path below the target is resolved from
+//! the target's descriptor without following any symlink (`beneath.rs`):
+//! a directory that another user swaps for a symlink while the restore
+//! runs stops the entries under it, and never redirects a write, a chmod
+//! or a chown outside the target. Directories are made 0700 and get their
+//! own mode last; files are created with `O_EXCL | O_NOFOLLOW`, and all
+//! metadata goes on through descriptors (`apply.rs`).
+//!
+//! One entry that cannot be restored (damaged blobs, a name the file
+//! system refuses, a directory in the way) is listed and the restore goes
+//! on; only a full or read-only file system, or a store that cannot be
+//! read, ends it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, mkdirat};
+use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
-use super::fsmeta::{Names, Target, apply, make_special};
+use super::apply::{ApplyOptions, Target, apply, make_special_at};
+use super::beneath::{Beneath, kind_at, remove_at};
+use super::fsmeta::Names;
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
 use crate::content::{ContentEntry, ContentReader, Piece};
@@ -136,7 +152,7 @@ pub enum Overwrite {
 }
 
 /// How to restore.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct RestoreOptions {
     /// Existing paths in the target.
     pub overwrite: Overwrite,
@@ -144,6 +160,27 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Restore owners (only root can).
     pub owners: bool,
+    /// Restore extended attributes and ACLs.
+    pub xattrs: bool,
+    /// Restore device nodes and setuid/setgid bits.
+    pub special: bool,
+    /// Called with each warning before the restore writes anything.
+    pub on_warning: Option<fn(&str)>,
+}
+
+impl Default for RestoreOptions {
+    /// Faithful, as tar and rsync are: everything the dataset holds that
+    /// the caller may set (owners are for the caller to ask for).
+    fn default() -> RestoreOptions {
+        RestoreOptions {
+            overwrite: Overwrite::Never,
+            dry_run: false,
+            owners: false,
+            xattrs: true,
+            special: true,
+            on_warning: None,
+        }
+    }
 }
 
 /// What a restore did (or, with `dry_run`, would do).
@@ -161,12 +198,17 @@ pub struct RestoreReport {
     pub hardlinks: u64,
     /// Symlinks, fifos and devices.
     pub others: u64,
+    /// Device nodes left out (`--no-special`).
+    pub devices_skipped: u64,
     /// Content bytes written.
     pub bytes_written: u64,
     /// Files not restored because blobs they need are damaged or missing
     /// (each is listed in `problems`; no partial file is left).
     pub files_failed: u64,
-    /// Metadata that could not be put back, or paths that could not be restored.
+    /// What the caller was warned of before the restore began.
+    pub warnings: Vec<String>,
+    /// Entries not restored, and metadata not put back: one line each,
+    /// naming the path.
     pub problems: Vec<String>,
 }
 
@@ -174,9 +216,27 @@ pub struct RestoreReport {
 enum Step {
     Dir(PathBuf, Entry),
     File(PathBuf, Entry),
-    Link(PathBuf, PathBuf),
+    /// A later name of a hard-linked file, and the first name of its group.
+    Link(PathBuf, PathBuf, Entry),
     Other(PathBuf, Entry),
 }
+
+impl Step {
+    fn entry(&self) -> &Entry {
+        match self {
+            Step::Dir(_, e) | Step::File(_, e) | Step::Link(_, _, e) | Step::Other(_, e) => e,
+        }
+    }
+}
+
+/// Deepest nesting of directories a restore plans. No real tree comes
+/// near it: a path is at most 4096 bytes (PATH_MAX), so at most 2048
+/// levels of one-letter names.
+pub const MAX_TREE_DEPTH: usize = 4096;
+/// Most entries one restore plans: more than any real tree holds, and far
+/// fewer than a crafted tree that names one subtree a thousand times at
+/// every level would make the plan hold.
+pub const MAX_TREE_ENTRIES: u64 = 50_000_000;
 
 /// Blocks of zeros at this granularity (and alignment) become holes.
 const HOLE_BLOCK: usize = 4096;
@@ -200,7 +260,10 @@ impl Store {
         });
         progress.total_files.store(files, Ordering::Relaxed);
         progress.total_bytes.store(bytes, Ordering::Relaxed);
-        let mut report = RestoreReport::default();
+        let mut report = RestoreReport { warnings: self.unauthenticated(&steps, options), ..Default::default() };
+        if let Some(warn) = options.on_warning {
+            report.warnings.iter().for_each(|w| warn(w));
+        }
         if options.dry_run {
             for step in &steps {
                 match step {
@@ -219,10 +282,13 @@ impl Store {
             return Ok(report);
         }
         std::fs::create_dir_all(target).map_err(|e| Error::io("creating the restore target", target, e))?;
+        let root = Beneath::open(target).map_err(|e| Error::io("opening the restore target", target, e))?;
         let run = Run {
             store: self,
             target,
+            root,
             options,
+            apply: ApplyOptions { owners: options.owners, xattrs: options.xattrs, setid: options.special },
             names: Names::default(),
             progress,
             problems: Mutex::new(Vec::new()),
@@ -232,17 +298,19 @@ impl Store {
             bytes: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             blocked: Mutex::new(Vec::new()),
+            heads: Mutex::new(HashSet::new()),
         };
-        // Directories, in order (parents first).
+        // Directories, in order (parents first), private until the end.
         let mut dirs = Vec::new();
         for step in &steps {
             if let Step::Dir(path, entry) = step
-                && run.make_dir(path)?
+                && run.settle(path, run.make_dir(path))?.unwrap_or(false)
             {
                 dirs.push((path, entry));
             }
         }
         report.dirs = dirs.len() as u64;
+        crate::fault::pause_point("restore:dirs-made");
         // Files, in parallel; each checks every chunk.
         let files: Vec<(&PathBuf, &Entry)> = steps
             .iter()
@@ -252,18 +320,10 @@ impl Store {
             })
             .collect();
         let write_files = |files: &[(&PathBuf, &Entry)], located: Vec<Option<Located>>| {
-            files.par_iter().zip(located).try_for_each(|((path, entry), located)| {
-                match run.file(path, entry, located) {
-                    // A damaged blob costs the files that use it, not the restore.
-                    Err(e) if e.is_damage() => {
-                        run.failed.fetch_add(1, Ordering::Relaxed);
-                        let _ = std::fs::remove_file(target.join(path));
-                        run.problem(&target.join(path), format!("not restored: {e}"));
-                        Ok(())
-                    }
-                    other => other,
-                }
-            })
+            files
+                .par_iter()
+                .zip(located)
+                .try_for_each(|((path, entry), located)| run.settle(path, run.file(path, entry, located)).map(drop))
         };
         match self.files().remote() {
             // More files at once than cores: each waits in turn for its
@@ -297,25 +357,50 @@ impl Store {
                     Ok::<(), Error>(())
                 })?,
         }
+        // Later names of hard-linked files. A group whose first name was
+        // not restored (damaged, or left alone by --overwrite never) has
+        // its next name restored as a file instead, and the rest linked to
+        // that: a link is never made to a file this restore did not write.
+        let mut stand_ins: HashMap<&PathBuf, &PathBuf> = HashMap::new();
         for step in &steps {
             match step {
-                Step::Link(path, first) if run.link(path, first)? => {
-                    report.hardlinks += 1;
+                Step::Link(path, first, entry) => {
+                    let head = match stand_ins.get(first) {
+                        Some(stand_in) => Some(*stand_in),
+                        None => run.restored_head(first).then_some(first),
+                    };
+                    match head {
+                        Some(head) => {
+                            if run.settle(path, run.link(path, head))?.unwrap_or(false) {
+                                report.hardlinks += 1;
+                            }
+                        }
+                        None => {
+                            run.settle(path, run.file(path, entry, None))?;
+                            if run.restored_head(path) {
+                                stand_ins.insert(first, path);
+                            }
+                        }
+                    }
                 }
-                Step::Other(path, entry) if run.other(path, entry)? => {
-                    report.others += 1;
-                }
+                Step::Other(path, entry) => match run.settle(path, run.other(path, entry))? {
+                    Some(Made::Yes) => report.others += 1,
+                    Some(Made::LeftOut) => report.devices_skipped += 1,
+                    _ => {}
+                },
                 _ => {}
             }
         }
-        // Directory metadata last, deepest first.
+        crate::fault::pause_point("restore:files-written");
+        // Directory metadata last, deepest first: a directory gets its own
+        // mode only once nothing more is written into it.
         for (path, entry) in dirs.into_iter().rev() {
-            run.metadata(path, entry);
+            run.dir_metadata(path, entry);
         }
         if paths.is_empty()
             && let Some(meta) = &dataset.root_meta
         {
-            run.metadata(Path::new(""), meta);
+            run.dir_metadata(Path::new(""), meta);
         }
         report.files_written = run.written.into_inner();
         report.files_unchanged = run.unchanged.into_inner();
@@ -326,14 +411,52 @@ impl Store {
         Ok(report)
     }
 
+    /// What a root restore from a remote would take on trust: nothing
+    /// authenticates a bucket's contents until encryption exists, so
+    /// whoever could write to it chose the owners, devices and security
+    /// attributes that root would now apply.
+    fn unauthenticated(&self, steps: &[Step], options: &RestoreOptions) -> Vec<String> {
+        let Some(remote) = self.files().remote() else { return Vec::new() };
+        if !nix::unistd::geteuid().is_root() || steps.is_empty() {
+            return Vec::new();
+        }
+        let from = remote.spec();
+        let mut warnings = Vec::new();
+        if options.owners {
+            warnings.push(format!(
+                "restoring owners as root from {from}, whose contents nothing authenticates: anyone who could \
+                 write there chose them (--no-owner makes everything yours)"
+            ));
+        }
+        let devices =
+            steps.iter().filter(|s| matches!(s.entry().kind, EntryKind::CharDevice | EntryKind::BlockDevice)).count();
+        if options.special && devices > 0 {
+            warnings.push(format!(
+                "restoring {devices} device nodes as root from {from}, whose contents nothing authenticates \
+                 (--no-special leaves them out)"
+            ));
+        }
+        let privileged = steps
+            .iter()
+            .flat_map(|s| &s.entry().xattrs)
+            .filter(|(name, _)| name.starts_with(b"security.") || name.starts_with(b"trusted."))
+            .count();
+        if options.xattrs && privileged > 0 {
+            warnings.push(format!(
+                "restoring {privileged} security.* or trusted.* xattrs as root from {from}, whose contents \
+                 nothing authenticates (--no-xattrs leaves them out)"
+            ));
+        }
+        warnings
+    }
+
     /// The steps restoring `paths` take: the ancestors of each path as
     /// directories, then everything under it.
     fn plan(&self, dataset: &DatasetRecord, paths: &[String]) -> Result<Vec<Step>> {
-        let mut steps = Vec::new();
-        let mut links = HashMap::new();
+        let mut plan = Plan { steps: Vec::new(), links: HashMap::new(), entries: 0 };
         let whole = [String::new()];
         let paths = if paths.is_empty() { &whole[..] } else { paths };
-        let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+        let mut made: HashSet<PathBuf> = HashSet::new();
         for path in paths {
             // One walk down: each ancestor becomes a directory step, the last part the entry.
             let no_such = || Error::NoSuchPath { dataset: dataset.id.to_string(), path: path.to_string() };
@@ -349,74 +472,128 @@ impl Store {
                 if i + 1 < parts.len() {
                     rel.push(part);
                     if made.insert(rel.clone()) {
-                        steps.push(Step::Dir(rel.clone(), entry.clone()));
+                        plan.steps.push(Step::Dir(rel.clone(), entry.clone()));
                     }
                 }
             }
             if let Some(last) = parts.last() {
                 rel.push(last);
             }
-            if rel.as_os_str().is_empty() {
-                // The whole dataset: the top directory is the target itself.
-                self.plan_children(&rel, &entry, &mut steps, &mut links)?;
-            } else {
-                self.plan_entry(rel, entry, &mut steps, &mut links)?;
-            }
+            self.plan_below(&mut plan, rel, entry, parts.len())?;
         }
-        Ok(steps)
+        Ok(plan.steps)
     }
 
-    fn plan_entry(
-        &self,
-        rel: PathBuf,
-        entry: Entry,
-        steps: &mut Vec<Step>,
-        links: &mut HashMap<(u64, u64), PathBuf>,
-    ) -> Result<()> {
-        match entry.kind {
-            EntryKind::Dir => self.plan_children(&rel, &entry, steps, links)?,
-            EntryKind::File if entry.is_hardlinked() => {
-                let key = (entry.dev, entry.inode);
-                match links.get(&key) {
-                    Some(first) => steps.push(Step::Link(rel, first.clone())),
-                    None => {
-                        links.insert(key, rel.clone());
-                        steps.push(Step::File(rel, entry));
+    /// Adds `entry` at `rel` and everything under it, depth first (parents
+    /// before children, each directory's entries in name order), walking
+    /// with a stack of its own rather than recursion, so a deep tree
+    /// (real, or crafted) cannot overflow the thread's stack. The top
+    /// directory of a whole dataset (`rel` empty) is the target itself.
+    fn plan_below(&self, plan: &mut Plan, rel: PathBuf, entry: Entry, depth: usize) -> Result<()> {
+        let mut stack = vec![(rel, entry, depth)];
+        while let Some((rel, entry, depth)) = stack.pop() {
+            match entry.kind {
+                EntryKind::Dir => {
+                    let tree = entry.blob;
+                    if !rel.as_os_str().is_empty() {
+                        plan.steps.push(Step::Dir(rel.clone(), entry));
+                    }
+                    let Some(tree) = tree else { continue };
+                    let children = self.tree(tree)?.entries;
+                    let too_much = |reason: String| Error::Malformed { what: "tree", blob: tree, reason };
+                    if depth >= MAX_TREE_DEPTH {
+                        return Err(too_much(format!("its directories nest deeper than {MAX_TREE_DEPTH} levels")));
+                    }
+                    plan.entries += children.len() as u64;
+                    if plan.entries > MAX_TREE_ENTRIES {
+                        return Err(too_much(format!("the restore would hold more than {MAX_TREE_ENTRIES} entries")));
+                    }
+                    for child in children.into_iter().rev() {
+                        let path = rel.join(OsStr::from_bytes(&child.name));
+                        stack.push((path, child, depth + 1));
                     }
                 }
-            }
-            EntryKind::File => steps.push(Step::File(rel, entry)),
-            _ => steps.push(Step::Other(rel, entry)),
-        }
-        Ok(())
-    }
-
-    /// Pushes the directory itself (unless it is the target) and its children.
-    fn plan_children(
-        &self,
-        rel: &Path,
-        entry: &Entry,
-        steps: &mut Vec<Step>,
-        links: &mut HashMap<(u64, u64), PathBuf>,
-    ) -> Result<()> {
-        if !rel.as_os_str().is_empty() {
-            steps.push(Step::Dir(rel.to_path_buf(), entry.clone()));
-        }
-        if let Some(tree) = entry.blob {
-            for child in self.tree(tree)?.entries {
-                let path = rel.join(std::ffi::OsStr::from_bytes(&child.name));
-                self.plan_entry(path, child, steps, links)?;
+                EntryKind::File if entry.is_hardlinked() => {
+                    let key = (entry.dev, entry.inode);
+                    match plan.links.get(&key) {
+                        Some(first) => plan.steps.push(Step::Link(rel, first.clone(), entry)),
+                        None => {
+                            plan.links.insert(key, rel.clone());
+                            plan.steps.push(Step::File(rel, entry));
+                        }
+                    }
+                }
+                EntryKind::File => plan.steps.push(Step::File(rel, entry)),
+                _ => plan.steps.push(Step::Other(rel, entry)),
             }
         }
         Ok(())
     }
 }
 
+/// A plan being made.
+struct Plan {
+    steps: Vec<Step>,
+    /// The first name of each hard-link group, by (device, inode).
+    links: HashMap<(u64, u64), PathBuf>,
+    /// Entries listed by the trees walked so far.
+    entries: u64,
+}
+
+/// Why one entry was not restored.
+enum NotRestored {
+    /// Something about this entry only: it is listed, and the restore goes on.
+    Entry(String),
+    /// Blobs it needs are damaged or missing: listed and counted.
+    Damaged(Error),
+    /// Nothing more can be restored (a full or read-only file system, a
+    /// store or remote that cannot be read): the restore ends.
+    Stop(Error),
+}
+
+impl From<Error> for NotRestored {
+    fn from(e: Error) -> NotRestored {
+        match e {
+            e if e.is_damage() => NotRestored::Damaged(e),
+            Error::Output { cause, .. } if !ends_restore(&cause) => NotRestored::Entry(format!("writing it: {cause}")),
+            e => NotRestored::Stop(e),
+        }
+    }
+}
+
+/// Errors of the target file system after which nothing else would be
+/// restored either.
+fn ends_restore(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS))
+}
+
+type Done<T> = std::result::Result<T, NotRestored>;
+
+/// A failed operation on the target, for the entry at `path`.
+fn target_error(action: &str, path: &Path, e: impl Into<io::Error>) -> NotRestored {
+    let e = e.into();
+    if ends_restore(&e) {
+        NotRestored::Stop(Error::Output { what: path.display().to_string(), cause: e })
+    } else {
+        NotRestored::Entry(format!("{action}: {e}"))
+    }
+}
+
+/// Whether `other` made its entry, or left it out as asked.
+enum Made {
+    Yes,
+    LeftOut,
+    No,
+}
+
 /// A restore being carried out.
 struct Run<'a> {
     store: &'a Store,
     target: &'a Path,
+    /// The target, open: every path below it is resolved from here.
+    root: Beneath,
     options: &'a RestoreOptions,
+    apply: ApplyOptions,
     names: Names,
     progress: &'a Progress,
     problems: Mutex<Vec<String>>,
@@ -427,118 +604,214 @@ struct Run<'a> {
     failed: AtomicU64,
     /// Directories that could not be made: nothing is restored under them.
     blocked: Mutex<Vec<PathBuf>>,
+    /// Hard-linked files this restore wrote (or found identical): the
+    /// only files later names of their groups are linked to.
+    heads: Mutex<HashSet<PathBuf>>,
 }
 
 impl Run<'_> {
-    fn problem(&self, path: &Path, what: impl std::fmt::Display) {
-        tracing::warn!("{}: {what}", path.display());
+    fn problem(&self, rel: &Path, what: impl std::fmt::Display) {
+        let path = self.target.join(rel);
+        tracing::debug!("{}: {what}", path.display());
         self.problems.lock().expect("problem list poisoned").push(format!("{}: {what}", path.display()));
+    }
+
+    /// The outcome of one entry: its value, or `None` once a failure of
+    /// this entry alone is listed; an error only when the restore must end.
+    fn settle<T>(&self, rel: &Path, done: Done<T>) -> Result<Option<T>> {
+        match done {
+            Ok(value) => Ok(Some(value)),
+            Err(NotRestored::Entry(why)) => {
+                self.problem(rel, format!("not restored: {why}"));
+                Ok(None)
+            }
+            Err(NotRestored::Damaged(e)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.problem(rel, format!("not restored: {e}"));
+                Ok(None)
+            }
+            Err(NotRestored::Stop(e)) => Err(e),
+        }
     }
 
     fn is_blocked(&self, rel: &Path) -> bool {
         self.blocked.lock().expect("blocked list poisoned").iter().any(|b| rel.starts_with(b))
     }
 
-    fn metadata(&self, rel: &Path, entry: &Entry) {
-        let path = self.target.join(rel);
-        for problem in apply(Target::Path(&path), entry, self.options.owners, &self.names).0 {
-            self.problem(&path, problem);
+    fn restored_head(&self, rel: &Path) -> bool {
+        self.heads.lock().expect("head list poisoned").contains(rel)
+    }
+
+    /// The directory holding `rel`, never reached through a symlink, and
+    /// `rel`'s name in it.
+    fn parent<'p>(&self, rel: &'p Path) -> Done<(OwnedFd, &'p OsStr)> {
+        self.root.parent(rel).map_err(|e| {
+            target_error("opening its directory (was it replaced by a symlink while the restore ran?)", rel, e)
+        })
+    }
+
+    /// Puts a directory's own metadata on it, through the directory itself.
+    fn dir_metadata(&self, rel: &Path, entry: &Entry) {
+        let dir = match self.root.dir(rel) {
+            Ok(dir) => File::from(dir),
+            Err(e) => return self.problem(rel, format!("metadata not restored: opening it: {e}")),
+        };
+        for problem in apply(Target::File(&dir), entry, &self.apply, &self.names) {
+            self.problem(rel, problem);
         }
     }
 
-    /// Makes room at `path` for a new entry: true if nothing is there now.
-    /// Honors `--overwrite never` by leaving what is there (false).
-    fn clear(&self, path: &Path) -> Result<bool> {
-        let existing = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-            Err(e) => return Err(Error::io("checking the restore target", path, e)),
-        };
+    /// Makes room at `name` in `dir` for a new entry: true if nothing is
+    /// there now. Honors `--overwrite never` by leaving what is there
+    /// (false). Whatever is there is removed without following it.
+    fn clear(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> Done<bool> {
+        if kind_at(dir, name).map_err(|e| target_error("looking at what is there", rel, e))?.is_none() {
+            return Ok(true);
+        }
         if self.options.overwrite == Overwrite::Never {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        let removed = if existing.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
-        removed.map_err(|e| Error::io("replacing an existing path", path, e))?;
+        remove_at(dir, name).map_err(|e| target_error("replacing what was there", rel, e))?;
         Ok(true)
     }
 
-    /// Makes the directory (true), or finds a real one there (true), or
-    /// leaves what is there and blocks everything under it (false).
-    fn make_dir(&self, rel: &Path) -> Result<bool> {
+    /// Makes the directory, 0700 until its own mode is put on last (true),
+    /// or finds a real one there (true), or leaves what is there and
+    /// blocks everything under it (false).
+    fn make_dir(&self, rel: &Path) -> Done<bool> {
         if self.is_blocked(rel) {
             return Ok(false);
         }
-        let path = self.target.join(rel);
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            return Ok(true);
+        let block = || self.blocked.lock().expect("blocked list poisoned").push(rel.to_path_buf());
+        let (dir, name) = self.parent(rel).inspect_err(|_| block())?;
+        match kind_at(dir.as_fd(), name) {
+            Ok(Some(kind)) if kind == SFlag::S_IFDIR => return Ok(true),
+            Ok(_) => {}
+            Err(e) => {
+                block();
+                return Err(target_error("looking at what is there", rel, e));
+            }
         }
-        if !self.clear(&path)? {
-            self.problem(&path, "exists and is not a directory; left alone (see --overwrite)");
-            self.blocked.lock().expect("blocked list poisoned").push(rel.to_path_buf());
+        if !self.clear(dir.as_fd(), name, rel).inspect_err(|_| block())? {
+            block();
+            self.problem(
+                rel,
+                "exists and is not a directory, so nothing under it was restored; \
+                 move it away, or restore with --overwrite always",
+            );
             return Ok(false);
         }
-        std::fs::create_dir(&path).map_err(|e| Error::io("creating a directory", &path, e))?;
+        if let Err(e) = mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+            block();
+            return Err(target_error("creating the directory", rel, e));
+        }
         Ok(true)
     }
 
-    fn file(&self, rel: &Path, entry: &Entry, located: Option<Located>) -> Result<()> {
+    /// Restores one file; true when the file at `rel` now holds the
+    /// entry's content (written, or found identical).
+    fn file(&self, rel: &Path, entry: &Entry, located: Option<Located>) -> Done<bool> {
         if self.is_blocked(rel) {
-            return Ok(());
+            return Ok(false);
         }
-        let path = self.target.join(rel);
-        if self.options.overwrite == Overwrite::IfChanged && self.same_file(&path, entry)? {
+        let (dir, name) = self.parent(rel)?;
+        if self.options.overwrite == Overwrite::IfChanged
+            && let Some(same) = self.same_file(dir.as_fd(), name, entry)?
+        {
             self.unchanged.fetch_add(1, Ordering::Relaxed);
             self.progress.add(1, entry.size);
-            self.metadata(rel, entry);
-            return Ok(());
+            self.metadata(rel, &same, entry);
+            self.note_head(rel, entry);
+            return Ok(true);
         }
-        let Some(file) = self.create(&path)? else {
+        let Some(file) = self.create(dir.as_fd(), name, rel)? else {
             self.progress.add(1, entry.size);
-            return Ok(());
+            return Ok(false);
         };
-        let (written, ends_in_hole) = match (entry.blob, located) {
-            (Some(_), Some(chunks)) => self.write_located(&file, &path, &chunks)?,
-            (Some(root), None) => self.write_content(&file, &path, root)?,
-            (None, _) => (0, false),
-        };
-        if written != entry.size {
-            return Err(Error::Malformed {
-                what: "content list",
-                blob: entry.blob.unwrap_or(BlobId::of(b"")),
-                reason: format!("{} holds {written} bytes, its entry says {}", path.display(), entry.size),
-            });
+        let path = self.target.join(rel);
+        let written = self.write(&file, &path, entry, located);
+        if written.is_err() {
+            // No partial file is left: it would pass for the real one.
+            let _ = unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir);
         }
-        // A file that ends in a hole is short until its length is set.
-        if ends_in_hole {
-            file.set_len(entry.size).map_err(|e| Error::io("setting a file's length", &path, e))?;
-        }
+        let written = written?;
         self.written.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(written, Ordering::Relaxed);
         self.progress.add(1, 0);
-        // Through the open file: no path walks, and nothing can be swapped in.
-        for problem in apply(Target::File(&file), entry, self.options.owners, &self.names).0 {
-            self.problem(&path, problem);
-        }
-        Ok(())
+        self.metadata(rel, &file, entry);
+        self.note_head(rel, entry);
+        Ok(true)
     }
 
-    /// Creates the file at `path` (never following a symlink there), after
-    /// clearing what is in the way as `--overwrite` allows; `None` when
-    /// something is there and stays.
-    fn create(&self, path: &Path) -> Result<Option<File>> {
-        let open =
-            || File::options().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path);
+    fn note_head(&self, rel: &Path, entry: &Entry) {
+        if entry.is_hardlinked() {
+            self.heads.lock().expect("head list poisoned").insert(rel.to_path_buf());
+        }
+    }
+
+    /// Through the open file: no path walks, and nothing can be swapped in.
+    fn metadata(&self, rel: &Path, file: &File, entry: &Entry) {
+        for problem in apply(Target::File(file), entry, &self.apply, &self.names) {
+            self.problem(rel, problem);
+        }
+    }
+
+    /// Writes the entry's content to `file`, which must come to exactly
+    /// the entry's size: a content list that says otherwise is refused
+    /// before anything is written, and writing stops at the size whatever
+    /// the lists below it claim (a crafted list can name one chunk a
+    /// million times).
+    fn write(&self, file: &File, path: &Path, entry: &Entry, located: Option<Located>) -> Result<u64> {
+        let wrong = |actual: u64, over: bool| Error::WrongLength {
+            what: path.display().to_string(),
+            expected: entry.size,
+            actual,
+            over,
+        };
+        let (written, ends_in_hole) = match (entry.blob, located) {
+            (Some(_), Some(chunks)) => {
+                let total = chunks.iter().try_fold(0u64, |sum, (c, _)| sum.checked_add(c.len));
+                if total != Some(entry.size) {
+                    return Err(wrong(total.unwrap_or(u64::MAX), total.is_none()));
+                }
+                self.write_located(file, path, &chunks)?
+            }
+            (Some(root), None) => {
+                let reader = ContentReader::new(self.store, root)?;
+                match reader.root_len() {
+                    Some(len) if len == entry.size => self.write_content(file, path, reader, entry.size)?,
+                    other => return Err(wrong(other.unwrap_or(u64::MAX), other.is_none())),
+                }
+            }
+            (None, _) => (0, false),
+        };
+        if written != entry.size {
+            return Err(wrong(written, false));
+        }
+        // A file that ends in a hole is short until its length is set.
+        if ends_in_hole {
+            file.set_len(entry.size).map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
+        }
+        Ok(written)
+    }
+
+    /// Creates the file `name` in `dir` (never following a symlink there),
+    /// after clearing what is in the way as `--overwrite` allows; `None`
+    /// when something is there and stays.
+    fn create(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> Done<Option<File>> {
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let open = || openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map(File::from);
         // Trying first saves a lookup per file in the usual case, an empty target.
         match open() {
             Ok(file) => return Ok(Some(file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("creating a file", path, e)),
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(target_error("creating it", rel, e)),
         }
-        if !self.clear(path)? {
+        if !self.clear(dir, name, rel)? {
             return Ok(None);
         }
-        open().map(Some).map_err(|e| Error::io("creating a file", path, e))
+        open().map(Some).map_err(|e| target_error("creating it", rel, e))
     }
 
     /// Writes chunks found by [`Store::locate`] to `file`, each checked;
@@ -555,16 +828,25 @@ impl Run<'_> {
         Ok((offset, ends_in_hole))
     }
 
-    /// Writes a content list to `file`, leaving zero blocks as holes.
-    /// Returns the bytes it holds and whether its last block is a hole.
-    fn write_content(&self, file: &File, path: &Path, root: BlobId) -> Result<(u64, bool)> {
-        let mut reader = ContentReader::new(self.store, root)?;
+    /// Writes a content list to `file`, leaving zero blocks as holes, and
+    /// stops with an error before passing `size`. Returns the bytes it
+    /// holds and whether its last block is a hole.
+    fn write_content(&self, file: &File, path: &Path, mut reader: ContentReader, size: u64) -> Result<(u64, bool)> {
         let mut offset = 0u64;
         let mut ends_in_hole = false;
         loop {
             let entries = reader.next_batch(BATCH_CHUNKS)?;
             if entries.is_empty() {
                 return Ok((offset, ends_in_hole));
+            }
+            let listed = entries.iter().try_fold(offset, |sum, c| sum.checked_add(c.len));
+            if listed.is_none_or(|end| end > size) {
+                return Err(Error::WrongLength {
+                    what: path.display().to_string(),
+                    expected: size,
+                    actual: listed.unwrap_or(u64::MAX),
+                    over: true,
+                });
             }
             for chunk in read_chunks(self.store, &entries)? {
                 ends_in_hole = write_sparse(file, offset, &chunk)
@@ -575,59 +857,75 @@ impl Run<'_> {
         }
     }
 
-    /// Whether the file at `path` has the entry's content already.
-    fn same_file(&self, path: &Path, entry: &Entry) -> Result<bool> {
-        let Ok(m) = std::fs::symlink_metadata(path) else { return Ok(false) };
+    /// The file `name` in `dir`, open, if it has the entry's content
+    /// already (it is opened without following a symlink or blocking on
+    /// a fifo, and must be a regular file).
+    fn same_file(&self, dir: BorrowedFd<'_>, name: &OsStr, entry: &Entry) -> Done<Option<File>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let Ok(file) = openat(dir, name, flags, Mode::empty()).map(File::from) else { return Ok(None) };
+        let Ok(m) = file.metadata() else { return Ok(None) };
         if !m.is_file() || m.size() != entry.size {
-            return Ok(false);
+            return Ok(None);
         }
-        if m.mtime() * 1_000_000_000 + m.mtime_nsec() == entry.mtime_ns {
-            return Ok(true);
+        if m.mtime().checked_mul(1_000_000_000).and_then(|s| s.checked_add(m.mtime_nsec())) == Some(entry.mtime_ns) {
+            return Ok(Some(file));
         }
-        let Some(root) = entry.blob else { return Ok(true) };
-        let file = File::open(path).map_err(|e| Error::io("reading an existing file", path, e))?;
+        let Some(root) = entry.blob else { return Ok(Some(file)) };
         let mut reader = ContentReader::new(self.store, root)?;
         for chunk in self.store.chunker().stream(&file) {
-            let chunk = chunk.map_err(|e| Error::io("reading an existing file", path, e))?;
+            let Ok(chunk) = chunk else { return Ok(None) };
             match reader.next_chunk()? {
                 Some(expected) if expected.id == self.store.ids().id(BlobKind::Data, &chunk.data) => {}
-                _ => return Ok(false),
+                _ => return Ok(None),
             }
         }
-        Ok(reader.next_chunk()?.is_none())
+        Ok(reader.next_chunk()?.is_none().then_some(file))
     }
 
-    fn link(&self, rel: &Path, first: &Path) -> Result<bool> {
+    /// Links `rel` to `first`, which this restore wrote; true when made.
+    fn link(&self, rel: &Path, first: &Path) -> Done<bool> {
         if self.is_blocked(rel) || self.is_blocked(first) {
             return Ok(false);
         }
-        let path = self.target.join(rel);
-        if !self.clear(&path)? {
+        let (first_dir, first_name) = self.parent(first)?;
+        let (dir, name) = self.parent(rel)?;
+        if !self.clear(dir.as_fd(), name, rel)? {
             return Ok(false);
         }
-        std::fs::hard_link(self.target.join(first), &path).map_err(|e| Error::io("making a hard link", &path, e))?;
+        // No AT_SYMLINK_FOLLOW: whatever is at `first` now is linked
+        // itself, never what a symlink swapped in there points at.
+        linkat(first_dir.as_fd(), first_name, dir.as_fd(), name, AtFlags::empty())
+            .map_err(|e| target_error("making the hard link", rel, e))?;
         Ok(true)
     }
 
-    fn other(&self, rel: &Path, entry: &Entry) -> Result<bool> {
+    fn other(&self, rel: &Path, entry: &Entry) -> Done<Made> {
         if self.is_blocked(rel) {
-            return Ok(false);
+            return Ok(Made::No);
         }
-        let path = self.target.join(rel);
-        if !self.clear(&path)? {
-            return Ok(false);
+        let device = matches!(entry.kind, EntryKind::CharDevice | EntryKind::BlockDevice);
+        if device && !self.options.special {
+            return Ok(Made::LeftOut);
+        }
+        if device && !nix::unistd::geteuid().is_root() {
+            self.problem(rel, "not restored: device files can only be restored by root");
+            return Ok(Made::No);
+        }
+        let (dir, name) = self.parent(rel)?;
+        if !self.clear(dir.as_fd(), name, rel)? {
+            return Ok(Made::No);
         }
         let made = match entry.kind {
-            EntryKind::Symlink => std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&entry.target), &path),
-            EntryKind::CharDevice | EntryKind::BlockDevice if !self.options.owners => {
-                self.problem(&path, "device files can only be restored by root; skipped");
-                return Ok(false);
+            EntryKind::Symlink => {
+                symlinkat(OsStr::from_bytes(&entry.target), dir.as_fd(), name).map_err(io::Error::from)
             }
-            _ => make_special(&path, entry),
+            _ => make_special_at(dir.as_fd(), name, entry),
         };
-        made.map_err(|e| Error::io("creating a special file", &path, e))?;
-        self.metadata(rel, entry);
-        Ok(true)
+        made.map_err(|e| target_error("creating it", rel, e))?;
+        for problem in apply(Target::At(dir.as_fd(), name), entry, &self.apply, &self.names) {
+            self.problem(rel, problem);
+        }
+        Ok(Made::Yes)
     }
 }
 

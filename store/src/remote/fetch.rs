@@ -21,6 +21,11 @@ impl RemoteSource {
         RemoteSource { spec, client: OnceLock::new() }
     }
 
+    /// The remote this source reads.
+    pub fn spec(&self) -> &RemoteSpec {
+        &self.spec
+    }
+
     fn client(&self) -> Result<&RemoteClient> {
         match self.client.get_or_init(|| RemoteClient::new(&self.spec).map(Arc::new).map_err(|e| e.to_string())) {
             Ok(client) => Ok(client),
