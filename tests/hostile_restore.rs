@@ -340,7 +340,7 @@ fn a_tree_nested_deeper_than_any_real_path_is_refused() {
         command_on(&fixture.store(), &["restore", "latest", "--to", target.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("deeper than 4096 levels"), "{stderr}");
+    assert!(stderr.contains("nest more than 4096 deep"), "{stderr}");
     assert!(!target.exists(), "a refused restore wrote something");
 }
 

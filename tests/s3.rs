@@ -5,7 +5,9 @@
 //!
 //! An access hook sees every authenticated request: it counts uploads and
 //! downloaded bytes, and can answer the next N requests with an error
-//! (`SlowDown`, `InternalError`) to exercise the client's retries.
+//! (`SlowDown`, `InternalError`) to exercise the client's retries. A
+//! hostile mode ([`Hostile`]) lists for ever or sends longer bodies than
+//! asked for, as a malicious remote would.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,9 +54,21 @@ pub enum Failure {
     Internal,
 }
 
+/// How a hostile server misbehaves (see [`Seen::hostile`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hostile {
+    /// Every listing page is empty, says more follow, and gives the same
+    /// continuation token.
+    EndlessListing,
+    /// Every GET answers with the object (or range) and `n` more bytes.
+    LongBodies(usize),
+}
+
 /// What the server saw.
 #[derive(Default)]
 pub struct Seen {
+    /// How the server misbehaves from now on, if it does.
+    pub hostile: Mutex<Option<Hostile>>,
     /// Authenticated requests.
     pub requests: AtomicU64,
     /// Keys of PutObject and UploadPart requests, in order.
@@ -150,6 +164,8 @@ struct Files {
     /// Keys of conditional puts in flight, so that of two racing ones
     /// exactly one wins.
     claiming: Mutex<std::collections::HashSet<String>>,
+    /// What the hook saw, and whether to misbehave.
+    seen: Arc<Seen>,
 }
 
 /// `impl S3 for Files`: the listed operations forwarded to `self.fs`,
@@ -173,7 +189,6 @@ files_s3! {
         head_bucket(HeadBucketInput) -> HeadBucketOutput;
         get_bucket_location(GetBucketLocationInput) -> GetBucketLocationOutput;
         list_objects(ListObjectsInput) -> ListObjectsOutput;
-        list_objects_v2(ListObjectsV2Input) -> ListObjectsV2Output;
         head_object(HeadObjectInput) -> HeadObjectOutput;
         delete_object(DeleteObjectInput) -> DeleteObjectOutput;
         delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
@@ -199,6 +214,22 @@ files_s3! {
         result
     }
 
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        if *self.seen.hostile.lock().unwrap() == Some(Hostile::EndlessListing) {
+            let output = ListObjectsV2Output {
+                contents: Some(Vec::new()),
+                is_truncated: Some(true),
+                next_continuation_token: Some("again".into()),
+                key_count: Some(0),
+                name: Some(req.input.bucket),
+                prefix: req.input.prefix,
+                ..Default::default()
+            };
+            return Ok(S3Response::new(output));
+        }
+        self.fs.list_objects_v2(req).await
+    }
+
     async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
         use std::os::unix::fs::FileExt;
         let input = req.input;
@@ -218,6 +249,9 @@ files_s3! {
         };
         let mut bytes = vec![0u8; (end - start) as usize];
         file.read_exact_at(&mut bytes, start).map_err(|_| s3_error!(InternalError))?;
+        if let Some(Hostile::LongBodies(more)) = *self.seen.hostile.lock().unwrap() {
+            bytes.resize(bytes.len() + more, b' ');
+        }
         let output = GetObjectOutput {
             content_length: Some(bytes.len() as i64),
             content_range: input.range.map(|_| format!("bytes {start}-{}/{len}", end.max(start + 1) - 1)),
@@ -295,6 +329,7 @@ impl S3Server {
                 root: self.root.clone(),
                 conditional: self.conditional,
                 claiming: Mutex::default(),
+                seen: self.seen.clone(),
             };
             let mut builder = S3ServiceBuilder::new(files);
             builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));

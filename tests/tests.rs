@@ -17,6 +17,7 @@ mod dataset_errors;
 mod datasets;
 mod dedupe;
 mod gc;
+mod hostile;
 mod hostile_restore;
 mod objects;
 mod powercut;

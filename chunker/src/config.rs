@@ -9,6 +9,13 @@ use crate::stream::ChunkStream;
 pub const DEFAULT_AVG_SIZE: u32 = 8 * 1024;
 /// Default block size for fixed chunking: 8 KiB.
 pub const DEFAULT_FIXED_SIZE: u32 = 8 * 1024;
+/// Largest average [`ChunkerConfig::cdc`] accepts, and largest fixed block.
+const MAX_CONFIGURED_SIZE: u64 = 1024 * 1024;
+/// The longest chunk any valid configuration cuts: a CDC maximum is eight
+/// times its average, at most 1 MiB, and fixed blocks are at most 1 MiB.
+/// Readers refuse a data blob longer than this before decompressing it, so
+/// a crafted record cannot make them allocate what its length field claims.
+pub const MAX_CHUNK_SIZE: usize = 8 * MAX_CONFIGURED_SIZE as usize;
 
 /// How a store cuts data into chunks. Fixed when the store is created: two
 /// stores with different settings do not dedupe against each other.
@@ -47,7 +54,7 @@ impl ChunkerConfig {
     /// FastCDC with the given average; minimum is a quarter of it and maximum
     /// eight times it (2 KiB / 8 KiB / 64 KiB by default).
     pub fn cdc(avg_size: u64) -> Result<ChunkerConfig, ConfigError> {
-        if !(1024..=1024 * 1024).contains(&avg_size) || !avg_size.is_power_of_two() {
+        if !(1024..=MAX_CONFIGURED_SIZE).contains(&avg_size) || !avg_size.is_power_of_two() {
             return Err(ConfigError::AvgSize(avg_size));
         }
         let avg = avg_size as u32;
@@ -61,7 +68,7 @@ impl ChunkerConfig {
 
     /// Fixed blocks of `size` bytes.
     pub fn fixed(size: u64) -> Result<ChunkerConfig, ConfigError> {
-        if !(512..=1024 * 1024).contains(&size) || !size.is_power_of_two() {
+        if !(512..=MAX_CONFIGURED_SIZE).contains(&size) || !size.is_power_of_two() {
             return Err(ConfigError::FixedSize(size));
         }
         Ok(ChunkerConfig::Fixed { size: size as u32 })
@@ -132,5 +139,21 @@ impl ChunkerConfig {
 impl Default for ChunkerConfig {
     fn default() -> ChunkerConfig {
         ChunkerConfig::default_cdc()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_valid_configuration_cuts_past_max_chunk_size() {
+        let largest =
+            [ChunkerConfig::cdc(MAX_CONFIGURED_SIZE).unwrap(), ChunkerConfig::fixed(MAX_CONFIGURED_SIZE).unwrap()];
+        assert_eq!(largest.iter().map(ChunkerConfig::max_size).max(), Some(MAX_CHUNK_SIZE));
+        assert!(ChunkerConfig::cdc(2 * MAX_CONFIGURED_SIZE).is_err());
+        assert!(ChunkerConfig::fixed(2 * MAX_CONFIGURED_SIZE).is_err());
+        let data = vec![0u8; MAX_CHUNK_SIZE + 1];
+        assert_eq!(largest[0].cut(&data, true), MAX_CHUNK_SIZE);
     }
 }

@@ -135,12 +135,12 @@ pub fn dry_run(store: &Store, options: &GcOptions) -> Result<GcReport> {
 
     for (id, mut record) in store.containers()? {
         record.dead_bytes =
-            (record.dead_bytes + cascade.dead.get(&id).copied().unwrap_or(0)).min(record.record_bytes());
+            record.dead_bytes.saturating_add(cascade.dead.get(&id).copied().unwrap_or(0)).min(record.record_bytes());
         if !worth_compacting(&record, options.compact_threshold) {
             continue;
         }
         let compaction = &mut report.compaction;
-        compaction.bytes_removed += record.stored_bytes;
+        compaction.bytes_removed = compaction.bytes_removed.saturating_add(record.stored_bytes);
         if record.live_bytes() == 0 {
             compaction.containers_deleted += 1;
         } else {

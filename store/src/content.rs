@@ -31,6 +31,8 @@ pub const MAX_ENTRIES: usize = 1024;
 const PIECE_VERSION: u8 = 1;
 const PIECE_HEADER_LEN: usize = 8;
 const PIECE_ENTRY_LEN: usize = 40;
+/// The longest piece: a header and [`MAX_ENTRIES`] entries (40,968 bytes).
+pub const MAX_PIECE_LEN: usize = PIECE_HEADER_LEN + MAX_ENTRIES * PIECE_ENTRY_LEN;
 
 /// One entry of a piece: a chunk (level 0) or a lower piece, and the bytes it covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,23 +66,38 @@ impl Piece {
     }
 
     /// Parses a piece; `id` is only used in the error.
+    ///
+    /// Refuses more than [`MAX_ENTRIES`] entries (no builder writes more)
+    /// and entries covering no bytes: no chunk is empty and no empty piece
+    /// is ever named by another, and with empty entries a crafted list
+    /// could name the same piece over and over while its length stayed 0,
+    /// so readers that stop at the recorded size would never stop.
     pub fn decode(id: BlobId, bytes: &[u8]) -> Result<Piece> {
         let malformed = |reason: String| Error::Malformed { what: "content list", blob: id, reason };
-        if bytes.len() < PIECE_HEADER_LEN || bytes[0] != PIECE_VERSION {
-            return Err(malformed("unknown version or truncated header".into()));
+        let (header, body) = match bytes.split_first_chunk::<PIECE_HEADER_LEN>() {
+            Some((header, body)) if header[0] == PIECE_VERSION => (header, body),
+            _ => return Err(malformed("unknown version or truncated header".into())),
+        };
+        let n = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if n > MAX_ENTRIES {
+            return Err(malformed(format!("{n} entries, more than the {MAX_ENTRIES} a piece holds")));
         }
-        let n = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
-        if bytes.len() != PIECE_HEADER_LEN + n * PIECE_ENTRY_LEN {
+        if body.len() != n * PIECE_ENTRY_LEN {
             return Err(malformed(format!("{} bytes for {n} entries", bytes.len())));
         }
-        let entries = bytes[PIECE_HEADER_LEN..]
+        let entries = body
             .chunks_exact(PIECE_ENTRY_LEN)
-            .map(|e| ContentEntry {
-                id: BlobId::from_slice(e).expect("32 bytes"),
-                len: u64::from_le_bytes(e[32..40].try_into().expect("8 bytes")),
+            .map(|e| {
+                let (id_bytes, len_bytes) = e.split_at(32);
+                let id = BlobId::from_slice(id_bytes).ok_or_else(|| malformed("short entry".into()))?;
+                let len = u64::from_le_bytes(len_bytes.try_into().map_err(|_| malformed("short entry".into()))?);
+                if len == 0 {
+                    return Err(malformed(format!("entry {id:#} covers no bytes")));
+                }
+                Ok(ContentEntry { id, len })
             })
-            .collect();
-        Ok(Piece { level: bytes[1], entries })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Piece { level: header[1], entries })
     }
 
     /// Ids this piece names, with multiplicity (its references).
@@ -88,9 +105,10 @@ impl Piece {
         self.entries.iter().map(|e| e.id).collect()
     }
 
-    /// Bytes of content under this piece.
+    /// Bytes of content under this piece. Saturates: the lengths come from
+    /// disk, and a crafted piece's sum past 2^64 is simply a wrong length.
     pub fn len(&self) -> u64 {
-        self.entries.iter().map(|e| e.len).sum()
+        self.entries.iter().fold(0u64, |sum, e| sum.saturating_add(e.len))
     }
 
     /// Whether the piece covers no content.
@@ -226,7 +244,9 @@ impl<'a> ContentReader<'a> {
                 return Ok(Some(entry));
             }
             let child = Piece::decode(entry.id, &self.store.read_blob(&entry.id)?)?;
-            if child.level + 1 != piece.level {
+            // Checked: a crafted level of 255 must not overflow. Levels fall
+            // by one per step, so the stack is at most 256 pieces deep.
+            if child.level.checked_add(1) != Some(piece.level) {
                 return Err(Error::Malformed {
                     what: "content list",
                     blob: entry.id,
@@ -273,5 +293,24 @@ mod tests {
         assert_eq!(piece.len(), 12);
         assert!(Piece::decode(BlobId::of(b""), &bytes[..bytes.len() - 1]).is_err());
         assert!(Piece::decode(BlobId::of(b""), b"\x09\0\0\0\0\0\0\0").is_err());
+    }
+
+    /// Regression (issue 15): a piece of more entries than any builder
+    /// writes, or of entries covering no bytes (with which a crafted list
+    /// names one piece over and over and reading it never ends), decoded.
+    #[test]
+    fn pieces_no_builder_writes_are_refused() {
+        let entry = |len| ContentEntry { id: BlobId::of(b"c"), len };
+        let big = Piece { level: 0, entries: vec![entry(1); MAX_ENTRIES + 1] }.encode();
+        let error = Piece::decode(BlobId::of(&big), &big).unwrap_err().to_string();
+        assert!(error.contains("1025 entries"), "{error}");
+        let full = Piece { level: 0, entries: vec![entry(1); MAX_ENTRIES] }.encode();
+        assert_eq!(full.len(), MAX_PIECE_LEN);
+        assert!(Piece::decode(BlobId::of(&full), &full).is_ok());
+        let empty_entry = Piece { level: 1, entries: vec![entry(5), entry(0)] }.encode();
+        let error = Piece::decode(BlobId::of(&empty_entry), &empty_entry).unwrap_err().to_string();
+        assert!(error.contains("covers no bytes"), "{error}");
+        // Lengths whose sum passes 2^64 saturate instead of overflowing.
+        assert_eq!(Piece { level: 0, entries: vec![entry(u64::MAX), entry(2)] }.len(), u64::MAX);
     }
 }

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::ids::{BlobId, ContainerId, Tid};
+use crate::ids::{BlobId, BlobKind, ContainerId, Tid};
 
 /// Result with the store's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -96,6 +96,22 @@ pub enum Error {
         blob: BlobId,
         /// What is wrong.
         reason: String,
+    },
+    /// A metadata blob longer than readers accept: refused when written,
+    /// so that nothing is stored that cannot be read back.
+    #[error(
+        "{what} would be a {kind} blob of {len} bytes, more than the {max} that cairn reads back; \
+         split the directory, or exclude it"
+    )]
+    BlobTooLarge {
+        /// What the blob was for ("the tree of directory /x", "a tree").
+        what: String,
+        /// Its kind.
+        kind: BlobKind,
+        /// Its length.
+        len: u64,
+        /// The kind's limit ([`BlobKind::max_len`]).
+        max: u64,
     },
     /// No object has this key.
     #[error("no object named '{0}'; list them with `cairn objects`")]

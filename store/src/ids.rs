@@ -77,6 +77,20 @@ impl BlobKind {
         self != BlobKind::Data
     }
 
+    /// The longest plaintext a blob of this kind can have. Writers never
+    /// produce more and readers refuse more before allocating for it (the
+    /// length fields are u32s from disk or a remote): a data chunk is at
+    /// most the chunker's longest, a content-list piece holds at most
+    /// [`crate::content::MAX_ENTRIES`] entries, and a tree is refused by
+    /// the writer above [`crate::dataset::tree::MAX_TREE_LEN`].
+    pub fn max_len(self) -> usize {
+        match self {
+            BlobKind::Data => cairn_chunker::MAX_CHUNK_SIZE,
+            BlobKind::ContentList => crate::content::MAX_PIECE_LEN,
+            BlobKind::Tree => crate::dataset::tree::MAX_TREE_LEN,
+        }
+    }
+
     /// A short lowercase name for tables.
     pub fn name(self) -> &'static str {
         match self {

@@ -296,7 +296,8 @@ impl Store {
                 while bytes < budget {
                     match reader.next_chunk() {
                         Ok(Some(chunk)) => {
-                            bytes += chunk.len;
+                            // Saturating: the lengths are the content list's.
+                            bytes = chunk.len.saturating_add(bytes);
                             chunks.push(chunk);
                         }
                         _ => break,
@@ -311,7 +312,7 @@ impl Store {
             if bytes >= budget {
                 break;
             }
-            bytes += chunk.len;
+            bytes = chunk.len.saturating_add(bytes);
             ids.push(chunk.id);
         }
         self.fetch_remote(&ids);

@@ -29,6 +29,9 @@ pub mod session;
 pub mod stats;
 mod store;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use cairn_chunker::{BlobId, ChunkerConfig};
 pub use check::{CheckOptions, CheckReport};
 pub use compact::{CompactReport, ContainerUsage};

@@ -74,7 +74,7 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn decode_record(key: &str, bytes: &[u8]) -> Result<ObjectRecord> {
+pub(crate) fn decode_record(key: &str, bytes: &[u8]) -> Result<ObjectRecord> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::BadEntry { what: format!("object '{key}'"), reason: e.to_string() })
 }

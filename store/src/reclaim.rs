@@ -223,7 +223,7 @@ impl Store {
         }
         for (container, bytes) in dead {
             if let Some(mut record) = index.container(container)? {
-                record.dead_bytes = (record.dead_bytes + bytes).min(record.stored_bytes);
+                record.dead_bytes = record.dead_bytes.saturating_add(bytes).min(record.stored_bytes);
                 write.put_cf(index.cf(cf::CONTAINERS), container.key(), record.encode());
             }
         }

@@ -174,6 +174,14 @@ impl WriteSession {
     /// `children`, unless it is stored already, and returns its id.
     pub fn write_metadata(&self, kind: BlobKind, raw: Vec<u8>, children: Vec<BlobId>) -> Result<BlobId> {
         debug_assert!(kind.is_metadata());
+        if raw.len() > kind.max_len() {
+            return Err(Error::BlobTooLarge {
+                what: format!("a {kind}"),
+                kind,
+                len: raw.len() as u64,
+                max: kind.max_len() as u64,
+            });
+        }
         let id = self.store.keys_for_writing()?.id(kind, &raw);
         let entry = self.store.index.blob(&id)?;
         if entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()) || self.state().written.contains_key(&id) {

@@ -90,8 +90,10 @@ impl Store {
             let Some(record) = ContainerRecord::decode(&value) else { continue };
             stats.containers += 1;
             stats.metadata_containers += (record.kind == ContainerKind::Metadata) as u64;
-            stats.stored_bytes += record.stored_bytes;
-            stats.dead_bytes += record.dead_bytes;
+            // Saturating: the lengths are the index's (an attach copies
+            // them from a remote), and a crafted one must not overflow.
+            stats.stored_bytes = stats.stored_bytes.saturating_add(record.stored_bytes);
+            stats.dead_bytes = stats.dead_bytes.saturating_add(record.dead_bytes);
         }
         for object in self.objects("")? {
             stats.objects += 1;

@@ -112,8 +112,12 @@ fn zstd_decompress(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
 
 /// Compresses `raw` with `codec` and keeps the compressed form only when it
 /// is smaller; `id` must be `BlobId::of(raw)`.
+///
+/// `raw` must be at most [`BlobKind::max_len`] long (`WriteSession` refuses
+/// longer metadata; chunks are shorter by construction).
 pub fn encode_blob(id: BlobId, kind: BlobKind, raw: &[u8], codec: Codec) -> EncodedBlob {
-    let raw_len = u32::try_from(raw.len()).expect("blobs are far smaller than 4 GiB");
+    debug_assert!(raw.len() <= kind.max_len(), "a {kind} blob of {} bytes", raw.len());
+    let raw_len = u32::try_from(raw.len()).expect("blobs are at most 256 MiB (BlobKind::max_len)");
     let compressed = match codec {
         Codec::None => None,
         Codec::Lz4 => Some((FLAG_LZ4, lz4_flex::block::compress(raw))),
@@ -126,8 +130,31 @@ pub fn encode_blob(id: BlobId, kind: BlobKind, raw: &[u8], codec: Codec) -> Enco
     }
 }
 
-/// Recovers the plaintext of a stored record, or says why it cannot.
-pub fn decode_blob(flags: u8, raw_len: u32, stored: &[u8]) -> Result<Vec<u8>, String> {
+/// Checks a record's lengths against what its kind can hold, before anyone
+/// allocates for them: the plaintext at most [`BlobKind::max_len`], and the
+/// stored bytes no longer than the plaintext (a writer stores a blob raw
+/// when compressing does not make it smaller).
+pub fn check_lengths(kind: BlobKind, raw_len: u32, stored_len: u32) -> Result<(), String> {
+    if raw_len as usize > kind.max_len() {
+        return Err(format!("the record says {raw_len} bytes, more than a {kind} blob can hold ({})", kind.max_len()));
+    }
+    if stored_len > raw_len {
+        return Err(format!("{stored_len} stored bytes for {raw_len} bytes of plaintext"));
+    }
+    Ok(())
+}
+
+/// Recovers the plaintext of a stored record of `kind`, or says why it
+/// cannot. Allocates at most the kind's limit, whatever `raw_len` says.
+pub fn decode_blob(kind: BlobKind, flags: u8, raw_len: u32, stored: &[u8]) -> Result<Vec<u8>, String> {
+    let stored_len = u32::try_from(stored.len()).map_err(|_| format!("{} stored bytes", stored.len()))?;
+    check_lengths(kind, raw_len, stored_len)?;
+    // An lz4 block expands at most 255 times (a match of 255 more bytes
+    // costs one more byte), so a longer claim is false and is refused
+    // before the output is allocated.
+    if flags == FLAG_LZ4 && u64::from(raw_len) > 255 * u64::from(stored_len) + 64 {
+        return Err(format!("{stored_len} bytes of lz4 cannot decode to the {raw_len} bytes the record says"));
+    }
     let plain = match flags {
         FLAG_LZ4 => lz4_flex::block::decompress(stored, raw_len as usize).map_err(|e| format!("lz4: {e}"))?,
         FLAG_ZSTD => zstd_decompress(stored, raw_len as usize)?,
@@ -166,14 +193,14 @@ mod tests {
             if codec != Codec::None {
                 assert!(blob.bytes.len() < text.len() / 3, "{codec}: {}", blob.bytes.len());
             }
-            assert_eq!(decode_blob(blob.flags, blob.raw_len, &blob.bytes).unwrap(), text);
+            assert_eq!(decode_blob(BlobKind::Data, blob.flags, blob.raw_len, &blob.bytes).unwrap(), text);
 
             let noise = noise();
             let blob = encode_blob(BlobId::of(&noise), BlobKind::Data, &noise, codec);
             if blob.flags == 0 {
                 assert_eq!(blob.bytes, noise);
             }
-            assert_eq!(decode_blob(blob.flags, blob.raw_len, &blob.bytes).unwrap(), noise);
+            assert_eq!(decode_blob(BlobKind::Data, blob.flags, blob.raw_len, &blob.bytes).unwrap(), noise);
         }
     }
 
@@ -190,11 +217,45 @@ mod tests {
         let text = text();
         for codec in [Codec::Lz4, Codec::Zstd(DEFAULT_ZSTD_LEVEL)] {
             let blob = encode_blob(BlobId::of(&text), BlobKind::Data, &text, codec);
-            assert!(decode_blob(blob.flags, blob.raw_len + 1, &blob.bytes).is_err(), "{codec}: wrong length");
-            assert!(decode_blob(blob.flags, blob.raw_len, &blob.bytes[..blob.bytes.len() / 2]).is_err(), "{codec}");
+            assert!(
+                decode_blob(BlobKind::Data, blob.flags, blob.raw_len + 1, &blob.bytes).is_err(),
+                "{codec}: wrong length"
+            );
+            assert!(
+                decode_blob(BlobKind::Data, blob.flags, blob.raw_len, &blob.bytes[..blob.bytes.len() / 2]).is_err(),
+                "{codec}"
+            );
         }
-        assert!(decode_blob(0, 5, b"abcd").is_err());
-        assert!(decode_blob(7, 4, b"abcd").unwrap_err().contains("unknown record flags"));
+        assert!(decode_blob(BlobKind::Data, 0, 5, b"abcd").is_err());
+        assert!(decode_blob(BlobKind::Data, 7, 4, b"abcd").unwrap_err().contains("unknown record flags"));
+    }
+
+    /// Regression (issue 15): `raw_len` is a u32 from disk, and decoding
+    /// allocated whatever it said (4 GiB for a crafted record).
+    #[test]
+    fn lengths_no_blob_of_the_kind_can_have_are_refused_before_decoding() {
+        let text = text();
+        let zstd = encode_blob(BlobId::of(&text), BlobKind::Data, &text, Codec::Zstd(DEFAULT_ZSTD_LEVEL));
+        let too_long = cairn_chunker::MAX_CHUNK_SIZE as u32 + 1;
+        let error = decode_blob(BlobKind::Data, FLAG_ZSTD, too_long, &zstd.bytes).unwrap_err();
+        assert!(error.contains("more than a data blob can hold"), "{error}");
+        let error = decode_blob(BlobKind::Tree, FLAG_ZSTD, u32::MAX, &zstd.bytes).unwrap_err();
+        assert!(error.contains("more than a tree blob can hold"), "{error}");
+        let piece = crate::content::MAX_PIECE_LEN as u32 + 1;
+        let error = decode_blob(BlobKind::ContentList, 0, piece, &vec![0; piece as usize]).unwrap_err();
+        assert!(error.contains("more than a content-list blob can hold"), "{error}");
+        // Stored bytes longer than the plaintext: no writer stores that.
+        let error = decode_blob(BlobKind::Data, 0, 3, b"abcd").unwrap_err();
+        assert!(error.contains("4 stored bytes for 3"), "{error}");
+        // 16 bytes of lz4 cannot make a MiB.
+        let error = decode_blob(BlobKind::Data, FLAG_LZ4, 1 << 20, &[0u8; 16]).unwrap_err();
+        assert!(error.contains("cannot decode to"), "{error}");
+        // The largest real ones still decode.
+        let zeros = vec![0u8; cairn_chunker::MAX_CHUNK_SIZE];
+        for codec in [Codec::Lz4, Codec::Zstd(1)] {
+            let blob = encode_blob(BlobId::of(&zeros), BlobKind::Data, &zeros, codec);
+            assert_eq!(decode_blob(BlobKind::Data, blob.flags, blob.raw_len, &blob.bytes).unwrap(), zeros, "{codec}");
+        }
     }
 
     #[test]

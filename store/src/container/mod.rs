@@ -13,10 +13,12 @@ mod format;
 mod reader;
 mod writer;
 
-pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, encode_blob};
+pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, check_lengths, decode_blob, encode_blob};
 pub use format::{
     ContainerKind, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
 };
+#[cfg(test)]
+pub(crate) use reader::parse_table;
 pub use reader::{ContainerFiles, read_table, verify_container};
 pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};
 

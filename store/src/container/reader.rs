@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::container::container_path;
-use crate::container::encode::{EncodedBlob, decode_blob};
+use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
 use crate::error::{Error, Result};
 use crate::ids::{ContainerId, IdScheme};
@@ -161,8 +161,7 @@ impl ContainerFiles {
         entries
             .par_iter()
             .map(|entry| {
-                let start = entry.offset as usize;
-                let end = start + RECORD_HEADER_LEN + entry.stored_len as usize;
+                let (start, end) = record_range(container, entry)?;
                 let record = file.get(start..end).ok_or_else(|| Error::CorruptBlob {
                     container,
                     blob: entry.id,
@@ -198,7 +197,11 @@ impl ContainerFiles {
         };
         let mut results: Vec<Option<Result<Vec<u8>>>> = items
             .par_iter()
-            .map(|(container, entry)| (!remote_only.contains(container)).then(|| self.read_checked(*container, entry)))
+            .map(|(container, entry)| match record_range(*container, entry) {
+                // A record whose lengths are impossible is never fetched.
+                Err(error) => Some(Err(error)),
+                Ok(_) => (!remote_only.contains(container)).then(|| self.read_checked(*container, entry)),
+            })
             .collect();
         if remote_only.is_empty() {
             return results.into_iter().map(|r| r.expect("read locally")).collect();
@@ -220,14 +223,15 @@ impl ContainerFiles {
         let mut runs: Vec<((ContainerId, u64, u64), Vec<usize>)> = Vec::new();
         for i in order {
             let (container, entry) = &items[i];
+            // Cannot overflow: `record_range` above checked that the record
+            // ends within the address space.
             let len = RECORD_HEADER_LEN as u64 + entry.stored_len as u64;
+            let end = entry.offset + len;
             match runs.last_mut() {
                 Some(((c, start, run_len), members))
-                    if c == container
-                        && entry.offset <= *start + *run_len
-                        && entry.offset + len - *start <= MAX_RUN.max(*run_len) =>
+                    if c == container && entry.offset <= *start + *run_len && end - *start <= MAX_RUN.max(*run_len) =>
                 {
-                    *run_len = (*run_len).max(entry.offset + len - *start);
+                    *run_len = (*run_len).max(end - *start);
                     members.push(i);
                 }
                 _ => runs.push(((*container, entry.offset, len), vec![i])),
@@ -243,7 +247,14 @@ impl ContainerFiles {
                     for i in members {
                         let entry = &items[i].1;
                         let from = (entry.offset - start) as usize;
-                        let record = &bytes[from..from + RECORD_HEADER_LEN + entry.stored_len as usize];
+                        let Some(record) = bytes.get(from..from + RECORD_HEADER_LEN + entry.stored_len as usize) else {
+                            results[i] = Some(Err(Error::CorruptBlob {
+                                container,
+                                blob: entry.id,
+                                reason: "the remote sent less than the record".into(),
+                            }));
+                            continue;
+                        };
                         let checked = check_record(&self.ids, container, entry, record);
                         if checked.is_ok() {
                             fetched.insert((container, entry.offset), record);
@@ -275,7 +286,10 @@ impl ContainerFiles {
             }
             file => file?,
         };
-        let mut record = vec![0u8; RECORD_HEADER_LEN + entry.stored_len as usize];
+        // Lengths checked before allocating: they come from the index,
+        // which an attach filled from a remote's deltas.
+        let (start, end) = record_range(container, entry)?;
+        let mut record = vec![0u8; end - start];
         file.read_exact_at(&mut record, entry.offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::CorruptBlob {
@@ -289,6 +303,20 @@ impl ContainerFiles {
         })?;
         check_record(&self.ids, container, entry, &record)
     }
+}
+
+/// Where `entry`'s record lies in its container, `(start, end)`, once its
+/// lengths are checked against its kind ([`check_lengths`]) and its end
+/// against overflow: the offset and lengths come from disk or a remote.
+fn record_range(container: ContainerId, entry: &TableEntry) -> Result<(usize, usize)> {
+    let corrupt = |reason: String| Error::CorruptBlob { container, blob: entry.id, reason };
+    check_lengths(entry.kind, entry.raw_len, entry.stored_len).map_err(corrupt)?;
+    let start = usize::try_from(entry.offset).map_err(|_| corrupt(format!("offset {} is impossible", entry.offset)))?;
+    let end = start
+        .checked_add(RECORD_HEADER_LEN + entry.stored_len as usize)
+        .filter(|&end| u64::try_from(end).is_ok())
+        .ok_or_else(|| corrupt(format!("a record at offset {} would end past 2^64", entry.offset)))?;
+    Ok((start, end))
 }
 
 /// Checks a whole record (header and stored bytes) against what `entry`
@@ -306,7 +334,8 @@ fn check_record(ids: &IdScheme, container: ContainerId, entry: &TableEntry, reco
     if header.kind != entry.kind || header.flags != entry.flags {
         return Err(corrupt("record header disagrees with the index on kind or flags".into()));
     }
-    let plain = decode_blob(header.flags, header.raw_len, &record[RECORD_HEADER_LEN..]).map_err(corrupt)?;
+    let stored = record.get(RECORD_HEADER_LEN..).unwrap_or_default();
+    let plain = decode_blob(header.kind, header.flags, header.raw_len, stored).map_err(corrupt)?;
     let actual = ids.id(header.kind, &plain);
     if actual != entry.id {
         return Err(corrupt(format!("content hashes to {actual:#}")));
@@ -328,7 +357,7 @@ pub fn read_table(path: &Path, id: ContainerId) -> Result<Vec<TableEntry>> {
 
 /// Parses the footer of a container `len` bytes long, reading its parts
 /// with `read_at(offset, len)`.
-fn parse_table(
+pub(crate) fn parse_table(
     id: ContainerId,
     path: &Path,
     len: u64,
@@ -354,7 +383,22 @@ fn parse_table(
     let table = read_at(table_offset, table_len as usize)?;
     table
         .chunks_exact(FOOTER_ENTRY_LEN)
-        .map(|bytes| TableEntry::decode_footer(bytes).ok_or_else(|| corrupt("footer entry does not decode".into())))
+        .map(|bytes| {
+            let entry =
+                TableEntry::decode_footer(bytes).ok_or_else(|| corrupt("footer entry does not decode".into()))?;
+            // Every record lies between the header and the table; checked,
+            // since both the offset and the length are the file's.
+            let end = entry.offset.checked_add(entry.record_len());
+            if entry.offset < HEADER_LEN as u64 || end.is_none_or(|end| end > table_offset) {
+                return Err(corrupt(format!(
+                    "footer entry for blob {:#} places its record ({} bytes at {}) outside the records",
+                    entry.id,
+                    entry.record_len(),
+                    entry.offset
+                )));
+            }
+            Ok(entry)
+        })
         .collect()
 }
 
@@ -389,15 +433,71 @@ pub fn verify_container(files: &ContainerFiles, id: ContainerId) -> Result<Vec<T
         return Err(corrupt("header does not belong to this container".into()));
     }
     for entry in &table {
-        let start = entry.offset as usize;
-        let record = bytes.get(start..start + RECORD_HEADER_LEN + entry.stored_len as usize).ok_or_else(|| {
-            Error::CorruptBlob {
-                container: id,
-                blob: entry.id,
-                reason: "the record runs past the end of the file".into(),
-            }
+        let (start, end) = record_range(id, entry)?;
+        let record = bytes.get(start..end).ok_or_else(|| Error::CorruptBlob {
+            container: id,
+            blob: entry.id,
+            reason: "the record runs past the end of the file".into(),
         })?;
         check_record(&files.ids, id, entry, record)?;
     }
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{Codec, ContainerKind, ContainerWriter, encode_blob};
+    use crate::ids::{BlobId, BlobKind};
+
+    /// A sealed data container of one blob; its files and table.
+    fn one_blob_container(dir: &Path) -> (ContainerFiles, Vec<TableEntry>) {
+        let bytes = b"hostile input".repeat(100);
+        let mut writer = ContainerWriter::create(dir, ContainerId(1), ContainerKind::Data).unwrap();
+        writer.append(&encode_blob(BlobId::of(&bytes), BlobKind::Data, &bytes, Codec::Lz4)).unwrap();
+        let sealed = writer.seal().unwrap();
+        (ContainerFiles::new(dir.to_path_buf(), IdScheme::Plain), sealed.table)
+    }
+
+    /// Regression (issue 15): an entry's offset near 2^64 overflowed the
+    /// record's end (a panic), and a stored length of 4 GiB was allocated
+    /// before the read found the file shorter.
+    #[test]
+    fn entries_with_impossible_places_or_lengths_are_refused_naming_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, table) = one_blob_container(dir.path());
+        let good = table[0];
+        assert!(files.read_blob(ContainerId(1), &good).is_ok());
+        let far = TableEntry { offset: u64::MAX - 8, ..good };
+        for error in [
+            files.read_encoded(ContainerId(1), &[far]).unwrap_err(),
+            files.read_blob(ContainerId(1), &far).unwrap_err(),
+        ] {
+            let message = error.to_string();
+            assert!(matches!(error, Error::CorruptBlob { .. }) && message.contains("past 2^64"), "{message}");
+        }
+        let huge = TableEntry { stored_len: u32::MAX, raw_len: u32::MAX, ..good };
+        let error = files.read_blob(ContainerId(1), &huge).unwrap_err().to_string();
+        assert!(error.contains(&format!("{}", good.id)) && error.contains("more than a data blob can hold"), "{error}");
+        let results = files.read_many(&[(ContainerId(1), huge), (ContainerId(1), good)]);
+        assert!(results[0].is_err() && results[1].is_ok());
+    }
+
+    /// Regression (issue 15): a footer entry placing its record past the
+    /// table (or before the header) was accepted by `read_table`, and so
+    /// entered into the index by an attach or a rebuild.
+    #[test]
+    fn a_footer_entry_outside_the_records_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _) = one_blob_container(dir.path());
+        let path = files.path(ContainerId(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let table_offset = u64::from_le_bytes(bytes[bytes.len() - 48..bytes.len() - 40].try_into().unwrap()) as usize;
+        for offset in [u64::MAX - 10, 0, table_offset as u64] {
+            bytes[table_offset + 34..table_offset + 42].copy_from_slice(&offset.to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            let error = read_table(&path, ContainerId(1)).unwrap_err().to_string();
+            assert!(error.contains("outside the records"), "offset {offset}: {error}");
+        }
+    }
 }

@@ -376,7 +376,12 @@ impl Walk<'_> {
                 self.entry(&child, name, Some(dev), parent.and_then(|t| t.get(name)))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.write_tree(Tree { entries: entries.into_iter().flatten().collect() })
+        self.write_tree(Tree { entries: entries.into_iter().flatten().collect() }).map_err(|error| match error {
+            Error::BlobTooLarge { kind, len, max, .. } => {
+                Error::BlobTooLarge { what: format!("the tree of directory {}", path.display()), kind, len, max }
+            }
+            error => error,
+        })
     }
 
     /// Fills in a file's content list; false if the file was skipped.

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::display_path;
 use super::record::DatasetRecord;
-use super::tree::{Entry, EntryKind, Tree};
+use super::tree::{Entry, EntryKind};
+use super::walk::{TreeBudget, TreeLimits, subtree, walk_tree};
 use crate::content::root_piece;
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
@@ -83,11 +84,24 @@ impl Store {
     }
 
     /// Calls `visit` with the path and entry of everything under `path`
-    /// (itself included), depth first in name order.
+    /// (itself included), depth first in name order. Iterative and bounded
+    /// (`walk.rs`): a crafted dataset gets an error naming a tree, never a
+    /// stack overflow or a walk without end.
     pub fn walk(
         &self,
         dataset: &DatasetRecord,
         path: &str,
+        visit: &mut dyn FnMut(&[u8], &Entry) -> Result<()>,
+    ) -> Result<()> {
+        self.walk_within(dataset, path, TreeLimits::DEFAULT, visit)
+    }
+
+    /// [`Store::walk`] within `limits`.
+    pub(crate) fn walk_within(
+        &self,
+        dataset: &DatasetRecord,
+        path: &str,
+        limits: TreeLimits,
         visit: &mut dyn FnMut(&[u8], &Entry) -> Result<()>,
     ) -> Result<()> {
         let entry = self.lookup(dataset, path)?;
@@ -95,26 +109,7 @@ impl Store {
         if start.is_empty() {
             start.push(b'.');
         }
-        self.walk_entry(&mut start, &entry, visit)
-    }
-
-    fn walk_entry(
-        &self,
-        path: &mut Vec<u8>,
-        entry: &Entry,
-        visit: &mut dyn FnMut(&[u8], &Entry) -> Result<()>,
-    ) -> Result<()> {
-        visit(path, entry)?;
-        if let (EntryKind::Dir, Some(tree)) = (entry.kind, entry.blob) {
-            for child in self.tree(tree)?.entries {
-                let len = path.len();
-                path.push(b'/');
-                path.extend_from_slice(&child.name);
-                self.walk_entry(path, &child, visit)?;
-                path.truncate(len);
-            }
-        }
-        Ok(())
+        walk_tree(&mut |id| self.tree(id), limits, &mut start, &entry, visit)
     }
 
     /// Writes the file at `path` to `out`; returns its length.
@@ -137,13 +132,34 @@ impl Store {
         let mut counts = ChunkUse::default();
         if let (EntryKind::File, Some(root)) = (entry.kind, entry.blob) {
             let refs = self.index().blob(&root)?.map_or(0, |e| e.refs);
-            self.count_piece(root, refs > 1, &mut counts)?;
+            // Every chunk holds at least a byte, so a list naming more chunks
+            // than the file has bytes is crafted (pieces naming one piece
+            // over and over): stop there rather than count them all.
+            self.count_piece(root, refs > 1, &mut counts, None, entry.size)?;
         }
         Ok(counts)
     }
 
-    fn count_piece(&self, id: BlobId, shared: bool, counts: &mut ChunkUse) -> Result<()> {
+    /// Recursive, but only as deep as content lists go: each step must go
+    /// one level down, and levels are bytes, so at most 256 frames.
+    fn count_piece(
+        &self,
+        id: BlobId,
+        shared: bool,
+        counts: &mut ChunkUse,
+        above: Option<u8>,
+        max_chunks: u64,
+    ) -> Result<()> {
         let piece = root_piece(self, id)?;
+        if let Some(above) = above
+            && piece.level.checked_add(1) != Some(above)
+        {
+            return Err(Error::Malformed {
+                what: "content list",
+                blob: id,
+                reason: format!("level {} under level {above}", piece.level),
+            });
+        }
         // A one-chunk file has no piece of its own.
         counts.pieces += u64::from(piece.entries.first().is_none_or(|e| e.id != id));
         let ids = piece.children();
@@ -153,8 +169,15 @@ impl Store {
             if piece.level == 0 {
                 counts.chunks += 1;
                 counts.shared += u64::from(child_shared);
+                if counts.chunks > max_chunks.max(1) {
+                    return Err(Error::Malformed {
+                        what: "content list",
+                        blob: id,
+                        reason: format!("names more chunks than the file's {max_chunks} bytes"),
+                    });
+                }
             } else {
-                self.count_piece(child, child_shared, counts)?;
+                self.count_piece(child, child_shared, counts, Some(piece.level), max_chunks)?;
             }
         }
         Ok(())
@@ -162,92 +185,146 @@ impl Store {
 
     /// What differs between `old` and `new` under `path`.
     pub fn diff(&self, old: &DatasetRecord, new: &DatasetRecord, path: &str) -> Result<Vec<Change>> {
+        self.diff_within(old, new, path, TreeLimits::DEFAULT)
+    }
+
+    /// [`Store::diff`] within `limits`. Iterative, like [`walk_tree`]: a
+    /// stack of comparisons still to make, each with its depth, and of
+    /// changes held back until everything under them is reported (a
+    /// directory's own metadata change comes after its contents').
+    pub(crate) fn diff_within(
+        &self,
+        old: &DatasetRecord,
+        new: &DatasetRecord,
+        path: &str,
+        limits: TreeLimits,
+    ) -> Result<Vec<Change>> {
         let a = self.lookup(old, path).ok();
         let b = self.lookup(new, path).ok();
         if a.is_none() && b.is_none() {
             return Err(Error::NoSuchPath { dataset: format!("{} or {}", old.id, new.id), path: path.to_string() });
         }
-        let mut changes = Vec::new();
         let prefix: Vec<u8> = components(path).collect::<Vec<_>>().join(&b'/');
-        self.diff_entries(&prefix, a.as_ref(), b.as_ref(), &mut changes)?;
+        let mut budget = TreeBudget::new(limits);
+        let mut changes = Vec::new();
+        let mut stack = vec![Step::Compare { path: prefix.clone(), a, b, depth: 0 }];
+        while let Some(step) = stack.pop() {
+            match step {
+                Step::Emit(change) => changes.push(change),
+                Step::Compare { path, a, b, depth } => {
+                    self.diff_step(path, a, b, depth, &mut budget, &mut stack, &mut changes)?
+                }
+                Step::OneSide { path, entry, kind, depth } => {
+                    changes.push(one_side_change(&path, &entry, kind));
+                    if let Some(tree) = subtree(&entry) {
+                        let entries = self.tree(tree)?.entries;
+                        budget.enter(tree, depth + 1, entries.len())?;
+                        // Pushed last first, so they come off the stack in name order.
+                        for child in entries.into_iter().rev() {
+                            let path = join(&path, &child.name);
+                            stack.push(Step::OneSide { path, entry: child, kind, depth: depth + 1 });
+                        }
+                    }
+                }
+            }
+        }
         // The directory asked about is the frame, not a change in it.
         let top = display_path(&absolute(&prefix));
         changes.retain(|c| !(c.change == ChangeKind::Metadata && c.path == top));
         Ok(changes)
     }
 
-    fn diff_entries(&self, path: &[u8], a: Option<&Entry>, b: Option<&Entry>, out: &mut Vec<Change>) -> Result<()> {
+    /// Compares one path's entries: reports a change now, or pushes what
+    /// to compare under it.
+    #[allow(clippy::too_many_arguments)]
+    fn diff_step(
+        &self,
+        path: Vec<u8>,
+        a: Option<Entry>,
+        b: Option<Entry>,
+        depth: usize,
+        budget: &mut TreeBudget,
+        stack: &mut Vec<Step>,
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
         let size = |e: &Entry| (e.kind == EntryKind::File).then_some(e.size);
-        let change = |change, a: Option<&Entry>, b: Option<&Entry>| Change {
+        let change = |change, a: &Entry, b: &Entry| Change {
             change,
-            path: display_path(&absolute(path)),
-            old_size: a.and_then(size),
-            new_size: b.and_then(size),
+            path: display_path(&absolute(&path)),
+            old_size: size(a),
+            new_size: size(b),
         };
         match (a, b) {
             (None, None) => {}
             (Some(a), Some(b)) if a.kind == EntryKind::Dir && b.kind == EntryKind::Dir => {
-                if a.blob != b.blob {
-                    self.diff_trees(path, a.blob, b.blob, out)?;
+                if !same_metadata(&a, &b) {
+                    // Held back until the comparisons pushed below are done.
+                    stack.push(Step::Emit(change(ChangeKind::Metadata, &a, &b)));
                 }
-                if !same_metadata(a, b) {
-                    out.push(change(ChangeKind::Metadata, Some(a), Some(b)));
+                if a.blob != b.blob {
+                    let mut load = |id: Option<BlobId>| -> Result<Vec<Entry>> {
+                        let Some(id) = id else { return Ok(Vec::new()) };
+                        let entries = self.tree(id)?.entries;
+                        budget.enter(id, depth + 1, entries.len())?;
+                        Ok(entries)
+                    };
+                    let (a, b) = (load(a.blob)?, load(b.blob)?);
+                    let mut pairs = Vec::new();
+                    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+                    loop {
+                        let order = match (a.peek(), b.peek()) {
+                            (Some(x), Some(y)) => x.name.cmp(&y.name),
+                            (Some(_), None) => std::cmp::Ordering::Less,
+                            (None, Some(_)) => std::cmp::Ordering::Greater,
+                            (None, None) => break,
+                        };
+                        let (x, y) = match order {
+                            std::cmp::Ordering::Less => (a.next(), None),
+                            std::cmp::Ordering::Greater => (None, b.next()),
+                            std::cmp::Ordering::Equal => (a.next(), b.next()),
+                        };
+                        let Some(name) = x.as_ref().or(y.as_ref()).map(|e| join(&path, &e.name)) else { break };
+                        pairs.push(Step::Compare { path: name, a: x, b: y, depth: depth + 1 });
+                    }
+                    stack.extend(pairs.into_iter().rev());
                 }
             }
             (Some(a), Some(b)) if a.kind == b.kind => {
                 if a.blob != b.blob || a.size != b.size || a.target != b.target || a.rdev != b.rdev {
-                    out.push(change(ChangeKind::Modified, Some(a), Some(b)));
-                } else if !same_metadata(a, b) {
-                    out.push(change(ChangeKind::Metadata, Some(a), Some(b)));
+                    out.push(change(ChangeKind::Modified, &a, &b));
+                } else if !same_metadata(&a, &b) {
+                    out.push(change(ChangeKind::Metadata, &a, &b));
                 }
             }
             (a, b) => {
-                if let Some(a) = a {
-                    self.diff_one_side(path, a, ChangeKind::Removed, out)?;
-                }
+                // Everything removed under `a`, then everything added under `b`.
                 if let Some(b) = b {
-                    self.diff_one_side(path, b, ChangeKind::Added, out)?;
+                    stack.push(Step::OneSide { path: path.clone(), entry: b, kind: ChangeKind::Added, depth });
+                }
+                if let Some(a) = a {
+                    stack.push(Step::OneSide { path, entry: a, kind: ChangeKind::Removed, depth });
                 }
             }
         }
         Ok(())
     }
+}
 
-    /// Reports `entry` and everything under it as added or removed.
-    fn diff_one_side(&self, path: &[u8], entry: &Entry, kind: ChangeKind, out: &mut Vec<Change>) -> Result<()> {
-        let size = (entry.kind == EntryKind::File).then_some(entry.size);
-        let (old_size, new_size) = if kind == ChangeKind::Added { (None, size) } else { (size, None) };
-        out.push(Change { change: kind, path: display_path(&absolute(path)), old_size, new_size });
-        if let (EntryKind::Dir, Some(tree)) = (entry.kind, entry.blob) {
-            for child in self.tree(tree)?.entries {
-                self.diff_one_side(&join(path, &child.name), &child, kind, out)?;
-            }
-        }
-        Ok(())
-    }
+/// Work left for [`Store::diff_within`].
+enum Step {
+    /// Compare the entries at `path` (either may be missing).
+    Compare { path: Vec<u8>, a: Option<Entry>, b: Option<Entry>, depth: usize },
+    /// Report `entry` and everything under it as added or removed.
+    OneSide { path: Vec<u8>, entry: Entry, kind: ChangeKind, depth: usize },
+    /// Report a change held back until the steps above it were done.
+    Emit(Change),
+}
 
-    fn diff_trees(&self, path: &[u8], a: Option<BlobId>, b: Option<BlobId>, out: &mut Vec<Change>) -> Result<()> {
-        let load = |id: Option<BlobId>| id.map_or(Ok(Tree::default()), |id| self.tree(id));
-        let (a, b) = (load(a)?.entries, load(b)?.entries);
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            let order = match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) => x.name.cmp(&y.name),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            };
-            let (x, y) = match order {
-                std::cmp::Ordering::Less => (a.get(i), None),
-                std::cmp::Ordering::Greater => (None, b.get(j)),
-                std::cmp::Ordering::Equal => (a.get(i), b.get(j)),
-            };
-            let name = x.or(y).expect("one side has an entry").name.as_slice();
-            self.diff_entries(&join(path, name), x, y, out)?;
-            i += usize::from(x.is_some());
-            j += usize::from(y.is_some());
-        }
-        Ok(())
-    }
+/// `entry` at `path` reported as added or removed.
+fn one_side_change(path: &[u8], entry: &Entry, kind: ChangeKind) -> Change {
+    let size = (entry.kind == EntryKind::File).then_some(entry.size);
+    let (old_size, new_size) = if kind == ChangeKind::Added { (None, size) } else { (size, None) };
+    Change { change: kind, path: display_path(&absolute(path)), old_size, new_size }
 }
 
 /// A path inside a dataset as users write it: `/a/b` (`/` for the top).
@@ -263,4 +340,103 @@ fn join(path: &[u8], name: &[u8]) -> Vec<u8> {
 /// reading a file changes it, and that is not a change worth listing).
 fn same_metadata(a: &Entry, b: &Entry) -> bool {
     (a.mode, a.uid, a.gid, a.mtime_ns, &a.xattrs) == (b.mode, b.uid, b.gid, b.mtime_ns, &b.xattrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::record::{next_id, put_record};
+    use crate::dataset::tree::Tree;
+    use crate::ids::{BlobKind, Tid};
+    use crate::{StoreOptions, WriteSession};
+
+    fn dir_entry(name: &str, tree: BlobId) -> Entry {
+        Entry {
+            name: name.as_bytes().to_vec(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size: 0,
+            mtime_ns: 0,
+            atime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            dev: 0,
+            links: 1,
+            rdev: 0,
+            xattrs: Vec::new(),
+            target: Vec::new(),
+            blob: Some(tree),
+        }
+    }
+
+    fn write_tree(session: &WriteSession, entries: Vec<Entry>) -> BlobId {
+        let tree = Tree { entries };
+        session.write_metadata(BlobKind::Tree, tree.encode(), tree.children()).unwrap()
+    }
+
+    fn commit_dataset(session: WriteSession, root: BlobId) -> DatasetRecord {
+        let (_, record) = session
+            .commit(|commit| {
+                let record = DatasetRecord {
+                    id: next_id(commit)?,
+                    time_ns: 0,
+                    host: "test".into(),
+                    sources: vec!["/bomb".into()],
+                    label: None,
+                    tags: Vec::new(),
+                    root,
+                    root_meta: None,
+                    files: 0,
+                    dirs: 0,
+                    others: 0,
+                    logical_bytes: 0,
+                    bytes_added: 0,
+                    skipped: 0,
+                    parent: None,
+                    tid: Tid(0),
+                    seconds: 0.0,
+                    expires_ns: None,
+                };
+                put_record(commit, &record);
+                Ok(record)
+            })
+            .unwrap();
+        record
+    }
+
+    /// Regression (issue 15): 24 trees, each of two directories naming the
+    /// next, are 2^25 paths; `walk` and `diff` followed every one. With
+    /// limits a test can reach, both stop at the entry limit, naming a tree.
+    #[test]
+    fn trees_naming_one_subtree_over_and_over_stop_at_the_entry_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("store"), &StoreOptions::default()).unwrap();
+        let session = store.session().unwrap();
+        let mut below = write_tree(&session, Vec::new());
+        for _ in 0..24 {
+            below = write_tree(&session, vec![dir_entry("a", below), dir_entry("b", below)]);
+        }
+        let bomb = commit_dataset(session, below);
+        let session = store.session().unwrap();
+        let empty = write_tree(&session, Vec::new());
+        let empty = commit_dataset(session, empty);
+
+        let limits = TreeLimits { max_entries: 100_000, ..TreeLimits::DEFAULT };
+        let mut visited = 0u64;
+        let error = store.walk_within(&bomb, "", limits, &mut |_, _| {
+            visited += 1;
+            Ok(())
+        });
+        let error = error.unwrap_err().to_string();
+        assert!(error.contains("tree") && error.contains("more than 100000 entries"), "{error}");
+        assert!(visited <= 100_001, "{visited}");
+        let error = store.diff_within(&empty, &bomb, "", limits).unwrap_err().to_string();
+        assert!(error.contains("more than 100000 entries"), "{error}");
+        let error = store.diff_within(&bomb, &empty, "/a/b", limits).unwrap_err().to_string();
+        assert!(error.contains("more than 100000 entries"), "{error}");
+    }
 }

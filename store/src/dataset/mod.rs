@@ -10,7 +10,8 @@
 //! content of files the parent dataset saw unchanged; `restore.rs` puts a
 //! dataset back with its metadata and never writes outside its target;
 //! `browse.rs` answers `ls`, `find`, `stat`, `cat` and `diff`; `fsmeta.rs`
-//! reads and applies file metadata.
+//! reads and applies file metadata; `walk.rs` holds the limits and the
+//! iterative walk that everything descending trees from a store uses.
 
 mod apply;
 pub mod backup;
@@ -21,6 +22,7 @@ pub mod fsmeta;
 pub mod record;
 pub mod restore;
 pub mod tree;
+pub mod walk;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -107,7 +107,7 @@ impl DatasetRecord {
     }
 }
 
-fn decode_record(key: &[u8], bytes: &[u8]) -> Result<DatasetRecord> {
+pub(crate) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<DatasetRecord> {
     serde_json::from_slice(bytes).map_err(|e| Error::BadStore {
         path: "datasets".into(),
         reason: format!("dataset record {key:?} does not parse: {e}"),
@@ -121,7 +121,11 @@ pub fn next_id(commit: &mut Commit<'_>) -> Result<DatasetId> {
         .index()
         .get(cf::META, meta::NEXT_DATASET)?
         .map_or(1, |bytes| u64::from_le_bytes(bytes.as_slice().try_into().unwrap_or([1, 0, 0, 0, 0, 0, 0, 0])));
-    commit.put(cf::META, meta::NEXT_DATASET, (next + 1).to_le_bytes());
+    let after = next.checked_add(1).ok_or_else(|| Error::BadEntry {
+        what: "meta next_dataset".into(),
+        reason: format!("{next} leaves no id after it"),
+    })?;
+    commit.put(cf::META, meta::NEXT_DATASET, after.to_le_bytes());
     Ok(DatasetId(next))
 }
 

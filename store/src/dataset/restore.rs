@@ -43,6 +43,7 @@ use super::beneath::{Beneath, kind_at, remove_at};
 use super::fsmeta::Names;
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
+use super::walk::{MAX_TREE_DEPTH, TreeBudget, TreeLimits};
 use crate::content::{ContentEntry, ContentReader, Piece};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind};
@@ -229,14 +230,12 @@ impl Step {
     }
 }
 
-/// Deepest nesting of directories a restore plans. No real tree comes
-/// near it: a path is at most 4096 bytes (PATH_MAX), so at most 2048
-/// levels of one-letter names.
-pub const MAX_TREE_DEPTH: usize = 4096;
-/// Most entries one restore plans: more than any real tree holds, and far
-/// fewer than a crafted tree that names one subtree a thousand times at
-/// every level would make the plan hold.
-pub const MAX_TREE_ENTRIES: u64 = 50_000_000;
+/// Most entries one restore plans. Lower than a walk's limit
+/// ([`MAX_TREE_ENTRIES`](super::walk::MAX_TREE_ENTRIES)) because a plan
+/// holds every entry in memory (a few hundred bytes each): more than any
+/// real tree restored at once, far fewer than a crafted tree that names
+/// one subtree over and over would make it hold.
+pub const MAX_RESTORE_ENTRIES: u64 = 50_000_000;
 
 /// Blocks of zeros at this granularity (and alignment) become holes.
 const HOLE_BLOCK: usize = 4096;
@@ -453,7 +452,8 @@ impl Store {
     /// The steps restoring `paths` take: the ancestors of each path as
     /// directories, then everything under it.
     fn plan(&self, dataset: &DatasetRecord, paths: &[String]) -> Result<Vec<Step>> {
-        let mut plan = Plan { steps: Vec::new(), links: HashMap::new(), entries: 0 };
+        let limits = TreeLimits { max_depth: MAX_TREE_DEPTH, max_entries: MAX_RESTORE_ENTRIES };
+        let mut plan = Plan { steps: Vec::new(), links: HashMap::new(), budget: TreeBudget::new(limits) };
         let whole = [String::new()];
         let paths = if paths.is_empty() { &whole[..] } else { paths };
         let mut made: HashSet<PathBuf> = HashSet::new();
@@ -500,14 +500,7 @@ impl Store {
                     }
                     let Some(tree) = tree else { continue };
                     let children = self.tree(tree)?.entries;
-                    let too_much = |reason: String| Error::Malformed { what: "tree", blob: tree, reason };
-                    if depth >= MAX_TREE_DEPTH {
-                        return Err(too_much(format!("its directories nest deeper than {MAX_TREE_DEPTH} levels")));
-                    }
-                    plan.entries += children.len() as u64;
-                    if plan.entries > MAX_TREE_ENTRIES {
-                        return Err(too_much(format!("the restore would hold more than {MAX_TREE_ENTRIES} entries")));
-                    }
+                    plan.budget.enter(tree, depth + 1, children.len())?;
                     for child in children.into_iter().rev() {
                         let path = rel.join(OsStr::from_bytes(&child.name));
                         stack.push((path, child, depth + 1));
@@ -536,8 +529,8 @@ struct Plan {
     steps: Vec<Step>,
     /// The first name of each hard-link group, by (device, inode).
     links: HashMap<(u64, u64), PathBuf>,
-    /// Entries listed by the trees walked so far.
-    entries: u64,
+    /// Depth and entries, against the limits.
+    budget: TreeBudget,
 }
 
 /// Why one entry was not restored.

@@ -13,6 +13,14 @@ use crate::ids::BlobId;
 
 const TREE_VERSION: u8 = 1;
 
+/// The longest tree blob, encoded: 256 MiB. Writers refuse a directory
+/// whose tree would be longer (`WriteSession::write_metadata`), and readers
+/// refuse a record claiming more before allocating for it. An entry with a
+/// 20-byte name, owner names and times takes about 120 bytes, so this is a
+/// directory of about two million entries; decoding one takes a few times
+/// its size in memory.
+pub const MAX_TREE_LEN: usize = 256 << 20;
+
 /// What an entry is. Sockets are not stored (they cannot be restored
 /// meaningfully); a backup counts and skips them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -174,7 +182,7 @@ mod raw_id {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<BlobId>, D::Error> {
-        Ok(Option::<[u8; 32]>::deserialize(deserializer)?.map(|bytes| BlobId::from_slice(&bytes).expect("32 bytes")))
+        Ok(Option::<[u8; 32]>::deserialize(deserializer)?.map(BlobId))
     }
 }
 

@@ -120,7 +120,10 @@ impl ContainerRecord {
     /// its header, footer table and trailer.
     pub fn record_bytes(&self) -> u64 {
         use crate::container::{FOOTER_ENTRY_LEN, HEADER_LEN, TRAILER_LEN};
-        let overhead = (HEADER_LEN + TRAILER_LEN) as u64 + self.n_blobs * FOOTER_ENTRY_LEN as u64;
+        // Saturating: `n_blobs` comes from disk, and a crafted count must
+        // not overflow (it leaves no record bytes).
+        let overhead =
+            ((HEADER_LEN + TRAILER_LEN) as u64).saturating_add(self.n_blobs.saturating_mul(FOOTER_ENTRY_LEN as u64));
         self.stored_bytes.saturating_sub(overhead)
     }
 
@@ -197,5 +200,21 @@ mod tests {
             uploaded: true,
         };
         assert_eq!(ContainerRecord::decode(&record.encode()), Some(record));
+    }
+
+    /// Regression (issue 15): a record's `n_blobs` from disk overflowed
+    /// the footer's length (a panic in `stats` and `gc`).
+    #[test]
+    fn a_crafted_blob_count_does_not_overflow() {
+        let record = ContainerRecord {
+            kind: ContainerKind::Data,
+            committed_tid: Tid(1),
+            n_blobs: u64::MAX,
+            stored_bytes: 4096,
+            dead_bytes: 0,
+            uploaded: false,
+        };
+        let record = ContainerRecord::decode(&record.encode()).unwrap();
+        assert_eq!((record.record_bytes(), record.live_bytes(), record.dead_share()), (0, 0, 1.0));
     }
 }

@@ -21,8 +21,11 @@ pub fn delta(change: i64) -> [u8; DELTA_LEN] {
     change.to_le_bytes()
 }
 
+/// Saturating, like every add here: counts and deltas are read from disk,
+/// and a panic inside RocksDB's callback would abort the process. No real
+/// count comes near 2^63; a crafted one stays wrong and `cairn check` says so.
 fn sum_deltas(operands: &MergeOperands) -> i64 {
-    operands.iter().filter_map(|op| op.try_into().ok().map(i64::from_le_bytes)).sum()
+    operands.iter().filter_map(|op| op.try_into().ok().map(i64::from_le_bytes)).fold(0i64, i64::saturating_add)
 }
 
 /// Full merge: apply every delta to the existing entry.
@@ -44,7 +47,7 @@ pub fn full_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands
                 entry = replacement;
             }
         } else if let Ok(bytes) = op.try_into() {
-            entry.refs += i64::from_le_bytes(bytes);
+            entry.refs = entry.refs.saturating_add(i64::from_le_bytes(bytes));
         }
     }
     Some(entry.encode().to_vec())
@@ -57,4 +60,38 @@ pub fn partial_merge(_key: &[u8], _existing: Option<&[u8]>, operands: &MergeOper
         return None;
     }
     Some(delta(sum_deltas(operands)).to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use rocksdb::WriteBatch;
+
+    use super::*;
+    use crate::ids::{BlobId, ContainerId};
+    use crate::index::{Index, cf};
+
+    /// Regression (issue 15): the merge operator added a delta to a count
+    /// read from disk unchecked; at `i64::MAX` that overflowed inside
+    /// RocksDB's callback, which aborts the process.
+    #[test]
+    fn counts_at_the_limit_saturate_instead_of_aborting() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path(), false).unwrap();
+        let id = BlobId::of(b"counted");
+        let entry = IndexEntry {
+            container: ContainerId(1),
+            offset: 32,
+            stored_len: 1,
+            raw_len: 1,
+            kind: BlobKind::Data,
+            flags: 0,
+            refs: i64::MAX,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), entry.encode());
+        batch.merge_cf(index.cf(cf::BLOBS), id.as_bytes(), delta(1));
+        batch.merge_cf(index.cf(cf::BLOBS), id.as_bytes(), delta(i64::MAX));
+        index.write(batch, false).unwrap();
+        assert_eq!(index.blob(&id).unwrap().unwrap().refs, i64::MAX);
+    }
 }

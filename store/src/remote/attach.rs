@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::client::{MAX_JSON_OBJECT, MAX_SINGLE_PUT_OBJECT};
 use super::push::parallel;
 use super::{Delta, RemoteClient, RemoteConfig, RemoteSpec, Remotes};
 use crate::container::{ContainerKind, PARTIAL_EXTENSION, TableEntry, ensure_shard, sync_dir, verify_container};
@@ -125,7 +126,7 @@ fn attach_into(
     let location = client.location().clone();
     let mut report = AttachReport { remote: spec.to_string(), ..Default::default() };
     client.check_access()?;
-    let config_bytes = client.get(&location.config_key())?.ok_or_else(|| Error::Remote {
+    let config_bytes = client.get(&location.config_key(), MAX_JSON_OBJECT)?.ok_or_else(|| Error::Remote {
         what: format!("attaching {spec}"),
         reason: "there is no cairn store there: check the bucket and prefix, or `cairn push` to it first".into(),
     })?;
@@ -182,11 +183,14 @@ fn read_remote_index(client: &RemoteClient, report: &mut AttachReport) -> Result
         .filter_map(|object| location.container_of(&object.key).map(|id| (id, object.size)))
         .collect();
     report.containers = listed.len() as u64;
-    report.remote_bytes = listed.values().sum();
+    // Saturating: the sizes are the server's.
+    report.remote_bytes = listed.values().fold(0u64, |sum, len| sum.saturating_add(*len));
     let keys: Vec<String> = client.list(&location.deltas_prefix())?.into_iter().map(|o| o.key).collect();
     let never = AtomicBool::new(false);
     let deltas = parallel(8, &keys, &never, |key| {
-        let bytes = client.get(key)?.ok_or_else(|| Error::RemoteNotFound { what: format!("reading {key}") })?;
+        let bytes = client
+            .get(key, MAX_SINGLE_PUT_OBJECT)?
+            .ok_or_else(|| Error::RemoteNotFound { what: format!("reading {key}") })?;
         Ok((bytes.len() as u64, Delta::decode(key, &bytes)?))
     });
     let mut index = RemoteIndex { containers: BTreeMap::new(), blobs: HashMap::new() };
@@ -226,7 +230,7 @@ fn read_datasets(client: &RemoteClient, report: &mut AttachReport) -> Result<Vec
     let mut records = Vec::new();
     for result in parallel(8, &keys, &never, |key| {
         // A record deleted since the listing was forgotten: leave it out.
-        let Some(bytes) = client.get(key)? else { return Ok(None) };
+        let Some(bytes) = client.get(key, MAX_JSON_OBJECT)? else { return Ok(None) };
         let record: DatasetRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Remote {
             what: format!("reading {key}"),
             reason: format!("it is not a dataset record ({e})"),
@@ -258,11 +262,13 @@ fn download_metadata(
         .map(|(id, (_, len, _))| (*id, *len))
         .collect();
     progress.total_files.store(metadata.len() as u64, Ordering::Relaxed);
-    progress.total_bytes.store(metadata.iter().map(|(_, len)| len).sum(), Ordering::Relaxed);
+    progress.total_bytes.store(metadata.iter().fold(0u64, |sum, (_, len)| sum.saturating_add(*len)), Ordering::Relaxed);
     let never = AtomicBool::new(false);
     for result in parallel(8, &metadata, &never, |(id, len)| {
         let key = client.location().container_key(*id);
-        let bytes = client.get(&key)?.ok_or_else(|| Error::RemoteNotFound { what: format!("downloading {key}") })?;
+        // The listing gave its length: a longer body is not this container.
+        let bytes =
+            client.get(&key, *len)?.ok_or_else(|| Error::RemoteNotFound { what: format!("downloading {key}") })?;
         let path = store.files().path(*id);
         ensure_shard(store.files().dir(), &path)?;
         let temporary = path.with_extension(PARTIAL_EXTENSION);
@@ -335,7 +341,8 @@ fn write_index(
         let count = refs.get(id).copied().unwrap_or(0);
         if count > 0 {
             batch.put_cf(db.cf(cf::BLOBS), id.as_bytes(), IndexEntry::new(*container, entry, count).encode());
-            *live.entry(*container).or_default() += entry.record_len();
+            let live = live.entry(*container).or_default();
+            *live = live.saturating_add(entry.record_len());
             report.blobs += 1;
         }
         if batch.len() >= 100_000 {
@@ -357,8 +364,20 @@ fn write_index(
     for record in records {
         batch.put_cf(db.cf(cf::DATASETS), record.id.key(), serde_json::to_vec(record).expect("records serialize"));
     }
-    let next_container = index.containers.keys().next_back().map_or(0, |id| id.0 + 1);
-    let next_dataset = records.iter().map(|r| r.id.0 + 1).max().unwrap_or(1);
+    // Checked: ids come from the remote's keys and records, and the last
+    // of each leaves no next one.
+    let no_next = |what: String| Error::Remote {
+        what: "attaching".into(),
+        reason: format!("{what} has the largest possible id, so no id follows it; the remote is damaged or crafted"),
+    };
+    let next_container = match index.containers.keys().next_back() {
+        Some(id) => id.0.checked_add(1).ok_or_else(|| no_next(format!("container {id}")))?,
+        None => 0,
+    };
+    let next_dataset = match records.iter().map(|r| r.id).max() {
+        Some(id) => id.0.checked_add(1).ok_or_else(|| no_next(format!("dataset {id}")))?,
+        None => 1,
+    };
     batch.put_cf(db.cf(cf::META), meta::TID, tid.0.to_le_bytes());
     batch.put_cf(db.cf(cf::META), meta::NEXT_CONTAINER, next_container.to_le_bytes());
     batch.put_cf(db.cf(cf::META), meta::NEXT_DATASET, next_dataset.to_le_bytes());

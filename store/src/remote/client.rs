@@ -25,6 +25,22 @@ use crate::error::{Error, Result};
 pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 /// Keys per `DeleteObjects` request (the S3 maximum).
 const DELETE_BATCH: usize = 1000;
+/// Longest JSON object cairn reads whole from a remote: the config, writer
+/// claims and dataset records, which are a few KiB (a record grows with
+/// its sources and the top directory's xattrs).
+pub const MAX_JSON_OBJECT: u64 = 64 << 20;
+/// Longest object uploaded in one request that cairn reads whole (index
+/// deltas): S3 refuses a single PUT above 5 GiB, and a push writes its
+/// delta with one.
+pub const MAX_SINGLE_PUT_OBJECT: u64 = 5 << 30;
+/// Most pages one listing may take: a billion keys at S3's 1,000 a page.
+/// A server that hands out new continuation tokens for ever is stopped
+/// here, and one that repeats a token at once (see [`Pager`]).
+const MAX_LIST_PAGES: u64 = 1_000_000;
+/// Most pages in a row that may come back empty yet truncated. S3 does
+/// send a few over runs of delete markers in versioned buckets; endless
+/// ones are a server going nowhere.
+const MAX_EMPTY_PAGES: u32 = 1000;
 
 /// A listed object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,8 +128,12 @@ impl RemoteClient {
     }
 
     /// Every object under `prefix` (a full key prefix), in key order.
+    /// Bounded: a listing that repeats a continuation token, or goes on
+    /// past [`MAX_LIST_PAGES`] pages or [`MAX_EMPTY_PAGES`] empty ones in a
+    /// row, fails naming the prefix.
     pub fn list(&self, prefix: &str) -> Result<Vec<RemoteObject>> {
         let mut out = Vec::new();
+        let mut pager = Pager::new(format!("listing {prefix} on {}", self.spec));
         let mut token: Option<String> = None;
         loop {
             let request = self
@@ -128,19 +148,23 @@ impl RemoteClient {
                     out.push(RemoteObject { key: key.to_string(), size: object.size().unwrap_or(0).max(0) as u64 });
                 }
             }
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => break,
+            let truncated = page.is_truncated() == Some(true);
+            match pager.next(page.contents().len(), truncated, page.next_continuation_token())? {
+                Some(next) => token = Some(next),
+                None => break,
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
-    /// A whole object, or `None` if there is none.
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// A whole object of at most `max_len` bytes (what the caller can
+    /// expect of it), or `None` if there is none. A longer object is an
+    /// error naming the key, found from its length header or, failing
+    /// that, as soon as the body passes `max_len`.
+    pub fn get(&self, key: &str, max_len: u64) -> Result<Option<Vec<u8>>> {
         let request = self.client.get_object().bucket(&self.location.bucket).key(key);
-        match self.block_on(async { Self::collect(request.send().await).await }) {
+        match self.block_on(async { Self::collect(request.send().await, max_len).await }) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.code() == Some("NoSuchKey") => Ok(None),
             Err(e) => Err(self.error("downloading", key, e)),
@@ -155,9 +179,14 @@ impl RemoteClient {
     }
 
     async fn fetch_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>> {
-        let range = format!("bytes={start}-{}", start + len.max(1) - 1);
+        let last = start.checked_add(len.max(1) - 1).ok_or_else(|| Error::Remote {
+            what: format!("downloading {key}"),
+            reason: format!("a range of {len} bytes at {start} ends past 2^64; the index naming it is damaged"),
+        })?;
+        let range = format!("bytes={start}-{last}");
         let request = self.client.get_object().bucket(&self.location.bucket).key(key).range(range);
-        let bytes = Self::collect(request.send().await).await.map_err(|e| self.error("downloading", key, e))?;
+        // A server that sends more than the range is stopped at the range.
+        let bytes = Self::collect(request.send().await, len).await.map_err(|e| self.error("downloading", key, e))?;
         if bytes.len() as u64 != len {
             return Err(Error::Remote {
                 what: format!("downloading {key}"),
@@ -169,13 +198,12 @@ impl RemoteClient {
 
     async fn collect<E>(
         response: std::result::Result<aws_sdk_s3::operation::get_object::GetObjectOutput, SdkError<E>>,
+        max_len: u64,
     ) -> std::result::Result<Vec<u8>, RemoteError>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let output = response.map_err(RemoteError::from_sdk)?;
-        let body = output.body.collect().await.map_err(|e| RemoteError::other(e.to_string()))?;
-        Ok(body.into_bytes().to_vec())
+        collect_body(response.map_err(RemoteError::from_sdk)?, max_len).await
     }
 
     /// Uploads `bytes` under `key` in one request, with a CRC32C checksum
@@ -420,6 +448,74 @@ where
     }
 }
 
+/// Reads a GET's body, at most `max_len` bytes of it: the server's length
+/// header and what it sends are both remote input, so neither is trusted
+/// to allocate by. Stops at the first piece past the limit.
+async fn collect_body(
+    mut output: aws_sdk_s3::operation::get_object::GetObjectOutput,
+    max_len: u64,
+) -> std::result::Result<Vec<u8>, RemoteError> {
+    let too_long =
+        |len: String| RemoteError::other(format!("the object is {len} bytes, more than the {max_len} expected"));
+    let announced = output.content_length().map(|len| len.max(0) as u64);
+    if let Some(len) = announced.filter(|&len| len > max_len) {
+        return Err(too_long(len.to_string()));
+    }
+    // Sized by the header only up to 64 MiB; past that it grows as bytes come.
+    let mut out = Vec::with_capacity(announced.unwrap_or(0).min(max_len).min(64 << 20) as usize);
+    while let Some(piece) = output.body.try_next().await.map_err(|e| RemoteError::other(e.to_string()))? {
+        if (out.len() + piece.len()) as u64 > max_len {
+            return Err(too_long(format!("at least {}", out.len() + piece.len())));
+        }
+        out.extend_from_slice(&piece);
+    }
+    Ok(out)
+}
+
+/// The paging of one listing, apart from its requests so that its bounds
+/// can be tested: takes each page's key count, truncation flag and next
+/// token, and says which token to ask with next, or that the listing is
+/// done, or that the server is going nowhere.
+struct Pager {
+    /// "listing PREFIX on REMOTE", for errors.
+    what: String,
+    /// BLAKE3 of every token seen (tokens are the server's, of any length).
+    seen: std::collections::HashSet<[u8; 32]>,
+    pages: u64,
+    empty_in_a_row: u32,
+}
+
+impl Pager {
+    fn new(what: String) -> Pager {
+        Pager { what, seen: Default::default(), pages: 0, empty_in_a_row: 0 }
+    }
+
+    fn next(&mut self, n_keys: usize, truncated: bool, token: Option<&str>) -> Result<Option<String>> {
+        let fail = |reason: String| Error::Remote {
+            what: self.what.clone(),
+            reason: format!("{reason}; the server is not answering as S3 does, so the listing was stopped"),
+        };
+        self.pages += 1;
+        if !truncated {
+            return Ok(None);
+        }
+        let Some(token) = token else {
+            return Err(fail("a page says more follow but gives no continuation token".into()));
+        };
+        if !self.seen.insert(*blake3::hash(token.as_bytes()).as_bytes()) {
+            return Err(fail(format!("continuation token {token:?} came back a second time")));
+        }
+        self.empty_in_a_row = if n_keys == 0 { self.empty_in_a_row + 1 } else { 0 };
+        if self.empty_in_a_row > MAX_EMPTY_PAGES {
+            return Err(fail(format!("{} empty pages in a row each say more follow", self.empty_in_a_row)));
+        }
+        if self.pages >= MAX_LIST_PAGES {
+            return Err(fail(format!("{} pages and still more follow", self.pages)));
+        }
+        Ok(Some(token.to_string()))
+    }
+}
+
 /// Runs futures with at most `limit` in flight; results in input order.
 async fn bounded<T, F: Future<Output = T>>(futures: Vec<F>, limit: usize) -> Vec<T> {
     use futures_util::stream::{self, StreamExt};
@@ -428,4 +524,98 @@ async fn bounded<T, F: Future<Output = T>>(futures: Vec<F>, limit: usize) -> Vec
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::operation::get_object::GetObjectOutput;
+    use proptest::prelude::*;
+    use proptest::test_runner::{RngSeed, TestRunner};
+
+    use super::*;
+
+    fn collect(body: Vec<u8>, announced: Option<i64>, max_len: u64) -> std::result::Result<Vec<u8>, String> {
+        let output = GetObjectOutput::builder().body(ByteStream::from(body)).set_content_length(announced).build();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(collect_body(output, max_len)).map_err(|e| e.to_string())
+    }
+
+    /// Regression (issue 15): a GET took a body of any length into memory.
+    /// Now the length header, and failing that the bytes themselves, stop
+    /// at what the caller expects.
+    #[test]
+    fn a_body_longer_than_expected_is_refused() {
+        assert_eq!(collect(vec![7; 100], Some(100), 100).unwrap(), vec![7; 100]);
+        let error = collect(vec![7; 100], Some(100), 99).unwrap_err();
+        assert!(error.contains("100 bytes, more than the 99 expected"), "{error}");
+        // A header claiming a terabyte is refused before anything is read.
+        let error = collect(vec![7; 10], Some(1 << 40), 1 << 20).unwrap_err();
+        assert!(error.contains("1099511627776 bytes"), "{error}");
+        // A header that lies low, or none, does not let more through.
+        for announced in [Some(10), None] {
+            let error = collect(vec![7; 100], announced, 50).unwrap_err();
+            assert!(error.contains("at least 100 bytes"), "{error}");
+        }
+    }
+
+    /// Regression (issue 15): a server answering "truncated" for ever kept
+    /// `list` asking for ever. Each way of going nowhere now stops, naming
+    /// the prefix.
+    #[test]
+    fn listings_that_go_nowhere_stop_naming_the_prefix() {
+        let what = || "listing p/containers/ on s3://b/p".to_string();
+        let mut pager = Pager::new(what());
+        assert_eq!(pager.next(1000, true, Some("a")).unwrap().as_deref(), Some("a"));
+        assert_eq!(pager.next(1000, true, Some("b")).unwrap().as_deref(), Some("b"));
+        let error = pager.next(1000, true, Some("a")).unwrap_err().to_string();
+        assert!(error.contains("p/containers/") && error.contains("came back a second time"), "{error}");
+
+        let error = Pager::new(what()).next(5, true, None).unwrap_err().to_string();
+        assert!(error.contains("no continuation token"), "{error}");
+
+        let mut pager = Pager::new(what());
+        let mut error = None;
+        for page in 0..=MAX_EMPTY_PAGES {
+            if let Err(e) = pager.next(0, true, Some(&page.to_string())) {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+        assert!(error.as_deref().is_some_and(|e| e.contains("empty pages in a row")), "{error:?}");
+
+        // A few empty pages (S3 sends them over delete markers) are fine,
+        // and a page that is not truncated ends the listing.
+        let mut pager = Pager::new(what());
+        for page in 0..10 {
+            assert!(pager.next(0, true, Some(&page.to_string())).unwrap().is_some());
+        }
+        assert_eq!(pager.next(3, false, None).unwrap(), None);
+    }
+
+    /// Whatever a server answers, a listing ends: a pager fed pages with
+    /// tokens from a small set stops (done or failed) within one page more
+    /// than there are tokens.
+    #[test]
+    fn fuzz_listing_pages_always_end() {
+        let config = ProptestConfig {
+            cases: 512,
+            rng_seed: RngSeed::Fixed(15),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        let page = (0..3usize, prop::bool::weighted(0.95), prop::option::weighted(0.95, 0..20u8));
+        TestRunner::new(config)
+            .run(&prop::collection::vec(page, 1..64), |pages| {
+                let mut pager = Pager::new("listing x".into());
+                for (i, (n_keys, truncated, token)) in pages.iter().enumerate() {
+                    let token = token.map(|t| t.to_string());
+                    match pager.next(*n_keys, *truncated, token.as_deref()) {
+                        Ok(Some(_)) => prop_assert!(i < 20, "page {} went on after 20 distinct tokens", i + 1),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
 }

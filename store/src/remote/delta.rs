@@ -9,7 +9,7 @@
 //! BLAKE3-256 of everything before it
 //! ```
 
-use crate::container::{ContainerKind, FOOTER_ENTRY_LEN, TableEntry};
+use crate::container::{ContainerKind, FOOTER_ENTRY_LEN, HEADER_LEN, TableEntry};
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
@@ -91,7 +91,16 @@ impl Delta {
             let table_bytes = table_end.and_then(|end| body.get(at..end)).ok_or_else(|| bad("it is truncated"))?;
             let table = table_bytes
                 .chunks_exact(FOOTER_ENTRY_LEN)
-                .map(|e| TableEntry::decode_footer(e).ok_or_else(|| bad("an entry does not decode")))
+                .map(|e| {
+                    let entry = TableEntry::decode_footer(e).ok_or_else(|| bad("an entry does not decode"))?;
+                    // Its record must lie inside the container (checked: both
+                    // numbers are the remote's), or it would enter the index.
+                    let end = entry.offset.checked_add(entry.record_len());
+                    if entry.offset < HEADER_LEN as u64 || end.is_none_or(|end| end > len) {
+                        return Err(bad("an entry places its record outside its container"));
+                    }
+                    Ok(entry)
+                })
                 .collect::<Result<Vec<_>>>()?;
             at += n_blobs * FOOTER_ENTRY_LEN;
             containers.push(DeltaContainer { id, kind, len, table });
@@ -132,6 +141,17 @@ mod tests {
         };
         let bytes = delta.encode();
         assert_eq!(Delta::decode("k", &bytes).unwrap(), delta);
+        // A record outside its container is refused, even under a good checksum.
+        let outside = Delta {
+            containers: vec![DeltaContainer {
+                id: ContainerId(3),
+                kind: ContainerKind::Data,
+                len: 48,
+                table: vec![entry],
+            }],
+        };
+        let error = Delta::decode("k", &outside.encode()).unwrap_err().to_string();
+        assert!(error.contains("outside its container"), "{error}");
         let mut flipped = bytes.clone();
         flipped[30] ^= 1;
         assert!(Delta::decode("k", &flipped).is_err());

@@ -9,6 +9,12 @@ use super::{RemoteClient, RemoteSpec};
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
+/// Longest container read whole from a remote. `cairn init` refuses a
+/// container size above 1 GiB, and a container passes its size by at most
+/// one record (a tree, at most 256 MiB); 4 GiB leaves room for stores made
+/// through the library with larger ones.
+pub const MAX_CONTAINER_LEN: u64 = 4 << 30;
+
 /// Reads containers from a remote, on demand.
 pub struct RemoteSource {
     spec: RemoteSpec,
@@ -50,7 +56,7 @@ impl RemoteSource {
         let client = self.client()?;
         let key = client.location().container_key(id);
         client
-            .get(&key)?
+            .get(&key, MAX_CONTAINER_LEN)?
             .ok_or_else(|| Error::RemoteNotFound { what: format!("reading container {id} from {}", self.spec) })
     }
 }

@@ -36,7 +36,7 @@ mod push;
 mod writer;
 
 pub use attach::{AttachMode, AttachReport};
-pub use client::{RemoteClient, RemoteObject};
+pub use client::{MAX_JSON_OBJECT, MAX_SINGLE_PUT_OBJECT, RemoteClient, RemoteObject};
 pub use delta::{Delta, DeltaContainer};
 pub use fetch::RemoteSource;
 pub use push::{PushOptions, PushReport};

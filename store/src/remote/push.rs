@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::client::MAX_JSON_OBJECT;
 use super::{Delta, DeltaContainer, RemoteClient, RemoteConfig};
 use crate::container::read_table;
 use crate::dataset::{DatasetId, Progress};
@@ -198,7 +199,7 @@ impl Store {
     /// a remote whose config names another store.
     fn write_remote_config(&self, client: &RemoteClient) -> Result<()> {
         let key = client.location().config_key();
-        match client.get(&key)? {
+        match client.get(&key, MAX_JSON_OBJECT)? {
             Some(bytes) => {
                 let theirs: RemoteConfig = serde_json::from_slice(&bytes).map_err(|e| Error::Remote {
                     what: format!("reading {key} on {}", client.spec()),

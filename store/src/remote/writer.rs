@@ -27,6 +27,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::RemoteClient;
+use super::client::MAX_JSON_OBJECT;
 use crate::error::{Error, Result};
 use crate::ids::Tid;
 use crate::index::cf;
@@ -80,7 +81,8 @@ pub(crate) fn newest_claim(client: &RemoteClient) -> Result<Option<(u64, Claim)>
         .max();
     let Some(seq) = newest else { return Ok(None) };
     let key = location.writer_key(seq);
-    let bytes = client.get(&key)?.ok_or_else(|| Error::RemoteNotFound { what: format!("reading {key}") })?;
+    let bytes =
+        client.get(&key, MAX_JSON_OBJECT)?.ok_or_else(|| Error::RemoteNotFound { what: format!("reading {key}") })?;
     let claim = serde_json::from_slice(&bytes).map_err(|e| Error::Remote {
         what: format!("reading {key} on {}", client.spec()),
         reason: format!("it is not a cairn writer claim ({e}); the remote is damaged or not cairn's"),
@@ -129,7 +131,7 @@ impl Store {
         let newest = newest_claim(client)?;
         let seq = match &newest {
             None => {
-                let legacy = client.get(&location.config_key())?.is_some()
+                let legacy = client.get(&location.config_key(), MAX_JSON_OBJECT)?.is_some()
                     || !client.list(&location.containers_prefix())?.is_empty();
                 if legacy {
                     return Err(Error::Remote {
@@ -164,7 +166,12 @@ impl Store {
                     ),
                 });
             }
-            Some((seq, _)) => seq + 1,
+            Some((seq, _)) => seq.checked_add(1).ok_or_else(|| Error::Remote {
+                what: format!("pushing to {spec}"),
+                reason: format!(
+                    "its newest writer claim is number {seq}, after which none can follow; the remote is damaged"
+                ),
+            })?,
         };
         Ok(seq)
     }
@@ -210,7 +217,8 @@ impl Store {
             // writes within moments of ours: after a pause, the claim that
             // stays is the last one written, and only its writer goes on.
             std::thread::sleep(std::time::Duration::from_millis(300));
-            let back = client.get(&key)?.and_then(|bytes| serde_json::from_slice::<Claim>(&bytes).ok());
+            let back =
+                client.get(&key, MAX_JSON_OBJECT)?.and_then(|bytes| serde_json::from_slice::<Claim>(&bytes).ok());
             if back.as_ref().map(|c| &c.token) != Some(&claim.token) {
                 return Err(lost());
             }
