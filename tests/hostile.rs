@@ -23,26 +23,7 @@ fn new_store() -> (tempfile::TempDir, Store) {
 }
 
 fn entry(name: &str, kind: EntryKind, blob: Option<BlobId>, size: u64) -> Entry {
-    Entry {
-        name: name.as_bytes().to_vec(),
-        kind,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        user: None,
-        group: None,
-        size,
-        mtime_ns: 0,
-        atime_ns: 0,
-        ctime_ns: 0,
-        inode: 0,
-        dev: 0,
-        links: 1,
-        rdev: 0,
-        xattrs: Vec::new(),
-        target: Vec::new(),
-        blob,
-    }
+    Entry::bare(name.as_bytes(), kind, size, blob)
 }
 
 fn write_tree(session: &WriteSession, entries: Vec<Entry>) -> BlobId {

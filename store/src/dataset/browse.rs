@@ -351,26 +351,7 @@ mod tests {
     use crate::{StoreOptions, WriteSession};
 
     fn dir_entry(name: &str, tree: BlobId) -> Entry {
-        Entry {
-            name: name.as_bytes().to_vec(),
-            kind: EntryKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            size: 0,
-            mtime_ns: 0,
-            atime_ns: 0,
-            ctime_ns: 0,
-            inode: 0,
-            dev: 0,
-            links: 1,
-            rdev: 0,
-            xattrs: Vec::new(),
-            target: Vec::new(),
-            blob: Some(tree),
-        }
+        Entry::bare(name.as_bytes(), EntryKind::Dir, 0, Some(tree))
     }
 
     fn write_tree(session: &WriteSession, entries: Vec<Entry>) -> BlobId {

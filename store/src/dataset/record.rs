@@ -77,24 +77,10 @@ impl DatasetRecord {
     /// The entry of the top directory, for walking.
     pub fn root_entry(&self) -> Entry {
         let mut entry = self.root_meta.clone().unwrap_or_else(|| Entry {
-            name: Vec::new(),
-            kind: EntryKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            size: 0,
             mtime_ns: self.time_ns,
             atime_ns: self.time_ns,
             ctime_ns: self.time_ns,
-            inode: 0,
-            dev: 0,
-            links: 1,
-            rdev: 0,
-            xattrs: Vec::new(),
-            target: Vec::new(),
-            blob: None,
+            ..Entry::bare(b"", EntryKind::Dir, 0, None)
         });
         entry.kind = EntryKind::Dir;
         entry.blob = Some(self.root);

@@ -97,6 +97,32 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry with a name, kind, size and blob and no other metadata
+    /// (mode 0755, owned by root, times 0): for trees that cairn makes
+    /// itself, and for tests.
+    pub fn bare(name: &[u8], kind: EntryKind, size: u64, blob: Option<BlobId>) -> Entry {
+        Entry {
+            name: name.to_vec(),
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            size,
+            mtime_ns: 0,
+            atime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            dev: 0,
+            links: 1,
+            rdev: 0,
+            xattrs: Vec::new(),
+            target: Vec::new(),
+            blob,
+        }
+    }
+
     /// The name for messages (lossy where it is not UTF-8).
     pub fn display_name(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()

@@ -149,26 +149,8 @@ mod tests {
     use super::*;
 
     fn entry(name: &str, subtree: Option<BlobId>) -> Entry {
-        Entry {
-            name: name.as_bytes().to_vec(),
-            kind: if subtree.is_some() { EntryKind::Dir } else { EntryKind::File },
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
-            size: 0,
-            mtime_ns: 0,
-            atime_ns: 0,
-            ctime_ns: 0,
-            inode: 0,
-            dev: 0,
-            links: 1,
-            rdev: 0,
-            xattrs: Vec::new(),
-            target: Vec::new(),
-            blob: subtree,
-        }
+        let kind = if subtree.is_some() { EntryKind::Dir } else { EntryKind::File };
+        Entry::bare(name.as_bytes(), kind, 0, subtree)
     }
 
     /// A chain of `depth` directories `d/d/d/...`, the last holding a file.
