@@ -6,7 +6,9 @@
 //!
 //! `CAIRN_FAULT` injects the faults a crash cannot: an index write whose
 //! outcome is unknown (`lost-ack:POINT`), and a missing fsync
-//! (`skip-sync:WHAT`), for the tests that show the harness would notice.
+//! (`skip-sync:WHAT`), for the tests that show the harness would notice;
+//! and a pause (`pause:POINT:NAME:FILE`) in which a test changes the files a
+//! backup is reading at exactly the moment a race would.
 
 use std::sync::OnceLock;
 
@@ -72,5 +74,35 @@ pub fn lost_acknowledgement(name: &'static str) -> crate::error::Result<()> {
             std::io::Error::other(format!("injected fault after {name} (CAIRN_FAULT)")),
         )),
         _ => Ok(()),
+    }
+}
+
+/// The pause points: a backup has `lstat`ed a regular file and is about to
+/// open it (the window in which a hostile user swaps the file).
+pub const PAUSE_POINTS: [&str; 1] = ["backup:before-open"];
+
+/// Pauses at `point` if `CAIRN_FAULT` is `pause:POINT:NAME:FILE` and `name`
+/// (the file the process is at) is NAME: creates FILE, then waits until the
+/// test removes it (a handshake, so the test needs no guessed sleeps), for
+/// a minute at most. Once per process.
+pub fn pause_point(point: &'static str, name: &[u8]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PAUSED: AtomicBool = AtomicBool::new(false);
+    debug_assert!(PAUSE_POINTS.contains(&point));
+    let Some(rest) = fault().and_then(|f| f.strip_prefix("pause:")?.strip_prefix(point)?.strip_prefix(':')) else {
+        return;
+    };
+    let Some((wanted, file)) = rest.split_once(':') else { return };
+    if wanted.as_bytes() != name || PAUSED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let file = std::path::Path::new(file);
+    if let Err(e) = std::fs::write(file, point) {
+        eprintln!("cairn: cannot pause at {point} (CAIRN_FAULT): writing {}: {e}", file.display());
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

@@ -4,11 +4,17 @@
 //! in parallel (rayon), files ingested on all cores through one shared write
 //! session. A file whose size, mtime, ctime and inode match its entry in the
 //! parent dataset keeps the parent's content list without being read. A file
-//! that cannot be read, vanishes, or changes while it is read is left out
-//! and reported; the backup still commits (a "partial" dataset).
+//! that cannot be read, vanishes, is replaced after it was listed, or
+//! changes while it is read is left out and reported; the backup still
+//! commits (a "partial" dataset). Files are opened with `O_NOFOLLOW |
+//! O_NONBLOCK` and checked to be the regular file that was `lstat`ed, and
+//! read no further than one byte past the size `lstat` saw: a file swapped
+//! for a fifo cannot hang the backup, nor one swapped for a symlink to
+//! `/dev/zero` fill the store.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, Metadata};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -24,6 +30,7 @@ use super::record::{DatasetId, DatasetRecord, next_id, put_record};
 use super::tree::{Entry, EntryKind, Tree};
 use super::{Progress, display_path};
 use crate::error::{Error, Result};
+use crate::fault::pause_point;
 use crate::ids::{BlobId, BlobKind};
 use crate::ingest::ingest_file;
 use crate::session::WriteSession;
@@ -251,13 +258,47 @@ fn excludes(patterns: &[String]) -> Result<(GlobSet, GlobSet)> {
     Ok((build(names)?, build(paths)?))
 }
 
-/// Opens a source file without updating its atime where allowed (the owner
-/// or root), so backing up does not change what the next backup sees.
-fn open_source(path: &Path) -> std::io::Result<File> {
-    match File::options().read(true).custom_flags(libc::O_NOATIME).open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+/// Opens the regular file at `path` that `lstat` saw as `seen`, without
+/// updating its atime where allowed (the owner or root), so backing up does
+/// not change what the next backup sees.
+///
+/// A hostile user can swap the file between the `lstat` and the open. So it
+/// is opened with `O_NOFOLLOW` (a symlink to `/dev/zero` fails with ELOOP
+/// instead of being read forever) and `O_NONBLOCK` (opening a fifo with no
+/// writer returns at once instead of hanging the backup), and the open file
+/// must be a regular file with the same device and inode. `Ok(Err(why))`
+/// says it was not: the caller skips it.
+fn open_source(path: &Path, seen: &Metadata) -> std::io::Result<std::result::Result<File, String>> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let open = |flags| File::options().read(true).custom_flags(flags).open(path);
+    let file = match open(flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
         other => other,
+    };
+    let file = match file {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Err(replaced("a symlink")));
+        }
+        other => other?,
+    };
+    let opened = file.metadata()?;
+    if !opened.is_file() {
+        return Ok(Err(replaced("not a regular file")));
     }
+    if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
+        return Ok(Err(replaced("another file")));
+    }
+    // Regular files ignore O_NONBLOCK; clearing it keeps it that way on
+    // file systems that might not (FUSE passes the flag through).
+    let status = OFlag::from_bits_retain(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(status.difference(OFlag::O_NONBLOCK)))?;
+    Ok(Ok(file))
+}
+
+/// The reason a file swapped after its `lstat` is left out.
+fn replaced(now: &str) -> String {
+    format!("replaced after it was listed (now {now}); left out, back it up again")
 }
 
 /// The names in a directory, listed without updating its atime where
@@ -351,7 +392,7 @@ impl Walk<'_> {
                 }
             }
             EntryKind::File => {
-                if !self.file(path, &mut entry, parent)? {
+                if !self.file(path, &metadata, &mut entry, parent)? {
                     return Ok(None);
                 }
                 bump(&self.counts.files, 1);
@@ -380,7 +421,7 @@ impl Walk<'_> {
     }
 
     /// Fills in a file's content list; false if the file was skipped.
-    fn file(&self, path: &Path, entry: &mut Entry, parent: Option<&Entry>) -> Result<bool> {
+    fn file(&self, path: &Path, listed: &Metadata, entry: &mut Entry, parent: Option<&Entry>) -> Result<bool> {
         let same = |p: &Entry| {
             p.size == entry.size
                 && p.mtime_ns == entry.mtime_ns
@@ -402,8 +443,13 @@ impl Walk<'_> {
             self.progress.add(1, 0);
             return Ok(true);
         }
-        let file = match open_source(path) {
-            Ok(file) => file,
+        pause_point("backup:before-open", &entry.name);
+        let file = match open_source(path, listed) {
+            Ok(Ok(file)) => file,
+            Ok(Err(why)) => {
+                self.skip(path, why);
+                return Ok(false);
+            }
             Err(e) => {
                 self.skip(path, e);
                 return Ok(false);
@@ -411,7 +457,11 @@ impl Walk<'_> {
         };
         let what = path.display().to_string();
         let progress = |bytes| self.progress.add(0, bytes);
-        let (content, stats) = match ingest_file(self.session, &file, entry.size, &what, &progress) {
+        // One byte past the size `lstat` saw is enough to see that the file
+        // grew (it is then skipped as changed); a file that grows as fast
+        // as it is read is never read to an end that does not come.
+        let source = (&file).take(entry.size.saturating_add(1));
+        let (content, stats) = match ingest_file(self.session, source, entry.size, &what, &progress) {
             Ok(done) => done,
             Err(Error::Input { cause, .. }) => {
                 self.skip(path, cause);
