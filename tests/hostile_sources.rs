@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn_store::content::ContentReader;
+use cairn_store::dataset::EntryKind;
+use cairn_store::{OpenMode, Store};
+
 use crate::util::{Fixture, noise};
 
 /// How long a backup of a few small files may take before it counts as hung.
@@ -122,4 +126,128 @@ fn a_file_swapped_for_another_file_is_left_out() {
         fs::hard_link(&elsewhere, &victim).unwrap();
     });
     assert_left_out(&fixture, &output, "another file");
+}
+
+/// Levels of the deep tree: 2,000 one-letter directories make a 4,000-byte
+/// path, under PATH_MAX (4,096) with the fixture's short prefix.
+const DEPTH: usize = 2000;
+
+/// Makes `root/a/a/.../a` (`DEPTH` levels) with a file at the bottom and
+/// one at the top; returns the bottom directory. A chain of directories
+/// with one entry each is the worst case for a recursive walk: rayon runs
+/// a one-item parallel iterator on the calling thread, so each level was a
+/// few frames more on one stack (this tree overflowed main's 8 MiB).
+fn deep_tree(root: &Path) -> PathBuf {
+    let mut dir = root.to_path_buf();
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("top"), b"the top of the tree").unwrap();
+    for _ in 0..DEPTH {
+        dir.push("a");
+        fs::create_dir(&dir).unwrap();
+    }
+    fs::write(dir.join("bottom"), b"the bottom of the tree").unwrap();
+    dir
+}
+
+/// The path inside a dataset of the bottom directory.
+fn deep_path() -> String {
+    vec!["a"; DEPTH].join("/")
+}
+
+/// Runs `body` on a thread with a large stack: the test's own helpers
+/// (and `remove_dir_all` when the fixture is dropped) recurse per level.
+fn with_big_stack(body: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(256 << 20).spawn(body).unwrap().join().unwrap();
+}
+
+/// The backup side of a 2,000-level tree: the walk used to recurse on
+/// rayon's 2 MiB stacks and overflowed them. Verified through the library's
+/// trees (no restore, ls or find, which walk by themselves).
+#[test]
+fn a_tree_2000_levels_deep_backs_up_and_checks() {
+    with_big_stack(|| {
+        let fixture = Fixture::new();
+        let source = fixture.path("s");
+        deep_tree(&source);
+        fixture.ok(&["backup", source.to_str().unwrap()]);
+        fixture.ok(&["check", "--read-data"]);
+
+        let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+        let dataset = store.dataset("latest").unwrap();
+        assert_eq!((dataset.dirs, dataset.files, dataset.skipped), (DEPTH as u64, 2, 0));
+        let mut tree = store.tree(dataset.root).unwrap();
+        for level in 0..DEPTH {
+            let names: Vec<&[u8]> = tree.entries.iter().map(|e| e.name.as_slice()).collect();
+            let want: &[&[u8]] = if level == 0 { &[b"a", b"top"] } else { &[b"a"] };
+            assert_eq!(names, want, "level {level}");
+            let a = tree.get(b"a").unwrap();
+            assert_eq!(a.kind, EntryKind::Dir);
+            tree = store.tree(a.blob.unwrap()).unwrap();
+        }
+        let bottom = tree.get(b"bottom").expect("the bottom file");
+        let mut reader = ContentReader::new(&store, bottom.blob.unwrap()).unwrap();
+        let mut content = Vec::new();
+        while let Some(chunk) = reader.next_chunk().unwrap() {
+            content.extend(store.read_blob(&chunk.id).unwrap());
+        }
+        assert_eq!(content, b"the bottom of the tree");
+    });
+}
+
+/// The rest of the 2,000-level tree: restore, `ls`, `find` and `diff`
+/// walk the dataset trees themselves (restore.rs, browse.rs), so this
+/// passes once they are iterative too.
+#[test]
+fn a_tree_2000_levels_deep_restores_lists_and_diffs() {
+    with_big_stack(|| {
+        let fixture = Fixture::new();
+        let source = fixture.path("s");
+        let bottom = deep_tree(&source);
+        fixture.ok(&["backup", source.to_str().unwrap()]);
+        fs::write(bottom.join("bottom"), b"changed at the bottom").unwrap();
+        fixture.ok(&["backup", source.to_str().unwrap()]);
+
+        let target = fixture.path("r");
+        fixture.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+        same_deep_tree(&source, &target);
+
+        let deep = deep_path();
+        assert_eq!(fixture.ok(&["ls", "latest", &deep]), "bottom\n");
+        let found = fixture.ok(&["find", "latest", "--type", "f"]);
+        let mut found: Vec<&str> = found.lines().collect();
+        found.sort();
+        assert_eq!(found, [format!("/{deep}/bottom"), "/top".to_string()]);
+        assert_eq!(fixture.ok(&["find", "latest", "--type", "d"]).lines().count(), DEPTH + 1);
+        let diff = fixture.ok(&["diff", "latest~1", "latest"]);
+        assert!(diff.contains(&format!("M /{deep}/bottom")), "{}", &diff[diff.len().saturating_sub(300)..]);
+    });
+}
+
+/// Compares two trees by walking them with a stack (not recursion): names,
+/// kinds, modes, file contents and mtimes.
+fn same_deep_tree(a: &Path, b: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![PathBuf::new()];
+    let mut seen = 0;
+    while let Some(rel) = stack.pop() {
+        seen += 1;
+        let (ma, mb) = (fs::symlink_metadata(a.join(&rel)).unwrap(), fs::symlink_metadata(b.join(&rel)).unwrap());
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", rel.display());
+        assert_eq!(ma.mode(), mb.mode(), "{}", rel.display());
+        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "{}", rel.display());
+        if ma.is_file() {
+            assert_eq!(fs::read(a.join(&rel)).unwrap(), fs::read(b.join(&rel)).unwrap(), "{}", rel.display());
+        } else if ma.is_dir() {
+            let names = |root: &Path| {
+                let mut names: Vec<_> =
+                    fs::read_dir(root.join(&rel)).unwrap().map(|e| e.unwrap().file_name()).collect();
+                names.sort();
+                names
+            };
+            let (na, nb) = (names(a), names(b));
+            assert_eq!(na, nb, "{}", rel.display());
+            stack.extend(na.into_iter().map(|n| rel.join(n)));
+        }
+    }
+    assert_eq!(seen, DEPTH + 3, "the root, {DEPTH} directories and two files");
 }
