@@ -10,11 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::stat::{UtimensatFlags, utimensat};
+use nix::sys::time::TimeSpec;
+
 use cairn_store::content::ContentReader;
 use cairn_store::dataset::EntryKind;
 use cairn_store::{OpenMode, Store};
 
-use crate::util::{Fixture, noise};
+use crate::fstree::is_root;
+use crate::util::{Fixture, SmallDisk, noise};
 
 /// How long a backup of a few small files may take before it counts as hung.
 const HUNG: Duration = Duration::from_secs(60);
@@ -250,4 +254,82 @@ fn same_deep_tree(a: &Path, b: &Path) {
         }
     }
     assert_eq!(seen, DEPTH + 3, "the root, {DEPTH} directories and two files");
+}
+
+/// 2300-01-01 and 1600-01-01 UTC, and the last and first ns an i64 holds.
+const Y2300: (i64, i64) = (10_413_792_000, 0);
+const Y1600: (i64, i64) = (-11_676_096_000, 0);
+const LAST_NS: (i64, i64) = (9_223_372_036, 854_775_807);
+const FIRST_NS: (i64, i64) = (-9_223_372_037, 145_224_192);
+
+/// Sets a file's (atime, mtime) and returns what the file system kept:
+/// ext4 keeps 1901 to 2446 and clamps the rest; tmpfs keeps all of these.
+fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> ((i64, i64), (i64, i64)) {
+    use std::os::unix::fs::MetadataExt;
+    let spec = |(s, ns): (i64, i64)| TimeSpec::new(s, ns);
+    utimensat(nix::fcntl::AT_FDCWD, path, &spec(atime), &spec(mtime), UtimensatFlags::NoFollowSymlink).unwrap();
+    let m = fs::symlink_metadata(path).unwrap();
+    ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
+}
+
+fn fits_i64_ns((s, ns): (i64, i64)) -> bool {
+    i64::try_from(i128::from(s) * 1_000_000_000 + i128::from(ns)).is_ok()
+}
+
+/// Files whose times an entry's i64 ns cannot hold (after 2262-04-11 or
+/// before 1677-09-21) are refused by name, never stored with another time
+/// (the old arithmetic panicked in debug builds and wrapped in release);
+/// the last and first times it can hold come back exactly. On a tmpfs when
+/// this process may mount one (ext4 clamps 1600 to 1901).
+#[test]
+fn times_outside_i64_ns_are_refused_by_name_and_the_edges_restore_exactly() {
+    let fixture = Fixture::new();
+    let disk = if is_root() { SmallDisk::mount(fixture.path("tmpfs"), "16m") } else { None };
+    let base = disk.as_ref().map_or_else(|| fixture.path("plain"), |d| d.path.clone());
+    let source = base.join("source");
+    fs::create_dir_all(&source).unwrap();
+    let now = (1_700_000_000, 123_456_789);
+    let mut cases = Vec::new();
+    for (name, atime, mtime) in [
+        ("future", now, Y2300),
+        ("past", now, Y1600),
+        ("accessed-in-2300", Y2300, now),
+        ("last-ns", LAST_NS, LAST_NS),
+        ("first-ns", FIRST_NS, FIRST_NS),
+        ("ordinary", now, now),
+    ] {
+        let path = source.join(name);
+        fs::write(&path, name).unwrap();
+        let kept = set_times(&path, atime, mtime);
+        cases.push((name, kept, fits_i64_ns(kept.0) && fits_i64_ns(kept.1)));
+    }
+    let refused: Vec<&str> = cases.iter().filter(|c| !c.2).map(|c| c.0).collect();
+    assert!(refused.contains(&"future"), "2300 fits every file system these tests run on: {cases:?}");
+
+    let output = fixture.run(&["backup", source.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    for name in &refused {
+        let line = stderr.lines().find(|l| l.contains(&format!("/{name}:"))).unwrap_or_else(|| panic!("{stderr}"));
+        assert!(line.contains("outside the range cairn records"), "{line}");
+    }
+    assert!(stderr.contains("2300-01-01 00:00:00"), "{stderr}");
+
+    let target = base.join("restored");
+    fixture.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    for (name, kept, fits) in &cases {
+        let path = target.join(name);
+        if !fits {
+            assert!(!path.exists(), "{name} was stored with a time it does not have");
+            continue;
+        }
+        let restored = fs::symlink_metadata(&path).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let times = ((restored.atime(), restored.atime_nsec()), (restored.mtime(), restored.mtime_nsec()));
+        // What the file system keeps of the same times (all of them on tmpfs).
+        let probe = base.join(format!("probe-{name}"));
+        fs::write(&probe, b"").unwrap();
+        assert_eq!(times, set_times(&probe, kept.0, kept.1), "{name}");
+        assert_eq!(fs::read(&path).unwrap(), name.as_bytes());
+    }
 }
