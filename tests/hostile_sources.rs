@@ -140,7 +140,7 @@ const DEPTH: usize = 2000;
 /// one at the top; returns the bottom directory. A chain of directories
 /// with one entry each is the worst case for a recursive walk: rayon runs
 /// a one-item parallel iterator on the calling thread, so each level was a
-/// few frames more on one stack (this tree overflowed main's 8 MiB).
+/// few frames more on one stack (it overflowed at this depth).
 fn deep_tree(root: &Path) -> PathBuf {
     let mut dir = root.to_path_buf();
     fs::create_dir(&dir).unwrap();
