@@ -23,15 +23,16 @@ use crate::util::{Fixture, SmallDisk, noise};
 /// How long a backup of a few small files may take before it counts as hung.
 const HUNG: Duration = Duration::from_secs(60);
 
-/// Runs `cairn backup SOURCE`, paused (`CAIRN_FAULT=pause:backup:before-open`)
-/// after it has `lstat`ed the file called `victim` and before it opens it;
-/// `swap` runs in that window. A backup that has not
-/// ended `HUNG` after the swap is killed and the test fails.
-fn backup_swapping(fixture: &Fixture, source: &Path, swap: impl FnOnce()) -> Output {
+/// Runs `cairn backup SOURCE`, paused at `point` (`CAIRN_FAULT=pause:...`)
+/// for the file called `victim`: `backup:before-open` after it has
+/// `lstat`ed it and before it opens it, `backup:before-lstat` before the
+/// `lstat`. `swap` runs in that window. A backup that has not ended `HUNG`
+/// after the swap is killed and the test fails.
+fn backup_swapping(fixture: &Fixture, source: &Path, point: &str, swap: impl FnOnce()) -> Output {
     let marker = fixture.path("paused");
     let (out, err) = (fixture.path("backup.out"), fixture.path("backup.err"));
     let mut command = fixture.command(&["backup", source.to_str().unwrap()]);
-    command.env("CAIRN_FAULT", format!("pause:backup:before-open:victim:{}", marker.display()));
+    command.env("CAIRN_FAULT", format!("pause:{point}:victim:{}", marker.display()));
     command.stdout(Stdio::from(fs::File::create(&out).unwrap()));
     command.stderr(Stdio::from(fs::File::create(&err).unwrap()));
     let mut child = command.spawn().unwrap();
@@ -95,7 +96,7 @@ fn assert_left_out(fixture: &Fixture, output: &Output, now: &str) {
 fn a_file_swapped_for_a_fifo_is_left_out_without_hanging() {
     let fixture = Fixture::new();
     let (source, victim) = source_with_victim(&fixture, 1000);
-    let output = backup_swapping(&fixture, &source, || {
+    let output = backup_swapping(&fixture, &source, "backup:before-open", || {
         fs::remove_file(&victim).unwrap();
         nix::unistd::mkfifo(&victim, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
     });
@@ -109,7 +110,7 @@ fn a_file_swapped_for_a_fifo_is_left_out_without_hanging() {
 fn a_file_swapped_for_a_symlink_to_dev_zero_is_left_out_unread() {
     let fixture = Fixture::new();
     let (source, victim) = source_with_victim(&fixture, 5 << 20);
-    let output = backup_swapping(&fixture, &source, || {
+    let output = backup_swapping(&fixture, &source, "backup:before-open", || {
         fs::remove_file(&victim).unwrap();
         symlink("/dev/zero", &victim).unwrap();
     });
@@ -125,11 +126,34 @@ fn a_file_swapped_for_another_file_is_left_out() {
     let (source, victim) = source_with_victim(&fixture, 1000);
     let elsewhere = fixture.path("secret");
     fs::write(&elsewhere, noise(1000, 8)).unwrap();
-    let output = backup_swapping(&fixture, &source, || {
+    let output = backup_swapping(&fixture, &source, "backup:before-open", || {
         fs::remove_file(&victim).unwrap();
         fs::hard_link(&elsewhere, &victim).unwrap();
     });
     assert_left_out(&fixture, &output, "another file");
+}
+
+/// A directory swapped for a symlink after it was listed, before the walk
+/// reaches the file in it: following it stored a file the swapper may not
+/// read (here `secret`) under the swapper's path.
+#[test]
+fn a_directory_swapped_for_a_symlink_does_not_lead_the_walk_elsewhere() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    fs::create_dir_all(source.join("sub")).unwrap();
+    fs::write(source.join("keep.txt"), b"kept").unwrap();
+    fs::write(source.join("sub/victim"), b"the swapper's own file").unwrap();
+    let elsewhere = fixture.path("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("victim"), b"secret").unwrap();
+    let output = backup_swapping(&fixture, &source, "backup:before-lstat", || {
+        fs::rename(source.join("sub"), source.join("moved")).unwrap();
+        symlink(&elsewhere, source.join("sub")).unwrap();
+    });
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("sub/victim") && stderr.contains("under one"), "{stderr}");
+    assert_eq!(fixture.ok(&["find", "latest", "--type", "f"]), "/keep.txt\n");
 }
 
 /// Levels of the deep tree: 2,000 one-letter directories make a 4,000-byte

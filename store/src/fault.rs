@@ -77,9 +77,10 @@ pub fn lost_acknowledgement(name: &'static str) -> crate::error::Result<()> {
     }
 }
 
-/// The pause points: a backup has `lstat`ed a regular file and is about to
-/// open it (the window in which a hostile user swaps the file).
-pub const PAUSE_POINTS: [&str; 1] = ["backup:before-open"];
+/// The pause points: a backup has listed a directory and is about to
+/// `lstat` a name in it, or has `lstat`ed a regular file and is about to
+/// open it (the windows in which a hostile user swaps what is there).
+pub const PAUSE_POINTS: [&str; 2] = ["backup:before-lstat", "backup:before-open"];
 
 /// Pauses at `point` if `CAIRN_FAULT` is `pause:POINT:NAME:FILE` and `name`
 /// (the file the process is at) is NAME: creates FILE, then waits until the

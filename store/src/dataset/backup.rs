@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -375,18 +375,17 @@ fn excludes(patterns: &[String]) -> Result<(GlobSet, GlobSet)> {
 /// must be a regular file with the same device and inode. `Ok(Err(why))`
 /// says it was not: the caller skips it.
 fn open_source(path: &Path, seen: &Metadata) -> std::io::Result<std::result::Result<File, String>> {
+    use nix::errno::Errno;
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    let open = |flags| File::options().read(true).custom_flags(flags).open(path);
-    let file = match open(flags | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+    let opened = match open_no_symlinks(path, flags | OFlag::O_NOATIME) {
+        Err(Errno::EPERM) => open_no_symlinks(path, flags),
         other => other,
     };
-    let file = match file {
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Ok(Err(replaced("a symlink")));
-        }
-        other => other?,
+    let file = match opened {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ELOOP) => return Ok(Err(replaced("a symlink, or under one"))),
+        Err(e) => return Err(e.into()),
     };
     let opened = file.metadata()?;
     if !opened.is_file() {
@@ -402,6 +401,27 @@ fn open_source(path: &Path, seen: &Metadata) -> std::io::Result<std::result::Res
     Ok(Ok(file))
 }
 
+/// Opens `path` with `flags` (and `O_NOFOLLOW | O_CLOEXEC`), refusing a
+/// symlink anywhere in it where the kernel can (`openat2` with
+/// `RESOLVE_NO_SYMLINKS`, Linux 5.6). The walk's paths start canonical and
+/// go on with names it listed, so a symlink in one is a directory swapped
+/// after it was listed: followed, it would take the walk into files the
+/// swapper may not read, and store them under the swapper's path. Where
+/// `openat2` is missing (or filtered), only the last component is checked.
+fn open_no_symlinks(path: &Path, flags: nix::fcntl::OFlag) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, open, openat2};
+    use std::sync::OnceLock;
+    static OPENAT2: OnceLock<bool> = OnceLock::new();
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let how = |flags| OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let probe = || openat2(AT_FDCWD, "/", how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)).is_ok();
+    if *OPENAT2.get_or_init(probe) {
+        openat2(AT_FDCWD, path, how(flags))
+    } else {
+        open(path, flags, nix::sys::stat::Mode::empty())
+    }
+}
+
 /// The reason a file swapped after its `lstat` is left out.
 fn replaced(now: &str) -> String {
     format!("replaced after it was listed (now {now}); left out, back it up again")
@@ -409,17 +429,18 @@ fn replaced(now: &str) -> String {
 
 /// The names in a directory, listed without updating its atime where
 /// allowed (as `open_source` does for files), so an unchanged directory
-/// stays byte-for-byte the same tree blob in the next backup.
+/// stays byte-for-byte the same tree blob in the next backup; opened by a
+/// path with no symlink in it, like files.
 fn list_dir(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     use nix::dir::Dir;
     use nix::errno::Errno;
     use nix::fcntl::OFlag;
-    use nix::sys::stat::Mode;
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut dir = match Dir::open(path, flags | OFlag::O_NOATIME, Mode::empty()) {
-        Err(Errno::EPERM) => Dir::open(path, flags, Mode::empty()),
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    let fd = match open_no_symlinks(path, flags | OFlag::O_NOATIME) {
+        Err(Errno::EPERM) => open_no_symlinks(path, flags),
         other => other,
     }?;
+    let mut dir = Dir::from_fd(fd)?;
     let mut names = Vec::new();
     for item in dir.iter() {
         let name = item?.file_name().to_bytes().to_vec();
@@ -522,6 +543,7 @@ impl Walk<'_> {
         if top_dev.is_some() && self.excluded(path, name) {
             return Ok(Visited::Done(None));
         }
+        pause_point("backup:before-lstat", name);
         let metadata = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
