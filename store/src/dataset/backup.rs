@@ -13,7 +13,8 @@
 //! dataset keeps the parent's content list without being read. A file that
 //! cannot be read, vanishes, is replaced after it was listed, or changes
 //! while it is read is left out and reported; the backup still commits (a
-//! "partial" dataset). Files are opened with `O_NOFOLLOW | O_NONBLOCK` and
+//! "partial" dataset). Files are opened with `O_NOFOLLOW | O_NONBLOCK` (and
+//! no symlink anywhere in their path, where `openat2` can refuse one) and
 //! checked to be the regular file that was `lstat`ed, and read no further
 //! than one byte past the size `lstat` saw: a file swapped for a fifo
 //! cannot hang the backup, nor one swapped for a symlink to `/dev/zero`
@@ -29,6 +30,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
 use super::fsmeta::{Classified, Names, classify, read_entry, unchanged_since};
 use super::record::{DatasetId, DatasetRecord, next_id, put_record};
 use super::tree::{Entry, EntryKind, Tree};
@@ -39,7 +42,6 @@ use crate::ids::{BlobId, BlobKind};
 use crate::ingest::ingest_file;
 use crate::session::WriteSession;
 use crate::store::Store;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
 /// What to back up, and how.
 #[derive(Clone, Debug, Default)]
