@@ -23,8 +23,7 @@ fn start_paused(fixture: &Fixture, args: &[&str], point: &str) -> (Child, PathBu
     let marker = fixture.path("paused");
     let mut child = fixture
         .command(args)
-        .env("CAIRN_FAULT", format!("pause:{point}"))
-        .env("CAIRN_PAUSE_FILE", &marker)
+        .env("CAIRN_FAULT", format!("pause:{point}:{}", marker.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

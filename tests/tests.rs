@@ -19,6 +19,7 @@ mod dedupe;
 mod gc;
 mod hostile;
 mod hostile_restore;
+mod hostile_sources;
 mod objects;
 mod powercut;
 mod remote;

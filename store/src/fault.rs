@@ -6,7 +6,9 @@
 //!
 //! `CAIRN_FAULT` injects the faults a crash cannot: an index write whose
 //! outcome is unknown (`lost-ack:POINT`), and a missing fsync
-//! (`skip-sync:WHAT`), for the tests that show the harness would notice.
+//! (`skip-sync:WHAT`), for the tests that show the harness would notice;
+//! and a pause (`pause:POINT:NAME:FILE`) in which a test changes the files a
+//! backup is reading at exactly the moment a race would.
 
 use std::sync::OnceLock;
 
@@ -75,21 +77,46 @@ pub fn lost_acknowledgement(name: &'static str) -> crate::error::Result<()> {
     }
 }
 
-/// Waits at `name` when `CAIRN_FAULT` is `pause:NAME`: writes the file
-/// `CAIRN_PAUSE_FILE` names, then waits until the test removes it (at most
-/// a minute). For tests that change the world at one step of a command,
-/// such as swapping a directory for a symlink while a restore runs.
-pub fn pause_point(name: &'static str) {
-    if fault().and_then(|f| f.strip_prefix("pause:")) != Some(name) {
+/// The pause points: a backup has listed a directory and is about to
+/// `lstat` a name in it, or has `lstat`ed a regular file and is about to
+/// open it; a restore has made its directories, or has written its files
+/// and is about to put the directories' metadata back (the windows in
+/// which a hostile user swaps what is there).
+pub const PAUSE_POINTS: [&str; 4] =
+    ["backup:before-lstat", "backup:before-open", "restore:dirs-made", "restore:files-written"];
+
+/// Pauses at `point` if `CAIRN_FAULT` is `pause:POINT:NAME:FILE` and `name`
+/// (the file the process is at) is NAME, or `pause:POINT:FILE` for a point
+/// that has no name (`None`): creates FILE, then waits until the test removes it
+/// (a handshake, so the test needs no guessed sleeps), for a minute at
+/// most. Once per process.
+pub fn pause_point(point: &'static str, name: Option<&[u8]>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PAUSED: AtomicBool = AtomicBool::new(false);
+    debug_assert!(PAUSE_POINTS.contains(&point));
+    let Some(rest) = fault().and_then(|f| f.strip_prefix("pause:")?.strip_prefix(point)?.strip_prefix(':')) else {
+        return;
+    };
+    let file = match name {
+        None => rest,
+        Some(name) => {
+            let Some((wanted, file)) = rest.split_once(':') else { return };
+            if wanted.as_bytes() != name {
+                return;
+            }
+            file
+        }
+    };
+    if PAUSED.swap(true, Ordering::SeqCst) {
         return;
     }
-    let Some(marker) = std::env::var_os("CAIRN_PAUSE_FILE") else { return };
-    let marker = std::path::PathBuf::from(marker);
-    if std::fs::write(&marker, name).is_err() {
+    let file = std::path::Path::new(file);
+    if let Err(e) = std::fs::write(file, point) {
+        eprintln!("cairn: cannot pause at {point} (CAIRN_FAULT): writing {}: {e}", file.display());
         return;
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while marker.exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    while file.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

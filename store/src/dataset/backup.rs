@@ -1,29 +1,43 @@
 //! `backup`: one commit that stores a new dataset of one or more sources.
 //!
-//! Directories are listed on the walking thread and their entries processed
-//! in parallel (rayon), files ingested on all cores through one shared write
-//! session. A file whose size, mtime, ctime and inode match its entry in the
-//! parent dataset keeps the parent's content list without being read. A file
-//! that cannot be read, vanishes, or changes while it is read is left out
-//! and reported; the backup still commits (a "partial" dataset).
+//! Every entry is a task on rayon (a directory's task lists it and spawns
+//! one task per name), files ingested on all cores through one shared write
+//! session. The walk keeps no stack frame per level: a directory waits as a
+//! [`Dir`] on the heap for its entries, and the task that delivers the last
+//! one writes its tree and delivers it upwards, in a loop. So a hostile
+//! tree thousands of levels deep costs heap, not the workers' 2 MiB stacks
+//! (the recursive walk overflowed them on a chain of 2,000 one-letter
+//! directories, which PATH_MAX still allows).
+//!
+//! A file whose size, mtime, ctime and inode match its entry in the parent
+//! dataset keeps the parent's content list without being read. A file that
+//! cannot be read, vanishes, is replaced after it was listed, or changes
+//! while it is read is left out and reported; the backup still commits (a
+//! "partial" dataset). Files are opened with `O_NOFOLLOW | O_NONBLOCK` (and
+//! no symlink anywhere in their path, where `openat2` can refuse one) and
+//! checked to be the regular file that was `lstat`ed, and read no further
+//! than one byte past the size `lstat` saw: a file swapped for a fifo
+//! cannot hang the backup, nor one swapped for a symlink to `/dev/zero`
+//! fill the store.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, Metadata};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use rayon::prelude::*;
 
 use super::fsmeta::{Classified, Names, classify, read_entry, unchanged_since};
 use super::record::{DatasetId, DatasetRecord, next_id, put_record};
 use super::tree::{Entry, EntryKind, Tree};
 use super::{Progress, display_path};
 use crate::error::{Error, Result};
+use crate::fault::pause_point;
 use crate::ids::{BlobId, BlobKind};
 use crate::ingest::ingest_file;
 use crate::session::WriteSession;
@@ -113,6 +127,99 @@ struct Walk<'a> {
     /// Content of multiply-linked files already read, by (device, inode).
     linked: Mutex<HashMap<(u64, u64), LinkedFile>>,
     progress: &'a Progress,
+    /// The first store error; once set, tasks stop and nothing commits.
+    failed: Mutex<Option<Error>>,
+}
+
+/// A directory whose entries are being backed up. Its tasks fill `slots`
+/// in any order; the one that fills the last writes the tree.
+struct Dir {
+    /// Its path (empty for the top of the walk).
+    path: PathBuf,
+    /// Its own entry, whose `blob` the tree fills in; `None` for the top of
+    /// the walk (the sources), whose entries the caller takes.
+    entry: Mutex<Option<Entry>>,
+    /// One slot per name listed; `None` stays for what was left out.
+    slots: Mutex<Vec<Option<Entry>>>,
+    /// Slots not filled yet.
+    remaining: AtomicUsize,
+    /// Where the finished entry goes: the directory above, and the slot.
+    up: Option<(Arc<Dir>, usize)>,
+    /// What the parent dataset had here.
+    before: Before,
+}
+
+/// What the parent dataset had for a directory's entries.
+enum Before {
+    /// Nothing (a new directory, or no parent dataset).
+    Nothing,
+    /// The directory's tree: looked up by name.
+    Tree(Tree),
+    /// The top of the walk: one per source, by slot.
+    Sources(Vec<Option<Entry>>),
+}
+
+impl Dir {
+    fn new(
+        path: PathBuf,
+        entry: Option<Entry>,
+        slots: usize,
+        up: Option<(Arc<Dir>, usize)>,
+        before: Before,
+    ) -> Arc<Dir> {
+        Arc::new(Dir {
+            path,
+            entry: Mutex::new(entry),
+            slots: Mutex::new(vec![None; slots]),
+            remaining: AtomicUsize::new(slots),
+            up,
+            before,
+        })
+    }
+
+    /// The parent dataset's entry for the name in `slot`.
+    fn before(&self, slot: usize, name: &[u8]) -> Option<&Entry> {
+        match &self.before {
+            Before::Nothing => None,
+            Before::Tree(tree) => tree.get(name),
+            Before::Sources(entries) => entries.get(slot).and_then(Option::as_ref),
+        }
+    }
+}
+
+impl Drop for Dir {
+    /// Unlinks the chain of directories above one by one: dropping the last
+    /// reference to a directory 10,000 levels deep (as a failed walk does)
+    /// must not recurse 10,000 drops deep.
+    fn drop(&mut self) {
+        let mut up = self.up.take();
+        while let Some((dir, _)) = up {
+            up = match Arc::try_unwrap(dir) {
+                Ok(mut dir) => dir.up.take(),
+                Err(_) => None,
+            };
+        }
+    }
+}
+
+/// One name to back up, and the slot of its directory it fills. Its path
+/// is made when it runs, so a listed directory of a million names costs
+/// a million names, not a million paths.
+struct Task {
+    /// The path of a source; `None` for a name in `up`.
+    source: Option<PathBuf>,
+    name: Vec<u8>,
+    /// The device of the source it is under; `None` for a source itself.
+    top_dev: Option<u64>,
+    up: Arc<Dir>,
+    slot: usize,
+}
+
+/// What a task made: an entry (or nothing, when left out), or a directory
+/// whose own tasks will deliver it.
+enum Visited {
+    Done(Option<Entry>),
+    Pending,
 }
 
 impl Store {
@@ -147,24 +254,32 @@ impl Store {
             skipped: Mutex::new(Vec::new()),
             linked: Mutex::new(HashMap::new()),
             progress,
+            failed: Mutex::new(None),
         };
-        let parent_root = parent.as_ref().map(|p| p.root_entry());
         let (root, root_meta) = match sources.as_slice() {
             [single] if std::fs::symlink_metadata(single).is_ok_and(|m| m.is_dir()) => {
-                let entry = walk.entry(single, b"", None, parent_root.as_ref())?;
-                let mut entry = entry.ok_or_else(|| Error::Usage(format!("could not read {}", single.display())))?;
+                let parent_root = parent.as_ref().map(|p| p.root_entry());
+                let entry = walk.run(vec![(single.clone(), Vec::new(), parent_root)])?.pop().flatten();
+                let mut entry = entry.ok_or_else(|| {
+                    let skipped = walk.skipped.lock().expect("skip list poisoned");
+                    let reason = skipped.last().map_or("unreadable", |s| s.reason.as_str());
+                    Error::Usage(format!("cannot back up {}: {reason}", single.display()))
+                })?;
                 let root = entry.blob.take().expect("a directory entry has a tree");
                 (root, Some(entry))
             }
             _ => {
                 let parent_tree = parent.as_ref().map(|p| walk.tree(p.root)).transpose()?;
-                let mut entries = Vec::new();
-                for source in &sources {
-                    let name = source.file_name().map_or(b"/".as_slice(), |n| n.as_bytes());
-                    let name = if name == b"/" { b"root".as_slice() } else { name };
-                    let parent_entry = parent_tree.as_ref().and_then(|t| t.get(name));
-                    entries.extend(walk.entry(source, name, None, parent_entry)?);
-                }
+                let tops = sources
+                    .iter()
+                    .map(|source| {
+                        let name = source.file_name().map_or(b"/".as_slice(), |n| n.as_bytes());
+                        let name = if name == b"/" { b"root".as_slice() } else { name };
+                        let parent_entry = parent_tree.as_ref().and_then(|t| t.get(name)).cloned();
+                        (source.clone(), name.to_vec(), parent_entry)
+                    })
+                    .collect();
+                let mut entries: Vec<Entry> = walk.run(tops)?.into_iter().flatten().collect();
                 entries.sort_by(|a, b| a.name.cmp(&b.name));
                 if let Some(pair) = entries.windows(2).find(|w| w[0].name == w[1].name) {
                     return Err(Error::Usage(format!(
@@ -251,28 +366,83 @@ fn excludes(patterns: &[String]) -> Result<(GlobSet, GlobSet)> {
     Ok((build(names)?, build(paths)?))
 }
 
-/// Opens a source file without updating its atime where allowed (the owner
-/// or root), so backing up does not change what the next backup sees.
-fn open_source(path: &Path) -> std::io::Result<File> {
-    match File::options().read(true).custom_flags(libc::O_NOATIME).open(path) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+/// Opens the regular file at `path` that `lstat` saw as `seen`, without
+/// updating its atime where allowed (the owner or root), so backing up does
+/// not change what the next backup sees.
+///
+/// A hostile user can swap the file between the `lstat` and the open. So it
+/// is opened with `O_NOFOLLOW` (a symlink to `/dev/zero` fails with ELOOP
+/// instead of being read forever) and `O_NONBLOCK` (opening a fifo with no
+/// writer returns at once instead of hanging the backup), and the open file
+/// must be a regular file with the same device and inode. `Ok(Err(why))`
+/// says it was not: the caller skips it.
+fn open_source(path: &Path, seen: &Metadata) -> std::io::Result<std::result::Result<File, String>> {
+    use nix::errno::Errno;
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+    let opened = match open_no_symlinks(path, flags | OFlag::O_NOATIME) {
+        Err(Errno::EPERM) => open_no_symlinks(path, flags),
         other => other,
+    };
+    let file = match opened {
+        Ok(fd) => File::from(fd),
+        Err(Errno::ELOOP) => return Ok(Err(replaced("a symlink, or under one"))),
+        Err(e) => return Err(e.into()),
+    };
+    let opened = file.metadata()?;
+    if !opened.is_file() {
+        return Ok(Err(replaced("not a regular file")));
     }
+    if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
+        return Ok(Err(replaced("another file")));
+    }
+    // Regular files ignore O_NONBLOCK; clearing it keeps it that way on
+    // file systems that might not (FUSE passes the flag through).
+    let status = OFlag::from_bits_retain(fcntl(&file, FcntlArg::F_GETFL)?);
+    fcntl(&file, FcntlArg::F_SETFL(status.difference(OFlag::O_NONBLOCK)))?;
+    Ok(Ok(file))
+}
+
+/// Opens `path` with `flags` (and `O_NOFOLLOW | O_CLOEXEC`), refusing a
+/// symlink anywhere in it where the kernel can (`openat2` with
+/// `RESOLVE_NO_SYMLINKS`, Linux 5.6). The walk's paths start canonical and
+/// go on with names it listed, so a symlink in one is a directory swapped
+/// after it was listed: followed, it would take the walk into files the
+/// swapper may not read, and store them under the swapper's path. Where
+/// `openat2` is missing (or filtered), only the last component is checked.
+fn open_no_symlinks(path: &Path, flags: nix::fcntl::OFlag) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, open, openat2};
+    use std::sync::OnceLock;
+    static OPENAT2: OnceLock<bool> = OnceLock::new();
+    let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let how = |flags| OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let probe = || openat2(AT_FDCWD, "/", how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)).is_ok();
+    if *OPENAT2.get_or_init(probe) {
+        openat2(AT_FDCWD, path, how(flags))
+    } else {
+        open(path, flags, nix::sys::stat::Mode::empty())
+    }
+}
+
+/// The reason a file swapped after its `lstat` is left out.
+fn replaced(now: &str) -> String {
+    format!("replaced after it was listed (now {now}); left out, back it up again")
 }
 
 /// The names in a directory, listed without updating its atime where
 /// allowed (as `open_source` does for files), so an unchanged directory
-/// stays byte-for-byte the same tree blob in the next backup.
+/// stays byte-for-byte the same tree blob in the next backup; opened by a
+/// path with no symlink in it, like files.
 fn list_dir(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     use nix::dir::Dir;
     use nix::errno::Errno;
     use nix::fcntl::OFlag;
-    use nix::sys::stat::Mode;
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut dir = match Dir::open(path, flags | OFlag::O_NOATIME, Mode::empty()) {
-        Err(Errno::EPERM) => Dir::open(path, flags, Mode::empty()),
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
+    let fd = match open_no_symlinks(path, flags | OFlag::O_NOATIME) {
+        Err(Errno::EPERM) => open_no_symlinks(path, flags),
         other => other,
     }?;
+    let mut dir = Dir::from_fd(fd)?;
     let mut names = Vec::new();
     for item in dir.iter() {
         let name = item?.file_name().to_bytes().to_vec();
@@ -300,83 +470,10 @@ impl Walk<'_> {
         self.session.write_metadata(BlobKind::Tree, tree.encode(), tree.children())
     }
 
-    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
-        let name = std::ffi::OsStr::from_bytes(name);
-        self.names_glob.is_match(name) || self.paths_glob.is_match(path)
-    }
-
-    /// The entry for `path`, with its content or subtree stored; `None` if
-    /// it is excluded, a socket, or could not be read (then reported).
-    /// `top_dev` is the device of the source it is under (`None` for a source).
-    fn entry(&self, path: &Path, name: &[u8], top_dev: Option<u64>, parent: Option<&Entry>) -> Result<Option<Entry>> {
-        if top_dev.is_some() && self.excluded(path, name) {
-            return Ok(None);
-        }
-        let metadata = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) => {
-                self.skip(path, e);
-                return Ok(None);
-            }
-        };
-        let kind = match classify(&metadata) {
-            Classified::Kind(kind) => kind,
-            Classified::Socket => {
-                bump(&self.counts.sockets, 1);
-                return Ok(None);
-            }
-        };
-        let mut entry = match read_entry(path, name, kind, &metadata, &self.names) {
-            Ok(entry) => entry,
-            Err(e) => {
-                self.skip(path, e);
-                return Ok(None);
-            }
-        };
-        let parent = parent.filter(|p| p.kind == kind);
-        match kind {
-            EntryKind::Dir => {
-                let dev = top_dev.unwrap_or(metadata.dev());
-                entry.blob = Some(if self.one_file_system && metadata.dev() != dev {
-                    self.write_tree(Tree::default())?
-                } else {
-                    let parent_tree = match parent.and_then(|p| p.blob) {
-                        Some(id) => Some(self.tree(id)?),
-                        None => None,
-                    };
-                    self.dir(path, dev, parent_tree.as_ref())?
-                });
-                if top_dev.is_some() {
-                    bump(&self.counts.dirs, 1);
-                }
-            }
-            EntryKind::File => {
-                if !self.file(path, &mut entry, parent)? {
-                    return Ok(None);
-                }
-                bump(&self.counts.files, 1);
-                bump(&self.counts.logical, entry.size);
-            }
-            _ => bump(&self.counts.others, 1),
-        }
-        Ok(Some(entry))
-    }
-
-    /// Stores the directory at `path` and returns its tree.
-    fn dir(&self, path: &Path, dev: u64, parent: Option<&Tree>) -> Result<BlobId> {
-        let mut names = list_dir(path).unwrap_or_else(|e| {
-            self.skip(path, format!("listing the directory: {e}"));
-            Vec::new()
-        });
-        names.sort_unstable();
-        let entries = names
-            .par_iter()
-            .map(|name| {
-                let child = path.join(std::ffi::OsStr::from_bytes(name));
-                self.entry(&child, name, Some(dev), parent.and_then(|t| t.get(name)))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.write_tree(Tree { entries: entries.into_iter().flatten().collect() }).map_err(|error| match error {
+    /// Writes the tree of the directory at `path`; one too large for any
+    /// reader is refused naming the directory.
+    fn write_dir_tree(&self, path: &Path, tree: Tree) -> Result<BlobId> {
+        self.write_tree(tree).map_err(|error| match error {
             Error::BlobTooLarge { kind, len, max, .. } => {
                 Error::BlobTooLarge { what: format!("the tree of directory {}", path.display()), kind, len, max }
             }
@@ -384,8 +481,149 @@ impl Walk<'_> {
         })
     }
 
+    fn excluded(&self, path: &Path, name: &[u8]) -> bool {
+        let name = std::ffi::OsStr::from_bytes(name);
+        self.names_glob.is_match(name) || self.paths_glob.is_match(path)
+    }
+
+    /// Backs up `tops` (path, name, the parent dataset's entry) in parallel
+    /// and returns their entries, `None` for those left out. Fails with the
+    /// first store error.
+    fn run(&self, tops: Vec<(PathBuf, Vec<u8>, Option<Entry>)>) -> Result<Vec<Option<Entry>>> {
+        let befores = tops.iter().map(|(_, _, before)| before.clone()).collect();
+        let top = Dir::new(PathBuf::new(), None, tops.len(), None, Before::Sources(befores));
+        rayon::scope(|scope| {
+            for (slot, (path, name, _)) in tops.into_iter().enumerate() {
+                let task = Task { source: Some(path), name, top_dev: None, up: top.clone(), slot };
+                scope.spawn(move |scope| self.visit(scope, task));
+            }
+        });
+        if let Some(error) = self.failed.lock().expect("walk error poisoned").take() {
+            return Err(error);
+        }
+        let entries = std::mem::take(&mut *top.slots.lock().expect("slots poisoned"));
+        Ok(entries)
+    }
+
+    /// Runs one task: its entry is delivered now, or (a directory) by the
+    /// last of the tasks it spawns.
+    fn visit<'s>(&'s self, scope: &rayon::Scope<'s>, task: Task) {
+        if self.failed.lock().expect("walk error poisoned").is_some() {
+            return;
+        }
+        match self.entry(scope, &task) {
+            Ok(Visited::Done(entry)) => self.deliver(task.up, task.slot, entry),
+            Ok(Visited::Pending) => {}
+            Err(error) => self.fail(error),
+        }
+    }
+
+    fn fail(&self, error: Error) {
+        self.failed.lock().expect("walk error poisoned").get_or_insert(error);
+    }
+
+    /// Puts `entry` in `slot` of `dir`. The delivery that fills a
+    /// directory's last slot writes its tree and delivers the directory's
+    /// entry to the one above, and so on up: a loop, not a recursion.
+    fn deliver(&self, mut dir: Arc<Dir>, mut slot: usize, mut entry: Option<Entry>) {
+        loop {
+            dir.slots.lock().expect("slots poisoned")[slot] = entry;
+            if dir.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+                return;
+            }
+            let Some(mut own) = dir.entry.lock().expect("entry poisoned").take() else {
+                return; // the top: `run` takes the entries
+            };
+            let entries = std::mem::take(&mut *dir.slots.lock().expect("slots poisoned"));
+            match self.write_dir_tree(&dir.path, Tree { entries: entries.into_iter().flatten().collect() }) {
+                Ok(id) => own.blob = Some(id),
+                Err(error) => return self.fail(error),
+            }
+            let (up, up_slot) = dir.up.clone().expect("only the top has nothing above");
+            (dir, slot, entry) = (up, up_slot, Some(own));
+        }
+    }
+
+    /// The entry for the task's path, with its content stored, or its
+    /// directory listed and its tasks spawned; `Done(None)` if it is
+    /// excluded, a socket, or could not be read (then reported).
+    fn entry<'s>(&'s self, scope: &rayon::Scope<'s>, task: &Task) -> Result<Visited> {
+        let path = match &task.source {
+            Some(source) => source.clone(),
+            None => task.up.path.join(std::ffi::OsStr::from_bytes(&task.name)),
+        };
+        let (path, name, top_dev) = (path.as_path(), task.name.as_slice(), task.top_dev);
+        if top_dev.is_some() && self.excluded(path, name) {
+            return Ok(Visited::Done(None));
+        }
+        pause_point("backup:before-lstat", Some(name));
+        let metadata = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(Visited::Done(None));
+            }
+        };
+        let kind = match classify(&metadata) {
+            Classified::Kind(kind) => kind,
+            Classified::Socket => {
+                bump(&self.counts.sockets, 1);
+                return Ok(Visited::Done(None));
+            }
+        };
+        let mut entry = match read_entry(path, name, kind, &metadata, &self.names) {
+            Ok(entry) => entry,
+            Err(e) => {
+                self.skip(path, e);
+                return Ok(Visited::Done(None));
+            }
+        };
+        let parent = task.up.before(task.slot, name).filter(|p| p.kind == kind);
+        match kind {
+            EntryKind::Dir => {
+                if top_dev.is_some() {
+                    bump(&self.counts.dirs, 1);
+                }
+                let dev = top_dev.unwrap_or(metadata.dev());
+                if self.one_file_system && metadata.dev() != dev {
+                    entry.blob = Some(self.write_tree(Tree::default())?);
+                    return Ok(Visited::Done(Some(entry)));
+                }
+                let before = match parent.and_then(|p| p.blob) {
+                    Some(id) => Before::Tree(self.tree(id)?),
+                    None => Before::Nothing,
+                };
+                let mut names = list_dir(path).unwrap_or_else(|e| {
+                    self.skip(path, format!("listing the directory: {e}"));
+                    Vec::new()
+                });
+                if names.is_empty() {
+                    entry.blob = Some(self.write_tree(Tree::default())?);
+                    return Ok(Visited::Done(Some(entry)));
+                }
+                names.sort_unstable();
+                let up = Some((task.up.clone(), task.slot));
+                let dir = Dir::new(path.to_path_buf(), Some(entry), names.len(), up, before);
+                for (slot, name) in names.into_iter().enumerate() {
+                    let child = Task { source: None, name, top_dev: Some(dev), up: dir.clone(), slot };
+                    scope.spawn(move |scope| self.visit(scope, child));
+                }
+                return Ok(Visited::Pending);
+            }
+            EntryKind::File => {
+                if !self.file(path, &metadata, &mut entry, parent)? {
+                    return Ok(Visited::Done(None));
+                }
+                bump(&self.counts.files, 1);
+                bump(&self.counts.logical, entry.size);
+            }
+            _ => bump(&self.counts.others, 1),
+        }
+        Ok(Visited::Done(Some(entry)))
+    }
+
     /// Fills in a file's content list; false if the file was skipped.
-    fn file(&self, path: &Path, entry: &mut Entry, parent: Option<&Entry>) -> Result<bool> {
+    fn file(&self, path: &Path, listed: &Metadata, entry: &mut Entry, parent: Option<&Entry>) -> Result<bool> {
         let same = |p: &Entry| {
             p.size == entry.size
                 && p.mtime_ns == entry.mtime_ns
@@ -407,8 +645,13 @@ impl Walk<'_> {
             self.progress.add(1, 0);
             return Ok(true);
         }
-        let file = match open_source(path) {
-            Ok(file) => file,
+        pause_point("backup:before-open", Some(&entry.name));
+        let file = match open_source(path, listed) {
+            Ok(Ok(file)) => file,
+            Ok(Err(why)) => {
+                self.skip(path, why);
+                return Ok(false);
+            }
             Err(e) => {
                 self.skip(path, e);
                 return Ok(false);
@@ -416,7 +659,11 @@ impl Walk<'_> {
         };
         let what = path.display().to_string();
         let progress = |bytes| self.progress.add(0, bytes);
-        let (content, stats) = match ingest_file(self.session, &file, entry.size, &what, &progress) {
+        // One byte past the size `lstat` saw is enough to see that the file
+        // grew (it is then skipped as changed); a file that grows as fast
+        // as it is read is never read to an end that does not come.
+        let source = (&file).take(entry.size.saturating_add(1));
+        let (content, stats) = match ingest_file(self.session, source, entry.size, &what, &progress) {
             Ok(done) => done,
             Err(Error::Input { cause, .. }) => {
                 self.skip(path, cause);

@@ -79,6 +79,51 @@ impl Names {
     }
 }
 
+/// A time as ns since the epoch, or `None` if it does not fit the i64 an
+/// entry stores (before 1677-09-21 or after 2262-04-11: `touch -d 2300-01-01`
+/// makes one). Computed in i128, so no time wraps or panics on the way.
+pub fn time_ns(seconds: i64, nanoseconds: i64) -> Option<i64> {
+    i64::try_from(i128::from(seconds) * 1_000_000_000 + i128::from(nanoseconds)).ok()
+}
+
+/// `time_ns`, or an error naming the time (`what`: "modification" ...) and
+/// saying the file is left out: a time cairn cannot record is never
+/// recorded as a different one.
+fn entry_time(what: &str, seconds: i64, nanoseconds: i64) -> std::io::Result<i64> {
+    time_ns(seconds, nanoseconds).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "its {what} time, {}, is outside the range cairn records (1677-09-21 to 2262-04-11, \
+                 ns in an i64); left out rather than stored with a different time",
+                utc_date(seconds, nanoseconds)
+            ),
+        )
+    })
+}
+
+/// `seconds` since the epoch as a UTC date and time, for messages (any
+/// i64; the proleptic Gregorian calendar, as `date -u` prints it).
+fn utc_date(seconds: i64, nanoseconds: i64) -> String {
+    let (days, secs) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days, in i128 so no i64 input overflows.
+    let z = i128::from(days) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{nanoseconds:09} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// The entry for `path` (called `name`) from its `lstat` metadata, with
 /// xattrs and symlink target; no content yet.
 pub fn read_entry(path: &Path, name: &[u8], kind: EntryKind, m: &Metadata, names: &Names) -> std::io::Result<Entry> {
@@ -93,9 +138,9 @@ pub fn read_entry(path: &Path, name: &[u8], kind: EntryKind, m: &Metadata, names
         user: names.user(m.uid()),
         group: names.group(m.gid()),
         size: if matches!(kind, EntryKind::File | EntryKind::Symlink) { m.size() } else { 0 },
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        atime_ns: m.atime() * 1_000_000_000 + m.atime_nsec(),
-        ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        mtime_ns: entry_time("modification", m.mtime(), m.mtime_nsec())?,
+        atime_ns: entry_time("access", m.atime(), m.atime_nsec())?,
+        ctime_ns: entry_time("status change", m.ctime(), m.ctime_nsec())?,
         inode: m.ino(),
         dev: m.dev(),
         links: m.nlink(),
@@ -126,9 +171,40 @@ fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
 }
 
 /// Whether the file at `m` still looks as it did when `entry` was read
-/// (size, mtime, ctime): a backup that read something else skips it.
+/// (size, mtime, ctime): a backup that read something else skips it. A
+/// time that no longer fits an entry is a change.
 pub fn unchanged_since(entry: &Entry, m: &Metadata) -> bool {
     entry.size == m.size()
-        && entry.mtime_ns == m.mtime() * 1_000_000_000 + m.mtime_nsec()
-        && entry.ctime_ns == m.ctime() * 1_000_000_000 + m.ctime_nsec()
+        && time_ns(m.mtime(), m.mtime_nsec()) == Some(entry.mtime_ns)
+        && time_ns(m.ctime(), m.ctime_nsec()) == Some(entry.ctime_ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_outside_i64_ns_are_none_not_wrapped() {
+        assert_eq!(time_ns(1, 5), Some(1_000_000_005));
+        assert_eq!(time_ns(-1, 999_999_999), Some(-1));
+        assert_eq!(time_ns(9_223_372_036, 854_775_807), Some(i64::MAX));
+        assert_eq!(time_ns(9_223_372_036, 854_775_808), None);
+        // i64::MIN ns is -9223372037 s + 145224192 ns: its seconds alone overflow in i64 ns.
+        assert_eq!(time_ns(-9_223_372_037, 145_224_192), Some(i64::MIN));
+        assert_eq!(time_ns(-9_223_372_037, 145_224_191), None);
+        assert_eq!(time_ns(10_413_792_000, 0), None, "2300-01-01");
+        assert_eq!(time_ns(-11_676_096_000, 0), None, "1600-01-01");
+        assert_eq!(time_ns(i64::MAX, 999_999_999), None);
+        assert_eq!(time_ns(i64::MIN, 0), None);
+    }
+
+    #[test]
+    fn dates_in_messages() {
+        assert_eq!(utc_date(0, 0), "1970-01-01 00:00:00.000000000 UTC");
+        assert_eq!(utc_date(10_413_792_000, 0), "2300-01-01 00:00:00.000000000 UTC");
+        assert_eq!(utc_date(-11_676_096_000, 5), "1600-01-01 00:00:00.000000005 UTC");
+        assert_eq!(utc_date(951_782_400 + 3_723, 0), "2000-02-29 01:02:03.000000000 UTC");
+        assert!(utc_date(i64::MAX, 0).starts_with("292277026596-12-04"), "{}", utc_date(i64::MAX, 0));
+        assert!(utc_date(i64::MIN, 0).starts_with("-292277022657-01-27"), "{}", utc_date(i64::MIN, 0));
+    }
 }

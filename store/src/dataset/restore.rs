@@ -40,7 +40,7 @@ use serde::Serialize;
 use super::Progress;
 use super::apply::{ApplyOptions, Target, apply, make_special_at};
 use super::beneath::{Beneath, kind_at, remove_at};
-use super::fsmeta::Names;
+use super::fsmeta::{Names, time_ns};
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
 use super::walk::{MAX_TREE_DEPTH, TreeBudget, TreeLimits};
@@ -309,7 +309,7 @@ impl Store {
             }
         }
         report.dirs = dirs.len() as u64;
-        crate::fault::pause_point("restore:dirs-made");
+        crate::fault::pause_point("restore:dirs-made", None);
         // Files, in parallel; each checks every chunk.
         let files: Vec<(&PathBuf, &Entry)> = steps
             .iter()
@@ -390,7 +390,7 @@ impl Store {
                 _ => {}
             }
         }
-        crate::fault::pause_point("restore:files-written");
+        crate::fault::pause_point("restore:files-written", None);
         // Directory metadata last, deepest first: a directory gets its own
         // mode only once nothing more is written into it.
         for (path, entry) in dirs.into_iter().rev() {
@@ -860,7 +860,7 @@ impl Run<'_> {
         if !m.is_file() || m.size() != entry.size {
             return Ok(None);
         }
-        if m.mtime().checked_mul(1_000_000_000).and_then(|s| s.checked_add(m.mtime_nsec())) == Some(entry.mtime_ns) {
+        if time_ns(m.mtime(), m.mtime_nsec()) == Some(entry.mtime_ns) {
             return Ok(Some(file));
         }
         let Some(root) = entry.blob else { return Ok(Some(file)) };
