@@ -17,6 +17,7 @@ mod dataset_errors;
 mod datasets;
 mod dedupe;
 mod gc;
+mod hostile_cli;
 mod objects;
 mod powercut;
 mod remote;

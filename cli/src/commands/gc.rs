@@ -79,8 +79,9 @@ fn print(globals: &Globals, report: &GcReport) -> Result<()> {
     if report.interrupted {
         println!("interrupted: what was done is committed; run `cairn gc` again to finish");
     }
+    let names = output::Names::stderr();
     for problem in &report.problems {
-        eprintln!("cairn: gc: {problem}");
+        eprintln!("cairn: gc: {}", names.text(problem));
     }
     Ok(())
 }

@@ -66,8 +66,9 @@ pub fn restore(
                 report.files_written as f64 / seconds.max(0.001)
             );
         }
+        let names = output::Names::stderr();
         for problem in &report.problems {
-            eprintln!("problem: {problem}");
+            eprintln!("problem: {}", names.text(problem));
         }
     }
     if report.files_failed > 0 {
