@@ -1,13 +1,77 @@
-//! Hostile input at the command line (issue 15): file names that hold
-//! terminal escape sequences.
+//! Hostile input at the command line (issue 15): spans of time that do not
+//! fit in a record, file names that hold terminal escape sequences, and a
+//! store another process holds.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use cairn_store::{OpenMode, Store};
 use serde_json::Value;
 
-use crate::util::Fixture;
+use crate::util::{Fixture, succeed};
+
+/// A source directory with one small file.
+fn source(fixture: &Fixture) -> String {
+    let dir = fixture.path("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("file"), b"some bytes").unwrap();
+    dir.to_str().unwrap().to_string()
+}
+
+/// Runs `cairn ARGS`, insists that clap refused them (exit 2), and
+/// returns stderr.
+fn usage_error(fixture: &Fixture, args: &[&str]) -> String {
+    let started = Instant::now();
+    let output = fixture.run(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "cairn {args:?} should be a usage error:\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "cairn {args:?} took {:?}", started.elapsed());
+    stderr
+}
+
+#[test]
+fn spans_that_end_past_2262_are_usage_errors() {
+    let fixture = Fixture::new();
+    let src = source(&fixture);
+    // 300 years from now does not fit in i64 nanoseconds: it wrapped to an
+    // expiry in the 1700s, and `forget --expired` dropped the dataset.
+    let error = usage_error(&fixture, &["backup", &src, "--expire-after", "300y"]);
+    assert!(error.contains("2262") && error.contains("300y"), "{error}");
+    assert!(!fixture.store().exists(), "a refused backup made a store");
+    usage_error(&fixture, &["backup", &src, "--expire-after=-1d"]);
+    // It wrapped to a negative period, and gc ran back to back for ever.
+    let error = usage_error(&fixture, &["gc", "--every", "300y"]);
+    assert!(error.contains("2262"), "{error}");
+    usage_error(&fixture, &["gc", "--every", "0s"]);
+    usage_error(&fixture, &["forget", "--keep-within=-7d"]);
+    usage_error(&fixture, &["--wait=300y", "gc"]);
+
+    // What fits is kept until it expires.
+    fixture.ok(&["backup", &src, "--expire-after", "200y"]);
+    let datasets: Value = serde_json::from_str(&fixture.ok(&["--json", "datasets"])).unwrap();
+    let record = &datasets[0];
+    let (time, expires) = (record["time_ns"].as_i64().unwrap(), record["expires_ns"].as_i64().unwrap());
+    assert!(expires > time + 199 * 365 * 86_400_000_000_000, "{record}");
+    let decisions: Value = serde_json::from_str(&fixture.ok(&["--json", "forget", "--expired", "-n"])).unwrap();
+    assert_eq!(decisions["decisions"][0]["keep"], true, "{decisions}");
+}
+
+#[test]
+fn keep_within_longer_than_the_calendar_keeps_everything() {
+    let fixture = Fixture::new();
+    let src = source(&fixture);
+    fixture.ok(&["backup", &src]);
+    fixture.ok(&["backup", &src]);
+    // jiff's longest span: subtracting it from now leaves the calendar,
+    // which used to mean "keep nothing within".
+    let decisions: Value =
+        serde_json::from_str(&fixture.ok(&["--json", "forget", "--keep-within", "19998y", "-n"])).unwrap();
+    let decisions = decisions["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 2);
+    assert!(decisions.iter().all(|d| d["keep"] == true), "{decisions:#?}");
+}
 
 /// A name that sets the terminal's title and clears its screen.
 const HOSTILE: &[u8] = b"evil\x1b]0;owned\x07\x1b[2J\x1b[31mname";
@@ -65,4 +129,90 @@ fn names_with_escape_sequences_are_escaped_on_a_terminal_only() {
     // JSON carries the name whole (its own escapes keep it harmless).
     let listed: Value = serde_json::from_str(&fixture.ok(&["--json", "ls", "latest"])).unwrap();
     assert!(listed.as_array().unwrap().iter().any(|e| e["path"] == hostile_path), "{listed}");
+}
+
+/// The pid-and-command line the waiting message gives for this process.
+fn waiting_for_us(stderr: &str) -> bool {
+    stderr.contains("waiting for the store lock held by") && stderr.contains(&format!("(pid {})", std::process::id()))
+}
+
+#[test]
+fn writers_wait_for_the_store_lock_only_when_asked() {
+    let fixture = Fixture::new();
+    let src = source(&fixture);
+    fixture.put("a", b"a");
+    let input = fixture.path("a.in");
+    let input = input.to_str().unwrap();
+    let holder = Store::open(&fixture.store(), OpenMode::Write).unwrap();
+
+    // Without --wait: at once, "in use", naming the holder.
+    let started = Instant::now();
+    let error = fixture.fails(&["put", "b", input]);
+    assert!(error.contains("in use") && error.contains(&format!("pid {}", std::process::id())), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    // --wait SPAN and --wait=SPAN: gives up after SPAN, having said once whom it waits for.
+    for args in [&["put", "--wait", "1s", "b", input][..], &["--wait=1s", "gc"]] {
+        let started = Instant::now();
+        let error = fixture.fails(args);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(10), "{args:?}: {waited:?}");
+        assert!(error.contains("gave up after waiting") && error.contains("--wait"), "{error}");
+        assert!(waiting_for_us(&error), "{error}");
+        assert_eq!(error.matches("waiting for the store lock").count(), 1, "{error}");
+    }
+
+    // --wait alone: as long as it takes.
+    let mut backup =
+        fixture.command(&["backup", &src, "--wait"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(backup.try_wait().unwrap().is_none(), "backup --wait did not wait");
+    drop(holder);
+    let output = backup.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(waiting_for_us(&stderr), "{stderr}");
+    let datasets: Value = serde_json::from_str(&fixture.ok(&["--json", "datasets"])).unwrap();
+    assert_eq!(datasets.as_array().unwrap().len(), 1);
+
+    // A value that is no span is refused, with how to write a bare --wait.
+    let error = usage_error(&fixture, &["put", "--wait", "b", input]);
+    assert!(error.contains("--wait=forever"), "{error}");
+}
+
+/// A child process killed when the test ends, passed or failed (a
+/// `gc --every` left behind would run for an hour).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn gc_every_lets_go_of_the_store_between_runs() {
+    let fixture = Fixture::new();
+    let src = source(&fixture);
+    fixture.ok(&["backup", &src]);
+    let mut gc = KillOnDrop(fixture.command(&["gc", "--every", "1h"]).stdout(Stdio::piped()).spawn().unwrap());
+    let gc = &mut gc.0;
+    // Its first run ends with the "duration" line.
+    let mut stdout = std::io::BufReader::new(gc.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.contains("duration") {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0, "gc ended: {printed}");
+        printed.push_str(&line);
+    }
+    // Between runs the store is free: writers go ahead, without --wait.
+    let backup = fixture.command(&["backup", &src]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&backup.stderr);
+    assert!(backup.status.success(), "{stderr}");
+    assert!(gc.try_wait().unwrap().is_none(), "gc --every exited on its own");
+    let status = Command::new("kill").args(["-INT", &gc.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(gc.wait().unwrap().code(), Some(130));
+    succeed(fixture.command(&["check"]));
 }

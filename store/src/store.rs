@@ -25,7 +25,7 @@ use crate::container::{Codec, ContainerFiles, container_id_of, is_partial_downlo
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId, IdKeys, IdScheme, SessionId, Tid};
 use crate::index::{Index, IndexEntry, cf, meta};
-use crate::lock::WriterLock;
+use crate::lock::{LockWait, WriterLock};
 use crate::session::WriteSession;
 
 /// How a store is opened.
@@ -104,15 +104,34 @@ impl Store {
     /// Opens the store at `root`, creating it with default options when it
     /// does not exist (the first write to the default store).
     pub fn open_or_create(root: &Path) -> Result<Store> {
+        Store::open_or_create_waiting(root, LockWait::No, &mut |_| {})
+    }
+
+    /// [`Store::open_or_create`], waiting for the writer lock as `wait`
+    /// says (see [`Store::open_waiting`]).
+    pub fn open_or_create_waiting(root: &Path, wait: LockWait, waiting: &mut dyn FnMut(Option<&str>)) -> Result<Store> {
         if root.join("config.json").exists() {
-            Store::open(root, OpenMode::Write)
+            Store::open_waiting(root, OpenMode::Write, wait, waiting)
         } else {
             Store::create(root, &StoreOptions::default())
         }
     }
 
-    /// Opens an existing store.
+    /// Opens an existing store; a writer fails at once with
+    /// [`Error::InUse`] when another process holds the store.
     pub fn open(root: &Path, mode: OpenMode) -> Result<Store> {
+        Store::open_waiting(root, mode, LockWait::No, &mut |_| {})
+    }
+
+    /// Opens an existing store; a writer waits for the writer lock as
+    /// `wait` says, calling `waiting` once, with the holder's pid and
+    /// command line, if it has to wait. Readers take no lock.
+    pub fn open_waiting(
+        root: &Path,
+        mode: OpenMode,
+        wait: LockWait,
+        waiting: &mut dyn FnMut(Option<&str>),
+    ) -> Result<Store> {
         let config = StoreConfig::load(root)?;
         let chunker = config.chunker()?;
         let codec = config
@@ -120,7 +139,7 @@ impl Store {
             .parse::<Codec>()
             .map_err(|reason| Error::BadStore { path: root.to_path_buf(), reason: format!("config.json: {reason}") })?;
         let lock = match mode {
-            OpenMode::Write => Some(WriterLock::acquire(root)?),
+            OpenMode::Write => Some(WriterLock::acquire_waiting(root, wait, waiting)?),
             OpenMode::ReadOnly => None,
         };
         let index = Index::open(&root.join("index"), mode == OpenMode::ReadOnly)?;

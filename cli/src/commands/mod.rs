@@ -17,9 +17,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use cairn_store::dataset::BackupOptions;
-use cairn_store::{OpenMode, Store};
+use cairn_store::{LockWait, OpenMode, Store};
 
 use crate::args::{Cli, Command};
+use crate::output;
 
 /// Exit code for work that finished but left some things out (a backup
 /// that could not read some files, a restore that could not put back
@@ -51,6 +52,8 @@ pub struct Globals {
     pub json: bool,
     /// Whether progress bars may be drawn.
     pub progress: bool,
+    /// `--wait`: how long a writer waits for the store lock.
+    pub wait: LockWait,
 }
 
 impl Globals {
@@ -61,13 +64,36 @@ impl Globals {
 
     /// Opens the store for writing.
     pub fn open_write(&self) -> Result<Store> {
-        Ok(Store::open(&self.store, OpenMode::Write)?)
+        self.open_write_waiting(self.wait)
+    }
+
+    /// Opens the store for writing, waiting for its lock as `wait` says.
+    pub fn open_write_waiting(&self, wait: LockWait) -> Result<Store> {
+        Ok(Store::open_waiting(&self.store, OpenMode::Write, wait, &mut say_waiting)?)
     }
 
     /// Opens the store for writing, creating it with defaults if needed.
     pub fn open_or_create(&self) -> Result<Store> {
-        Ok(Store::open_or_create(&self.store)?)
+        Ok(Store::open_or_create_waiting(&self.store, self.wait, &mut say_waiting)?)
     }
+}
+
+/// Says, once, that a writer waits for the store lock and for whom.
+pub(crate) fn say_waiting(holder: Option<&str>) {
+    eprintln!("cairn: {}", output::Names::stderr().text(&waiting_message(holder)));
+}
+
+/// "waiting for the store lock held by `cairn gc` (pid 42)", from the
+/// lock file's "pid 42: cairn gc".
+fn waiting_message(holder: Option<&str>) -> String {
+    let by = match holder.and_then(|h| h.strip_prefix("pid ")).and_then(|h| h.split_once(": ")) {
+        Some((pid, command)) => format!("`{command}` (pid {pid})"),
+        None => match holder {
+            Some(holder) => format!("another cairn process ({holder})"),
+            None => "another cairn process".to_string(),
+        },
+    };
+    format!("waiting for the store lock held by {by}; Ctrl-C to give up")
 }
 
 /// The default store: `$XDG_DATA_HOME/cairn`.
@@ -77,15 +103,17 @@ fn default_store() -> Result<PathBuf> {
 }
 
 /// Nanoseconds in a span measured from now (calendar units count as they
-/// fall: `1mo` from January 31 is 29, 30 or 31 days).
+/// fall: `1mo` from January 31 is 29, 30 or 31 days). The value parsers
+/// of `crate::span` have refused spans that do not fit already; this
+/// checks again, since "now" has moved on since.
 pub(crate) fn span_ns(span: jiff::Span) -> Result<i64> {
-    let now = jiff::Zoned::now();
-    let later = now.checked_add(span).with_context(|| format!("cannot add {span} to the current time"))?;
-    Ok((later.timestamp().as_nanosecond() - now.timestamp().as_nanosecond()) as i64)
+    crate::span::nanos_from(&jiff::Zoned::now(), span).map_err(anyhow::Error::msg)
 }
 
+/// Now, in ns since the epoch (saturated past 2262, as no record can be
+/// later than that).
 fn now_ns() -> i64 {
-    jiff::Timestamp::now().as_nanosecond() as i64
+    i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX)
 }
 
 /// Runs the parsed command line.
@@ -102,6 +130,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         },
         json: cli.json,
         progress: !cli.no_progress,
+        wait: cli.wait.unwrap_or_default(),
     };
     // `--remote URL`: read commands run on a temporary store attached for
     // browsing (index only; data comes by ranged GETs as it is read).
