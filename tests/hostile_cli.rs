@@ -1,16 +1,18 @@
 //! Hostile input at the command line (issue 15): spans of time that do not
-//! fit in a record, file names that hold terminal escape sequences, and a
-//! store another process holds.
+//! fit in a record, store directories that other users can read or that
+//! hold things of the user's, planted symlinks, file names that hold
+//! terminal escape sequences, and a store another process holds.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_store::{OpenMode, Store};
 use serde_json::Value;
 
-use crate::util::{Fixture, succeed};
+use crate::util::{Fixture, command_on, succeed};
 
 /// A source directory with one small file.
 fn source(fixture: &Fixture) -> String {
@@ -71,6 +73,100 @@ fn keep_within_longer_than_the_calendar_keeps_everything() {
     let decisions = decisions["decisions"].as_array().unwrap();
     assert_eq!(decisions.len(), 2);
     assert!(decisions.iter().all(|d| d["keep"] == true), "{decisions:#?}");
+}
+
+#[test]
+fn a_failed_attach_removes_only_what_it_made() {
+    let fixture = Fixture::new();
+    let dir = fixture.path("mine");
+    for sub in ["index", "containers"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::write(dir.join(sub).join("keep"), b"the user's").unwrap();
+    }
+    std::fs::write(dir.join("notes"), b"the user's").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let endpoint = format!("http://{closed}");
+    let mut attach = command_on(&dir, &["--endpoint-url", &endpoint, "attach", &crate::remote::url()]);
+    crate::remote::aim(&mut attach);
+    let output = attach.output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    for kept in ["index/keep", "containers/keep", "notes"] {
+        assert_eq!(std::fs::read(dir.join(kept)).unwrap(), b"the user's", "{kept} was removed");
+    }
+    let mut left: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, ["containers", "index", "notes"], "what the attach made is gone, the rest stays");
+}
+
+#[test]
+fn a_store_directory_open_to_others_is_warned_about() {
+    let fixture = Fixture::new();
+    // Made by cairn: 0700, no warning.
+    fixture.put("a", b"a");
+    let mode = std::fs::metadata(fixture.store()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let quiet = fixture.run(&["objects"]);
+    assert!(quiet.status.success());
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("chmod"), "{quiet:?}");
+    // Opened up afterwards (or made by the user before `init`): cairn
+    // leaves the mode alone, and says so on every open.
+    std::fs::set_permissions(fixture.store(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = fixture.store().display().to_string();
+    for args in [&["objects"][..], &["put", "b", fixture.path("a.in").to_str().unwrap()]] {
+        let output = fixture.run(args);
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+        assert_eq!(warnings.len(), 1, "one line: {stderr}");
+        assert!(warnings[0].contains(&store) && warnings[0].contains(&format!("chmod 700 {store}")), "{stderr}");
+    }
+    let mode = std::fs::metadata(fixture.store()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "an existing directory's mode is the user's to change");
+
+    let made = fixture.path("made-by-user");
+    std::fs::create_dir(&made).unwrap();
+    std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let output = command_on(&made, &["init"]).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 700"), "{output:?}");
+}
+
+#[test]
+fn a_symlink_planted_where_the_store_writes_a_temporary_file_is_not_followed() {
+    let fixture = Fixture::new();
+    fixture.put("a", b"a");
+    let victim = fixture.path("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    // `remotes.json` was written through `remotes.json.tmp`, a name
+    // anyone could know; the write followed a symlink put there.
+    std::os::unix::fs::symlink(&victim, fixture.store().join("remotes.json.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, fixture.store().join("config.json.tmp")).unwrap();
+    fixture.ok(&["remote", "add", "r", "s3://bucket/prefix"]);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let remotes = fixture.store().join("remotes.json");
+    assert!(std::fs::symlink_metadata(&remotes).unwrap().is_file(), "remotes.json is a file of its own");
+    let listed: Value = serde_json::from_str(&fixture.ok(&["--json", "remote", "list"])).unwrap();
+    assert_eq!(listed["remotes"]["r"]["url"], "s3://bucket/prefix");
+}
+
+#[test]
+fn get_leaves_no_temporary_file_and_keeps_the_umask() {
+    let fixture = Fixture::new();
+    fixture.put("a", b"bytes");
+    let out = fixture.path("out");
+    fixture.ok(&["get", "a", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&out).unwrap(), b"bytes");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    // The tests run with the umask they were given; a plain create would
+    // get 0666 less it, not tempfile's 0600.
+    let umask = {
+        let status = String::from_utf8(Command::new("sh").args(["-c", "umask"]).output().unwrap().stdout).unwrap();
+        u32::from_str_radix(status.trim(), 8).unwrap()
+    };
+    assert_eq!(mode, 0o666 & !umask);
+    let names: Vec<_> = std::fs::read_dir(fixture.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!names.iter().any(|n| n.to_string_lossy().contains(".tmp")), "{names:?}");
 }
 
 /// A name that sets the terminal's title and clears its screen.

@@ -42,4 +42,4 @@ pub use objects::{ObjectInfo, ObjectRecord, PutOutcome};
 pub use reclaim::ReclaimBatch;
 pub use session::WriteSession;
 pub use stats::StoreStats;
-pub use store::{OpenMode, Store};
+pub use store::{OpenMode, Store, open_to_others};

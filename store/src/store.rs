@@ -325,6 +325,17 @@ impl StoreInner {
     }
 }
 
+/// The mode of the store directory at `root` when users other than its
+/// owner may read, list or write it (`None` when they may not, or when it
+/// cannot be found out). cairn makes a store directory 0700 when it creates
+/// it, but leaves one that existed as it was: callers warn about it, since
+/// whoever can read the containers can read every file backed up.
+pub fn open_to_others(root: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(root).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
 fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,

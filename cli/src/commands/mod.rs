@@ -59,7 +59,9 @@ pub struct Globals {
 impl Globals {
     /// Opens the store for reading.
     pub fn open_read(&self) -> Result<Store> {
-        Ok(Store::open(&self.store, OpenMode::ReadOnly)?)
+        let store = Store::open(&self.store, OpenMode::ReadOnly)?;
+        warn_if_open_to_others(&self.store);
+        Ok(store)
     }
 
     /// Opens the store for writing.
@@ -69,12 +71,16 @@ impl Globals {
 
     /// Opens the store for writing, waiting for its lock as `wait` says.
     pub fn open_write_waiting(&self, wait: LockWait) -> Result<Store> {
-        Ok(Store::open_waiting(&self.store, OpenMode::Write, wait, &mut say_waiting)?)
+        let store = Store::open_waiting(&self.store, OpenMode::Write, wait, &mut say_waiting)?;
+        warn_if_open_to_others(&self.store);
+        Ok(store)
     }
 
     /// Opens the store for writing, creating it with defaults if needed.
     pub fn open_or_create(&self) -> Result<Store> {
-        Ok(Store::open_or_create_waiting(&self.store, self.wait, &mut say_waiting)?)
+        let store = Store::open_or_create_waiting(&self.store, self.wait, &mut say_waiting)?;
+        warn_if_open_to_others(&self.store);
+        Ok(store)
     }
 }
 
@@ -94,6 +100,20 @@ fn waiting_message(holder: Option<&str>) -> String {
         },
     };
     format!("waiting for the store lock held by {by}; Ctrl-C to give up")
+}
+
+/// Warns (one line on standard error) when users other than the owner may
+/// enter the store directory: whoever can read the containers can read
+/// every file backed up. cairn makes the directories it creates 0700 but
+/// leaves an existing one as it was.
+pub(crate) fn warn_if_open_to_others(root: &std::path::Path) {
+    if let Some(mode) = cairn_store::open_to_others(root) {
+        let root = output::Names::stderr().text(&root.display().to_string()).into_owned();
+        eprintln!(
+            "cairn: warning: the store directory {root} is open to other users (mode {mode:04o}); \
+             run `chmod 700 {root}` so that only you can read what it holds"
+        );
+    }
 }
 
 /// The default store: `$XDG_DATA_HOME/cairn`.
