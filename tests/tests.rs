@@ -18,6 +18,7 @@ mod datasets;
 mod dedupe;
 mod gc;
 mod hostile;
+mod hostile_cli;
 mod hostile_restore;
 mod hostile_sources;
 mod objects;

@@ -39,6 +39,19 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub path_style: bool,
 
+    /// For commands that write: when another process (a backup, gc) holds
+    /// the store, wait for it, without limit or for at most SPAN
+    /// (`--wait=10m`). Without --wait they fail at once; readers never wait.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SPAN",
+        num_args = 0..=1,
+        default_missing_value = "forever",
+        value_parser = crate::span::lock_wait
+    )]
+    pub wait: Option<cairn_store::LockWait>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -147,7 +160,7 @@ pub enum Command {
         #[arg(long)]
         read_all: bool,
         /// Let `forget --expired` drop this dataset after this span (`30d`, `1y`).
-        #[arg(long, value_name = "SPAN")]
+        #[arg(long, value_name = "SPAN", value_parser = crate::span::future_span)]
         expire_after: Option<jiff::Span>,
         /// Push to this remote afterwards [default: the default remote, if
         /// one is set with `remote add --default`].
@@ -264,8 +277,9 @@ pub enum Command {
     },
     /// Reclaim the space of what no dataset or object names any more:
     /// collect blobs whose references reached zero, then rewrite containers
-    /// that are mostly dead. Backups in other processes wait for the store
-    /// lock; Ctrl-C ends the current batch cleanly.
+    /// that are mostly dead. It holds the store lock while it runs: other
+    /// writers (backup, put, forget) given `--wait` wait for it, and without
+    /// it fail at once; readers go on. Ctrl-C ends the current batch cleanly.
     Gc {
         /// Only report what would be reclaimed and rewritten.
         #[arg(long, short = 'n')]
@@ -273,8 +287,9 @@ pub enum Command {
         /// Rewrite a container once this share of it is dead (0 to 1).
         #[arg(long, default_value_t = 0.2, value_name = "SHARE", value_parser = share)]
         compact_threshold: f64,
-        /// Run again every SPAN (`1h`, `30m`) until interrupted.
-        #[arg(long, value_name = "SPAN")]
+        /// Run again every SPAN (`1h`, `30m`) until interrupted; the store
+        /// lock is let go between runs, and each run waits for it.
+        #[arg(long, value_name = "SPAN", value_parser = crate::span::period)]
         every: Option<jiff::Span>,
         /// Queue entries per commit (smaller holds the commit lock for less).
         #[arg(long, default_value_t = 10_000, value_name = "N", hide = true)]
@@ -319,7 +334,7 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         keep_yearly: usize,
         /// Keep everything within this span of the group's newest (`7d`, `2w`, `1y 6mo`).
-        #[arg(long, value_name = "SPAN")]
+        #[arg(long, value_name = "SPAN", value_parser = crate::span::past_span)]
         keep_within: Option<jiff::Span>,
         /// Keep datasets with this tag (repeatable).
         #[arg(long = "keep-tag", value_name = "TAG")]

@@ -6,6 +6,7 @@ mod args;
 mod commands;
 mod output;
 mod progress;
+mod span;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -31,7 +32,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("cairn: error: {error:#}");
+            // Errors name paths and keys, which can hold any character.
+            eprintln!("cairn: error: {}", output::Names::stderr().text(&format!("{error:#}")));
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -30,7 +30,7 @@ pub fn bytes_bar(enabled: bool, total: Option<u64>, message: &str) -> ProgressBa
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    bar.set_message(message.to_string());
+    bar.set_message(crate::output::Names::stderr().text(message).into_owned());
     bar
 }
 

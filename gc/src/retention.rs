@@ -132,8 +132,11 @@ impl Policy {
             Bucketed { name: "monthly", left: self.monthly, last: None, bucket: |z| z.strftime("%Y-%m").to_string() },
             Bucketed { name: "yearly", left: self.yearly, last: None, bucket: |z| z.strftime("%Y").to_string() },
         ];
+        // A span reaching back past the earliest date there is keeps the
+        // whole group; it must not keep nothing (which dropped every
+        // dataset a `--keep-within 19998y` meant to keep).
         let cutoff = match (self.within, times.first()) {
-            (Some(span), Some(newest)) => newest.checked_sub(span).ok().map(|z| z.timestamp()),
+            (Some(span), Some(newest)) => Some(newest.checked_sub(span).map_or(Timestamp::MIN, |z| z.timestamp())),
             _ => None,
         };
         for (rank, (&i, time)) in newest_first.iter().zip(&times).enumerate() {
@@ -269,6 +272,19 @@ mod tests {
         assert_eq!(decisions[29].reasons, vec!["last 1", "within"]);
         assert_eq!(decisions[3].reasons, vec!["tag release"]);
         assert!(decisions[0].reasons.is_empty() && !decisions[0].keep);
+    }
+
+    #[test]
+    fn keep_within_longer_than_the_calendar_keeps_everything() {
+        let datasets: Vec<_> =
+            (0..5).map(|d| dataset(d + 1, 1_700_000_000_000_000_000 + d as i64 * DAY, "/src", &[])).collect();
+        let policy = Policy { within: Some(Span::new().years(19_998)), ..Policy::default() };
+        let decisions = policy.apply(&datasets, &TimeZone::UTC);
+        assert!(decisions.iter().all(|d| d.keep && d.reasons == ["within"]), "{decisions:#?}");
+        // Datasets from before 1970 (time_ns < 0) and the far end of what i64 holds.
+        let old = vec![dataset(1, i64::MIN, "/src", &[]), dataset(2, i64::MAX, "/src", &[])];
+        let decisions = policy.apply(&old, &TimeZone::UTC);
+        assert!(decisions.iter().all(|d| d.keep), "{decisions:#?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The store's settings file (`config.json`), fixed when the store is created.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::Path;
 
@@ -132,14 +132,22 @@ impl StoreConfig {
 }
 
 /// Replaces a small file atomically: a temporary file beside it, fsync,
-/// rename, fsync of the directory.
+/// rename, fsync of the directory. The temporary file has a name no one
+/// can guess and is created only if nothing is there (`O_EXCL`), so a
+/// symlink planted in the directory never redirects the write.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = std::path::PathBuf::from(temporary);
-    let mut file = File::create(&temporary).map_err(|e| Error::io("writing", &temporary, e))?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| Error::io("writing", &temporary, e))?;
-    fs::rename(&temporary, path).map_err(|e| Error::io("writing", path, e))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut temporary = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("creating a temporary file in", dir, e))?;
+    temporary
+        .write_all(bytes)
+        .and_then(|()| temporary.as_file().sync_all())
+        .map_err(|e| Error::io("writing", temporary.path(), e))?;
+    temporary.persist(path).map_err(|e| Error::io("writing", path, e.error))?;
     sync_dir_of(path)
 }
 

@@ -40,7 +40,8 @@ pub enum Error {
     },
     /// Another process holds the store for writing.
     #[error(
-        "the store at {} is in use by another cairn process{}; wait for it to finish, or use a read-only command",
+        "the store at {} is in use by another cairn process{}; wait for it to finish (--wait waits for it), or \
+         use a read-only command",
         path.display(),
         holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
     )]
@@ -49,6 +50,23 @@ pub enum Error {
         path: PathBuf,
         /// "pid N: command line" of the holder, when it could be read.
         holder: Option<String>,
+    },
+    /// Another process held the store for writing for longer than the
+    /// caller would wait.
+    #[error(
+        "gave up after waiting {:.1} s for the store at {}, still in use by another cairn process{}; wait \
+         longer (--wait=30m), without a limit (--wait), or try again when it has finished",
+        waited.as_secs_f64(),
+        path.display(),
+        holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
+    LockTimeout {
+        /// The store directory.
+        path: PathBuf,
+        /// "pid N: command line" of the holder, when it could be read.
+        holder: Option<String>,
+        /// How long the caller waited.
+        waited: std::time::Duration,
     },
     /// There is no store at the path.
     #[error("no cairn store at {}: create one with `cairn init`, or point --store (or CAIRN_STORE) at an existing store", path.display())]

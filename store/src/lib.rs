@@ -9,6 +9,7 @@
 //! The store knows nothing of retention policy or the command line.
 
 pub mod check;
+pub mod clock;
 pub mod commit;
 pub mod compact;
 pub mod config;
@@ -39,8 +40,9 @@ pub use config::{DEFAULT_CONTAINER_SIZE, StoreConfig, StoreOptions};
 pub use dataset::{DatasetId, DatasetRecord};
 pub use error::{Error, Result};
 pub use ids::{BlobKind, ContainerId, SessionId, Tid};
+pub use lock::LockWait;
 pub use objects::{ObjectInfo, ObjectRecord, PutOutcome};
 pub use reclaim::ReclaimBatch;
 pub use session::WriteSession;
 pub use stats::StoreStats;
-pub use store::{OpenMode, Store};
+pub use store::{OpenMode, Store, open_to_others};

@@ -6,7 +6,6 @@
 //! `objects` column family, keyed by the key's UTF-8 bytes.
 
 use std::io::{Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +70,7 @@ fn check_key(key: &str) -> Result<()> {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    crate::clock::now_ns_unsigned()
 }
 
 pub(crate) fn decode_record(key: &str, bytes: &[u8]) -> Result<ObjectRecord> {

@@ -25,7 +25,7 @@ use crate::container::{Codec, ContainerFiles, container_id_of, is_partial_downlo
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId, IdKeys, IdScheme, SessionId, Tid};
 use crate::index::{Index, IndexEntry, cf, meta};
-use crate::lock::WriterLock;
+use crate::lock::{LockWait, WriterLock};
 use crate::session::WriteSession;
 
 /// How a store is opened.
@@ -104,15 +104,34 @@ impl Store {
     /// Opens the store at `root`, creating it with default options when it
     /// does not exist (the first write to the default store).
     pub fn open_or_create(root: &Path) -> Result<Store> {
+        Store::open_or_create_waiting(root, LockWait::No, &mut |_| {})
+    }
+
+    /// [`Store::open_or_create`], waiting for the writer lock as `wait`
+    /// says (see [`Store::open_waiting`]).
+    pub fn open_or_create_waiting(root: &Path, wait: LockWait, waiting: &mut dyn FnMut(Option<&str>)) -> Result<Store> {
         if root.join("config.json").exists() {
-            Store::open(root, OpenMode::Write)
+            Store::open_waiting(root, OpenMode::Write, wait, waiting)
         } else {
             Store::create(root, &StoreOptions::default())
         }
     }
 
-    /// Opens an existing store.
+    /// Opens an existing store; a writer fails at once with
+    /// [`Error::InUse`] when another process holds the store.
     pub fn open(root: &Path, mode: OpenMode) -> Result<Store> {
+        Store::open_waiting(root, mode, LockWait::No, &mut |_| {})
+    }
+
+    /// Opens an existing store; a writer waits for the writer lock as
+    /// `wait` says, calling `waiting` once, with the holder's pid and
+    /// command line, if it has to wait. Readers take no lock.
+    pub fn open_waiting(
+        root: &Path,
+        mode: OpenMode,
+        wait: LockWait,
+        waiting: &mut dyn FnMut(Option<&str>),
+    ) -> Result<Store> {
         let config = StoreConfig::load(root)?;
         let chunker = config.chunker()?;
         let codec = config
@@ -120,7 +139,7 @@ impl Store {
             .parse::<Codec>()
             .map_err(|reason| Error::BadStore { path: root.to_path_buf(), reason: format!("config.json: {reason}") })?;
         let lock = match mode {
-            OpenMode::Write => Some(WriterLock::acquire(root)?),
+            OpenMode::Write => Some(WriterLock::acquire_waiting(root, wait, waiting)?),
             OpenMode::ReadOnly => None,
         };
         let index = Index::open(&root.join("index"), mode == OpenMode::ReadOnly)?;
@@ -304,6 +323,17 @@ impl StoreInner {
         }
         Ok(next)
     }
+}
+
+/// The mode of the store directory at `root` when users other than its
+/// owner may read, list or write it (`None` when they may not, or when it
+/// cannot be found out). cairn makes a store directory 0700 when it creates
+/// it, but leaves one that existed as it was: callers warn about it, since
+/// whoever can read the containers can read every file backed up.
+pub fn open_to_others(root: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(root).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then_some(mode)
 }
 
 fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>> {

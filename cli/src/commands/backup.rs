@@ -35,11 +35,12 @@ pub fn backup(globals: &Globals, options: BackupOptions, push: Push) -> Result<E
     if globals.json {
         output::json(&report)?;
     } else {
-        let label = record.label.as_deref().map(|l| format!(" '{l}'")).unwrap_or_default();
+        let names = output::Names::stdout();
+        let label = record.label.as_deref().map(|l| format!(" '{}'", names.text(l))).unwrap_or_default();
         println!(
             "dataset {}{label} of {}: {} files, {} dirs, {} others, {}",
             record.id,
-            record.source(),
+            names.text(&record.source()),
             record.files,
             record.dirs,
             record.others,
@@ -61,8 +62,11 @@ pub fn backup(globals: &Globals, options: BackupOptions, push: Push) -> Result<E
         if report.sockets > 0 {
             println!("  {} sockets left out (they cannot be restored)", report.sockets);
         }
+        // Names from the tree backed up: anyone who could name a file
+        // there chose them.
+        let names = output::Names::stderr();
         for skipped in &report.skipped {
-            eprintln!("skipped {}: {}", skipped.path, skipped.reason);
+            eprintln!("skipped {}: {}", names.text(&skipped.path), names.text(&skipped.reason));
         }
     }
     let remote = match push {

@@ -1,7 +1,9 @@
 //! Browsing datasets without restoring them: `datasets`, `ls`, `find`,
 //! `stat`, `cat` and `diff`. Names are written as the bytes they are (a
-//! name that is not UTF-8 comes out as it went in); JSON carries them
-//! lossily as strings.
+//! name that is not UTF-8 comes out as it went in) to pipes and files, and
+//! escaped on a terminal ([`output::Names`]), where a name holding escape
+//! sequences would otherwise rewrite the screen; JSON carries them lossily
+//! as strings (its own escapes keep control characters harmless).
 
 use std::io::{self, BufWriter, Write};
 
@@ -12,7 +14,7 @@ use serde::Serialize;
 
 use crate::args::FindType;
 use crate::commands::Globals;
-use crate::output::{self, Table, local_time, mode_string};
+use crate::output::{self, Names, Table, local_time, mode_string};
 
 /// Lists datasets.
 pub fn datasets(globals: &Globals) -> Result<()> {
@@ -154,6 +156,7 @@ pub fn ls(globals: &Globals, dataset: &str, path: &str, long: bool) -> Result<()
         let views: Vec<EntryView> = entries.iter().map(|e| EntryView::new(display_path(&path_of(e)), e)).collect();
         return output::json(&views);
     }
+    let names = Names::stdout();
     let mut out = BufWriter::new(io::stdout().lock());
     for e in &entries {
         let name = if is_dir { e.name.clone() } else { path_of(e) };
@@ -161,8 +164,9 @@ pub fn ls(globals: &Globals, dataset: &str, path: &str, long: bool) -> Result<()
         if !long && e.kind == EntryKind::Dir {
             line.push(b'/');
         }
-        line.push(b'\n');
-        out.write_all(&line)?;
+        // The whole line: owner and group names come from the tree too.
+        out.write_all(&names.bytes(&line))?;
+        out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(())
@@ -176,6 +180,7 @@ pub fn find(globals: &Globals, dataset: &str, path: &str, name: Option<&str>, ki
         .map(|g| Glob::new(g).map(|g| g.compile_matcher()))
         .transpose()
         .map_err(|e| anyhow::anyhow!("bad --name pattern: {e}"))?;
+    let names = Names::stdout();
     let mut out = BufWriter::new(io::stdout().lock());
     let mut views = Vec::new();
     let mut matched = 0u64;
@@ -195,9 +200,9 @@ pub fn find(globals: &Globals, dataset: &str, path: &str, name: Option<&str>, ki
             views.push(EntryView::new(display_path(&full), entry));
             return Ok(());
         }
-        let mut line = full;
-        line.push(b'\n');
-        out.write_all(&line).map_err(|e| cairn_store::Error::Output { what: "standard output".into(), cause: e })
+        out.write_all(&names.bytes(&full))
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| cairn_store::Error::Output { what: "standard output".into(), cause: e })
     })?;
     if globals.json {
         return output::json(&views);
@@ -221,42 +226,57 @@ pub fn stat(globals: &Globals, dataset: &str, path: &str) -> Result<()> {
         view.chunks = (entry.kind == EntryKind::File).then_some(chunks);
         return output::json(&view);
     }
-    print_stat(&record, &full, &entry, chunks);
+    let mut text = String::new();
+    stat_lines(&mut text, Names::stdout(), &record, &full, &entry, chunks)?;
+    io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
 
-fn print_stat(record: &DatasetRecord, path: &str, e: &Entry, chunks: ChunkUse) {
-    let name_or = |name: &Option<String>, id: u32| name.as_ref().map_or(id.to_string(), |n| format!("{n} ({id})"));
-    println!("dataset   {} ({})", record.id, local_time(record.time_ns, false));
-    println!("path      {path}");
-    println!("kind      {}", format!("{:?}", e.kind).to_lowercase());
-    println!("mode      {:04o} ({})", e.mode, mode_string(e.kind, e.mode));
-    println!("owner     {}", name_or(&e.user, e.uid));
-    println!("group     {}", name_or(&e.group, e.gid));
-    println!("size      {} ({})", e.size, output::size(e.size));
-    println!("mtime     {}", local_time(e.mtime_ns, true));
-    println!("atime     {}", local_time(e.atime_ns, true));
-    println!("ctime     {}", local_time(e.ctime_ns, true));
-    println!("inode     {} (device {}, {} links)", e.inode, e.dev, e.links);
+/// `stat`'s lines; path, target, xattr names, owner and group come from
+/// the tree, so they are written as `names` says.
+fn stat_lines(
+    out: &mut String,
+    names: Names,
+    record: &DatasetRecord,
+    path: &str,
+    e: &Entry,
+    chunks: ChunkUse,
+) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    let name_or =
+        |name: &Option<String>, id: u32| name.as_ref().map_or(id.to_string(), |n| format!("{} ({id})", names.text(n)));
+    writeln!(out, "dataset   {} ({})", record.id, local_time(record.time_ns, false))?;
+    writeln!(out, "path      {}", names.text(path))?;
+    writeln!(out, "kind      {}", format!("{:?}", e.kind).to_lowercase())?;
+    writeln!(out, "mode      {:04o} ({})", e.mode, mode_string(e.kind, e.mode))?;
+    writeln!(out, "owner     {}", name_or(&e.user, e.uid))?;
+    writeln!(out, "group     {}", name_or(&e.group, e.gid))?;
+    writeln!(out, "size      {} ({})", e.size, output::size(e.size))?;
+    writeln!(out, "mtime     {}", local_time(e.mtime_ns, true))?;
+    writeln!(out, "atime     {}", local_time(e.atime_ns, true))?;
+    writeln!(out, "ctime     {}", local_time(e.ctime_ns, true))?;
+    writeln!(out, "inode     {} (device {}, {} links)", e.inode, e.dev, e.links)?;
     if matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-        println!("rdev      {},{}", e.rdev >> 8 & 0xfff, e.rdev & 0xff);
+        writeln!(out, "rdev      {},{}", e.rdev >> 8 & 0xfff, e.rdev & 0xff)?;
     }
     if e.kind == EntryKind::Symlink {
-        println!("target    {}", display_path(&e.target));
+        writeln!(out, "target    {}", names.text(&display_path(&e.target)))?;
     }
     for (name, value) in &e.xattrs {
-        println!("xattr     {} ({} bytes)", display_path(name), value.len());
+        writeln!(out, "xattr     {} ({} bytes)", names.text(&display_path(name)), value.len())?;
     }
     if let Some(blob) = e.blob {
-        println!("blob      {}", blob.to_hex());
+        writeln!(out, "blob      {}", blob.to_hex())?;
     }
     if e.kind == EntryKind::File {
         let share = if chunks.chunks == 0 { 0.0 } else { 100.0 * chunks.shared as f64 / chunks.chunks as f64 };
-        println!(
+        writeln!(
+            out,
             "chunks    {} ({} shared with other files or versions, {share:.0}%), in {} content-list pieces",
             chunks.chunks, chunks.shared, chunks.pieces
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Writes a file of a dataset to standard output.
@@ -278,6 +298,7 @@ pub fn diff(globals: &Globals, old: &str, new: &str, path: &str) -> Result<()> {
         return output::json(&changes);
     }
     let mut counts = [0u64; 4];
+    let names = Names::stdout();
     let mut out = BufWriter::new(io::stdout().lock());
     for c in &changes {
         let (mark, slot) = match c.change {
@@ -296,7 +317,7 @@ pub fn diff(globals: &Globals, old: &str, new: &str, path: &str) -> Result<()> {
             (_, Some(b)) | (Some(b), None) => format!("  {}", output::size(b)),
             (None, None) => String::new(),
         };
-        writeln!(out, "{mark} {}{sizes}", c.path)?;
+        writeln!(out, "{mark} {}{sizes}", names.text(&c.path))?;
     }
     out.flush()?;
     eprintln!(

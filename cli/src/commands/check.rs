@@ -12,8 +12,9 @@ pub fn check(globals: &Globals, read_data: bool) -> Result<()> {
     if globals.json {
         crate::output::json(&report)?;
     } else {
+        let names = crate::output::Names::stdout();
         for problem in &report.problems {
-            println!("problem: {problem}");
+            println!("problem: {}", names.text(problem));
         }
         println!(
             "checked {} containers and {} blobs{}: {} problems, {} blobs awaiting garbage collection",

@@ -103,8 +103,9 @@ pub fn assess(globals: &Globals, path: &Path) -> Result<()> {
             output::size(report.compressed_bytes - report.already_stored_bytes)
         );
     }
+    let names = output::Names::stderr();
     for problem in &report.unreadable {
-        eprintln!("cairn: could not read {problem}");
+        eprintln!("cairn: could not read {}", names.text(problem));
     }
     Ok(())
 }

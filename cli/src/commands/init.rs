@@ -24,6 +24,7 @@ pub fn init(
         anyhow::bail!("container size {} is out of range: use 64 KiB to 1 GiB", output::size(container_size));
     }
     let store = Store::create(&globals.store, &StoreOptions { chunker, container_size, compression })?;
+    crate::commands::warn_if_open_to_others(store.root());
     if globals.json {
         output::json(store.config())?;
     } else {

@@ -17,9 +17,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use cairn_store::dataset::BackupOptions;
-use cairn_store::{OpenMode, Store};
+use cairn_store::{LockWait, OpenMode, Store};
 
 use crate::args::{Cli, Command};
+use crate::output;
 
 /// Exit code for work that finished but left some things out (a backup
 /// that could not read some files, a restore that could not put back
@@ -51,22 +52,67 @@ pub struct Globals {
     pub json: bool,
     /// Whether progress bars may be drawn.
     pub progress: bool,
+    /// `--wait`: how long a writer waits for the store lock.
+    pub wait: LockWait,
 }
 
 impl Globals {
     /// Opens the store for reading.
     pub fn open_read(&self) -> Result<Store> {
-        Ok(Store::open(&self.store, OpenMode::ReadOnly)?)
+        let store = Store::open(&self.store, OpenMode::ReadOnly)?;
+        warn_if_open_to_others(&self.store);
+        Ok(store)
     }
 
     /// Opens the store for writing.
     pub fn open_write(&self) -> Result<Store> {
-        Ok(Store::open(&self.store, OpenMode::Write)?)
+        self.open_write_waiting(self.wait)
+    }
+
+    /// Opens the store for writing, waiting for its lock as `wait` says.
+    pub fn open_write_waiting(&self, wait: LockWait) -> Result<Store> {
+        let store = Store::open_waiting(&self.store, OpenMode::Write, wait, &mut say_waiting)?;
+        warn_if_open_to_others(&self.store);
+        Ok(store)
     }
 
     /// Opens the store for writing, creating it with defaults if needed.
     pub fn open_or_create(&self) -> Result<Store> {
-        Ok(Store::open_or_create(&self.store)?)
+        let store = Store::open_or_create_waiting(&self.store, self.wait, &mut say_waiting)?;
+        warn_if_open_to_others(&self.store);
+        Ok(store)
+    }
+}
+
+/// Says, once, that a writer waits for the store lock and for whom.
+pub(crate) fn say_waiting(holder: Option<&str>) {
+    eprintln!("cairn: {}", output::Names::stderr().text(&waiting_message(holder)));
+}
+
+/// "waiting for the store lock held by `cairn gc` (pid 42)", from the
+/// lock file's "pid 42: cairn gc".
+fn waiting_message(holder: Option<&str>) -> String {
+    let by = match holder.and_then(|h| h.strip_prefix("pid ")).and_then(|h| h.split_once(": ")) {
+        Some((pid, command)) => format!("`{command}` (pid {pid})"),
+        None => match holder {
+            Some(holder) => format!("another cairn process ({holder})"),
+            None => "another cairn process".to_string(),
+        },
+    };
+    format!("waiting for the store lock held by {by}; Ctrl-C to give up")
+}
+
+/// Warns (one line on standard error) when users other than the owner may
+/// enter the store directory: whoever can read the containers can read
+/// every file backed up. cairn makes the directories it creates 0700 but
+/// leaves an existing one as it was.
+pub(crate) fn warn_if_open_to_others(root: &std::path::Path) {
+    if let Some(mode) = cairn_store::open_to_others(root) {
+        let root = output::Names::stderr().text(&root.display().to_string()).into_owned();
+        eprintln!(
+            "cairn: warning: the store directory {root} is open to other users (mode {mode:04o}); \
+             run `chmod 700 {root}` so that only you can read what it holds"
+        );
     }
 }
 
@@ -77,15 +123,17 @@ fn default_store() -> Result<PathBuf> {
 }
 
 /// Nanoseconds in a span measured from now (calendar units count as they
-/// fall: `1mo` from January 31 is 29, 30 or 31 days).
+/// fall: `1mo` from January 31 is 29, 30 or 31 days). The value parsers
+/// of `crate::span` have refused spans that do not fit already; this
+/// checks again, since "now" has moved on since.
 pub(crate) fn span_ns(span: jiff::Span) -> Result<i64> {
-    let now = jiff::Zoned::now();
-    let later = now.checked_add(span).with_context(|| format!("cannot add {span} to the current time"))?;
-    Ok((later.timestamp().as_nanosecond() - now.timestamp().as_nanosecond()) as i64)
+    crate::span::nanos_from(&jiff::Zoned::now(), span).map_err(anyhow::Error::msg)
 }
 
+/// Now, in ns since the epoch (saturated past 2262, as no record can be
+/// later than that).
 fn now_ns() -> i64 {
-    jiff::Timestamp::now().as_nanosecond() as i64
+    i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MAX)
 }
 
 /// Runs the parsed command line.
@@ -102,6 +150,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         },
         json: cli.json,
         progress: !cli.no_progress,
+        wait: cli.wait.unwrap_or_default(),
     };
     // `--remote URL`: read commands run on a temporary store attached for
     // browsing (index only; data comes by ranged GETs as it is read).

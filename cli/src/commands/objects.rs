@@ -91,28 +91,39 @@ pub fn get(globals: &Globals, key: &str, file: Option<PathBuf>) -> Result<()> {
         return Ok(());
     }
     let path = file.expect("checked above");
-    let temporary = temporary_path(&path);
     let result = (|| -> Result<()> {
-        let handle = File::create(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
-        let mut out = BufWriter::with_capacity(1 << 20, handle);
+        // Beside the destination (so the rename stays on its filesystem),
+        // under a name no one can guess, created only if nothing is there
+        // (`O_EXCL`): a symlink planted in the directory cannot redirect
+        // the write. Removed on failure when it drops.
+        let temporary = temporary_beside(&path)?;
+        let mut out = BufWriter::with_capacity(1 << 20, temporary);
         store.get_object(key, &mut out, &path.display().to_string(), &progress)?;
-        let handle =
+        let temporary =
             out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", path.display()))?;
-        handle.sync_all().with_context(|| format!("writing {}", path.display()))?;
-        fs::rename(&temporary, &path).with_context(|| format!("cannot rename into {}", path.display()))?;
+        temporary.as_file().sync_all().with_context(|| format!("writing {}", path.display()))?;
+        temporary
+            .persist(&path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot rename into {}", path.display()))?;
         Ok(())
     })();
     bar.finish_and_clear();
-    if result.is_err() {
-        let _ = fs::remove_file(&temporary);
-    }
     result
 }
 
-fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".cairn-{}.tmp", std::process::id()));
-    path.with_file_name(name)
+/// A new temporary file in the directory of `path`, with the permissions a
+/// plain create would give (0666 less the umask), not tempfile's 0600.
+fn temporary_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.cairn-"))
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))
 }
 
 /// Lists objects.

@@ -168,6 +168,7 @@ pub fn attach(globals: &Globals, options: &RemoteOptions, url: &str, name: &str)
     let (_, report) = track_counting(globals.progress, "attach", "metadata containers", &progress, || {
         Store::attach(&globals.store, name, &spec, AttachMode::Full, &progress)
     })?;
+    crate::commands::warn_if_open_to_others(&globals.store);
     if globals.json {
         return output::json(&report);
     }

@@ -85,9 +85,11 @@ pub fn restore(
         }
     }
     // One line each, as cairn's own messages (also under --json, where
-    // the report lists them too: stderr is for people).
+    // the report lists them too: stderr is for people), with control
+    // characters in names escaped on a terminal.
+    let names = output::Names::stderr();
     for problem in &report.problems {
-        eprintln!("cairn: {problem}");
+        eprintln!("cairn: {}", names.text(problem));
     }
     if report.files_failed > 0 {
         anyhow::bail!(

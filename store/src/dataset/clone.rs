@@ -6,8 +6,6 @@
 //! copied, and forgetting the original leaves the clone whole: the clone's
 //! reference keeps the shared tree, and so everything below it, alive.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use crate::dataset::record::{next_id, put_record};
 use crate::dataset::{DatasetRecord, EntryKind, Tree};
 use crate::error::Result;
@@ -33,7 +31,7 @@ impl Store {
             bytes_added: 0,
             skipped: 0,
             expires_ns: None,
-            time_ns: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64),
+            time_ns: crate::clock::now_ns(),
             ..source.clone()
         };
         if !whole {

@@ -90,17 +90,22 @@ impl Store {
             )));
         }
         let existed = root.exists();
+        // What the attach makes in a directory that exists; of these, only
+        // the ones that are not there yet are removed on failure: `index/`
+        // or `containers/` already in the directory are the user's (and
+        // make the attach fail), not ours to delete.
+        let ours: Vec<&str> = ["config.json", "remotes.json", "lock", "index", "containers"]
+            .into_iter()
+            .filter(|entry| root.join(entry).symlink_metadata().is_err())
+            .collect();
         let result = attach_into(root, name, spec, mode, progress);
         if result.is_err() {
             let cleanup = if existed {
-                ["config.json", "remotes.json", "lock", "index", "containers"]
-                    .iter()
-                    .map(|entry| root.join(entry))
-                    .try_for_each(|path| match path.is_dir() {
-                        true => std::fs::remove_dir_all(&path),
-                        false if path.exists() => std::fs::remove_file(&path),
-                        false => Ok(()),
-                    })
+                ours.iter().map(|entry| root.join(entry)).try_for_each(|path| match path.symlink_metadata() {
+                    Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+                    Ok(_) => std::fs::remove_file(&path),
+                    Err(_) => Ok(()),
+                })
             } else if root.exists() {
                 std::fs::remove_dir_all(root)
             } else {
@@ -271,11 +276,19 @@ fn download_metadata(
             client.get(&key, *len)?.ok_or_else(|| Error::RemoteNotFound { what: format!("downloading {key}") })?;
         let path = store.files().path(*id);
         ensure_shard(store.files().dir(), &path)?;
-        let temporary = path.with_extension(PARTIAL_EXTENSION);
-        std::fs::write(&temporary, &bytes)
-            .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
-            .map_err(|e| Error::io("writing container", &temporary, e))?;
-        std::fs::rename(&temporary, &path).map_err(|e| Error::io("writing container", &path, e))?;
+        // An unguessable name, created only if nothing is there: a planted
+        // symlink cannot redirect the download. A killed attach leaves it;
+        // its extension tells the next writer to remove it.
+        let shard = path.parent().expect("container paths have a shard directory");
+        let mut temporary = tempfile::Builder::new()
+            .prefix(&format!(".{id}."))
+            .suffix(&format!(".{PARTIAL_EXTENSION}"))
+            .tempfile_in(shard)
+            .map_err(|e| Error::io("creating a temporary file in", shard, e))?;
+        std::io::Write::write_all(&mut temporary, &bytes)
+            .and_then(|()| temporary.as_file().sync_all())
+            .map_err(|e| Error::io("writing container", temporary.path(), e))?;
+        temporary.persist(&path).map_err(|e| Error::io("writing container", &path, e.error))?;
         verify_container(store.files(), *id)?;
         progress.files.fetch_add(1, Ordering::Relaxed);
         progress.bytes.fetch_add(*len, Ordering::Relaxed);

@@ -142,8 +142,7 @@ impl Store {
                     table: read_table(&path, *id)?,
                 });
             }
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            client.put(&location.delta_key(tid, now.as_nanos() as u64), delta.encode())?;
+            client.put(&location.delta_key(tid, crate::clock::now_ns_unsigned()), delta.encode())?;
             report.deltas_uploaded = 1;
         }
         progress.total_files.store(missing.len() as u64, Ordering::Relaxed);

@@ -254,5 +254,5 @@ fn warn_unconditional(spec: &super::RemoteSpec) {
 }
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    crate::clock::now_ns()
 }
