@@ -39,26 +39,7 @@ fn write_piece(session: &WriteSession, level: u8, entries: Vec<ContentEntry>) ->
 fn commit_dataset(session: WriteSession, root: BlobId) -> DatasetRecord {
     let (_, record) = session
         .commit(|commit| {
-            let record = DatasetRecord {
-                id: next_id(commit)?,
-                time_ns: 0,
-                host: "hostile".into(),
-                sources: vec!["/crafted".into()],
-                label: None,
-                tags: Vec::new(),
-                root,
-                root_meta: None,
-                files: 0,
-                dirs: 0,
-                others: 0,
-                logical_bytes: 0,
-                bytes_added: 0,
-                skipped: 0,
-                parent: None,
-                tid: Tid(0),
-                seconds: 0.0,
-                expires_ns: None,
-            };
+            let record = DatasetRecord::bare(next_id(commit)?, root, 0, "/crafted", Tid(0));
             put_record(commit, &record);
             Ok(record)
         })

@@ -197,24 +197,9 @@ mod tests {
 
     fn dataset(id: u64, time_ns: i64, source: &str, tags: &[&str]) -> DatasetRecord {
         DatasetRecord {
-            id: DatasetId(id),
-            time_ns,
             host: "h".into(),
-            sources: vec![source.into()],
-            label: None,
             tags: tags.iter().map(|t| t.to_string()).collect(),
-            root: BlobId::of(b"root"),
-            root_meta: None,
-            files: 0,
-            dirs: 0,
-            others: 0,
-            logical_bytes: 0,
-            bytes_added: 0,
-            skipped: 0,
-            parent: None,
-            tid: Tid(id),
-            seconds: 0.0,
-            expires_ns: None,
+            ..DatasetRecord::bare(DatasetId(id), BlobId::of(b"root"), time_ns, source, Tid(id))
         }
     }
 

@@ -362,26 +362,7 @@ mod tests {
     fn commit_dataset(session: WriteSession, root: BlobId) -> DatasetRecord {
         let (_, record) = session
             .commit(|commit| {
-                let record = DatasetRecord {
-                    id: next_id(commit)?,
-                    time_ns: 0,
-                    host: "test".into(),
-                    sources: vec!["/bomb".into()],
-                    label: None,
-                    tags: Vec::new(),
-                    root,
-                    root_meta: None,
-                    files: 0,
-                    dirs: 0,
-                    others: 0,
-                    logical_bytes: 0,
-                    bytes_added: 0,
-                    skipped: 0,
-                    parent: None,
-                    tid: Tid(0),
-                    seconds: 0.0,
-                    expires_ns: None,
-                };
+                let record = DatasetRecord::bare(next_id(commit)?, root, 0, "/bomb", Tid(0));
                 put_record(commit, &record);
                 Ok(record)
             })

@@ -74,6 +74,32 @@ pub struct DatasetRecord {
 }
 
 impl DatasetRecord {
+    /// A record naming `root`, made at `time_ns` by commit `tid`, of one
+    /// source, with no counts, label, tags or parent: for records cairn
+    /// makes itself, and for tests.
+    pub fn bare(id: DatasetId, root: BlobId, time_ns: i64, source: &str, tid: Tid) -> DatasetRecord {
+        DatasetRecord {
+            id,
+            time_ns,
+            host: String::new(),
+            sources: vec![source.into()],
+            label: None,
+            tags: Vec::new(),
+            root,
+            root_meta: None,
+            files: 0,
+            dirs: 0,
+            others: 0,
+            logical_bytes: 0,
+            bytes_added: 0,
+            skipped: 0,
+            parent: None,
+            tid,
+            seconds: 0.0,
+            expires_ns: None,
+        }
+    }
+
     /// The entry of the top directory, for walking.
     pub fn root_entry(&self) -> Entry {
         let mut entry = self.root_meta.clone().unwrap_or_else(|| Entry {
