@@ -11,6 +11,7 @@ mod direct;
 mod encode;
 mod format;
 mod reader;
+mod source;
 mod writer;
 
 pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, check_lengths, decode_blob, encode_blob};
@@ -20,6 +21,7 @@ pub use format::{
 #[cfg(test)]
 pub(crate) use reader::parse_table;
 pub use reader::{ContainerFiles, read_table, verify_container};
+pub use source::ContainerSource;
 pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};
 
 use std::collections::HashSet;

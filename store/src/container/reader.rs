@@ -10,22 +10,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
+use crate::container::source::ContainerSource;
 use crate::error::{Error, Result};
 use crate::ids::{ContainerId, IdScheme};
-use crate::remote::RemoteSource;
 
 /// Open container files, shared by readers. Holds at most `MAX_OPEN` handles;
 /// when full it simply forgets them all (reads come in runs per container, so
 /// anything smarter buys little).
 ///
 /// In a store attached from a remote, a container with no local file is
-/// read from the remote instead: ranged GETs of just the records asked for.
+/// read from a [`ContainerSource`] instead: ranges of just the records
+/// asked for.
 pub struct ContainerFiles {
     dir: PathBuf,
     /// What every record's plaintext must hash to.
     ids: IdScheme,
     open: Mutex<HashMap<ContainerId, Arc<File>>>,
-    remote: OnceLock<Arc<RemoteSource>>,
+    remote: OnceLock<Arc<dyn ContainerSource>>,
     fetched: Mutex<Fetched>,
 }
 
@@ -97,12 +98,12 @@ impl ContainerFiles {
     }
 
     /// Reads containers missing here from `source` from now on.
-    pub fn set_remote(&self, source: Arc<RemoteSource>) {
+    pub fn set_remote(&self, source: Arc<dyn ContainerSource>) {
         let _ = self.remote.set(source);
     }
 
     /// Where missing containers are read from, if anywhere.
-    pub fn remote(&self) -> Option<&Arc<RemoteSource>> {
+    pub fn remote(&self) -> Option<&Arc<dyn ContainerSource>> {
         self.remote.get()
     }
 

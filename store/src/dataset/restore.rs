@@ -419,7 +419,7 @@ impl Store {
         if !nix::unistd::geteuid().is_root() || steps.is_empty() {
             return Vec::new();
         }
-        let from = remote.spec();
+        let from = remote.to_string();
         let mut warnings = Vec::new();
         if options.owners {
             warnings.push(format!(

@@ -6,6 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::{RemoteClient, RemoteSpec};
+use crate::container::ContainerSource;
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
@@ -27,21 +28,26 @@ impl RemoteSource {
         RemoteSource { spec, client: OnceLock::new() }
     }
 
-    /// The remote this source reads.
-    pub fn spec(&self) -> &RemoteSpec {
-        &self.spec
-    }
-
     fn client(&self) -> Result<&RemoteClient> {
         match self.client.get_or_init(|| RemoteClient::new(&self.spec).map(Arc::new).map_err(|e| e.to_string())) {
             Ok(client) => Ok(client),
             Err(reason) => Err(Error::Remote { what: format!("connecting to {}", self.spec), reason: reason.clone() }),
         }
     }
+}
 
+impl std::fmt::Display for RemoteSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.spec.fmt(f)
+    }
+}
+
+/// Ranged GETs, up to 16 in flight, each accepting exactly its range; the
+/// client retries with backoff (`CAIRN_S3_MAX_ATTEMPTS`).
+impl ContainerSource for RemoteSource {
     /// Byte ranges `(container, start, len)` of containers, fetched
     /// concurrently; results in the order asked.
-    pub fn read_ranges(&self, ranges: &[(ContainerId, u64, u64)]) -> Vec<Result<Vec<u8>>> {
+    fn read_ranges(&self, ranges: &[(ContainerId, u64, u64)]) -> Vec<Result<Vec<u8>>> {
         let client = match self.client() {
             Ok(client) => client,
             Err(_) => return ranges.iter().map(|_| self.client().map(|_| Vec::new())).collect(),
@@ -51,8 +57,8 @@ impl RemoteSource {
         client.get_ranges(&keyed)
     }
 
-    /// A whole container.
-    pub fn read_all(&self, id: ContainerId) -> Result<Vec<u8>> {
+    /// A whole container, at most [`MAX_CONTAINER_LEN`].
+    fn read_all(&self, id: ContainerId) -> Result<Vec<u8>> {
         let client = self.client()?;
         let key = client.location().container_key(id);
         client
