@@ -419,3 +419,24 @@ fn remotes_are_added_listed_and_removed_without_credentials_in_the_store() {
     assert_eq!(listed["remotes"].as_object().unwrap().len(), 0);
     assert!(listed.get("default").is_none());
 }
+
+/// Push and attach say how many requests they sent (what a real S3's
+/// latency is paid on), counted as the server counts them.
+#[test]
+fn push_and_attach_report_the_requests_they_send() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    generate(&source, 50, 1);
+    succeed(command_on(&store, &["backup", source.to_str().unwrap()]));
+    add_remote(&store, &server, &[]);
+    server.seen.reset();
+    let pushed = push(&store, &server);
+    let sent = server.seen.requests.load(Ordering::SeqCst);
+    assert!(sent > 0);
+    assert_eq!(pushed["requests"], sent, "{pushed}");
+    server.seen.reset();
+    let attached = attach(&fixture.path("attached"), &server);
+    assert_eq!(attached["requests"], server.seen.requests.load(Ordering::SeqCst), "{attached}");
+}

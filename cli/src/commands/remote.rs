@@ -157,7 +157,12 @@ pub fn push_store(globals: &Globals, store: &Store, name: Option<&str>, jobs: us
             output::size(report.bytes_deleted)
         ));
     }
-    say(format!("  in {:.2} s ({})", report.seconds, output::rate(report.bytes_uploaded, report.seconds)));
+    say(format!(
+        "  in {:.2} s ({}), {} requests",
+        report.seconds,
+        output::rate(report.bytes_uploaded, report.seconds),
+        report.requests
+    ));
     Ok(())
 }
 
@@ -182,11 +187,13 @@ pub fn attach(globals: &Globals, options: &RemoteOptions, url: &str, name: &str)
         report.blobs
     );
     println!(
-        "  downloaded {} ({} index deltas, {} metadata containers) in {:.2} s; data stays on the remote until read",
+        "  downloaded {} ({} index deltas, {} metadata containers) in {:.2} s, {} requests; \
+         data stays on the remote until read",
         output::size(report.bytes_downloaded),
         report.deltas,
         report.metadata_containers,
-        report.seconds
+        report.seconds,
+        report.requests
     );
     Ok(())
 }

@@ -62,6 +62,8 @@ pub struct AttachReport {
     pub metadata_containers: u64,
     /// Bytes downloaded, deltas and metadata containers included.
     pub bytes_downloaded: u64,
+    /// HTTP requests sent, retries included.
+    pub requests: u64,
     /// Wall time.
     pub seconds: f64,
 }
@@ -172,6 +174,7 @@ fn attach_into(
     }
     drop(store);
     let store = Store::open(root, OpenMode::Write)?;
+    report.requests = client.requests();
     report.seconds = started.elapsed().as_secs_f64();
     Ok((store, report))
 }

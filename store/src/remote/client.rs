@@ -7,6 +7,8 @@
 //! callers stay synchronous and may call from several threads at once.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -58,6 +60,29 @@ pub struct RemoteClient {
     spec: RemoteSpec,
     location: Location,
     part_size: u64,
+    /// HTTP requests sent so far, retries included.
+    requests: Arc<AtomicU64>,
+}
+
+/// Counts every HTTP request the SDK sends (each attempt of each
+/// operation, so retries count): what a remote's latency is paid on.
+#[derive(Debug)]
+struct CountRequests(Arc<AtomicU64>);
+
+impl aws_sdk_s3::config::Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _config: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl RemoteClient {
@@ -100,9 +125,15 @@ impl RemoteClient {
         if let Some(endpoint) = &spec.endpoint_url {
             config = config.endpoint_url(endpoint);
         }
-        let client = Client::from_conf(config.build());
+        let requests = Arc::new(AtomicU64::new(0));
+        let client = Client::from_conf(config.interceptor(CountRequests(requests.clone())).build());
         let part_size = env_u64("CAIRN_S3_PART_SIZE").unwrap_or(DEFAULT_PART_SIZE).max(1);
-        Ok(RemoteClient { runtime, client, spec: spec.clone(), location, part_size })
+        Ok(RemoteClient { runtime, client, spec: spec.clone(), location, part_size, requests })
+    }
+
+    /// HTTP requests this client has sent, retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Where the remote is.

@@ -57,6 +57,8 @@ pub struct PushReport {
     pub containers_deleted: u64,
     /// Bytes of those.
     pub bytes_deleted: u64,
+    /// HTTP requests sent, retries included.
+    pub requests: u64,
     /// Wall time.
     pub seconds: f64,
 }
@@ -76,6 +78,7 @@ impl Store {
         stop: &AtomicBool,
     ) -> Result<PushReport> {
         let started = Instant::now();
+        let requests_before = client.requests();
         let location = client.location().clone();
         let mut report = PushReport { remote: client.spec().to_string(), ..Default::default() };
         client.check_access()?;
@@ -117,6 +120,7 @@ impl Store {
         // checks that it could.
         let seq = self.may_push(client)?;
         if missing.is_empty() && new_datasets.is_empty() && gone.is_empty() && reclaimed.is_empty() {
+            report.requests = client.requests() - requests_before;
             report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);
         }
@@ -190,6 +194,7 @@ impl Store {
         report.containers_deleted = reclaimed.len() as u64;
         report.bytes_deleted = reclaimed.iter().map(|(_, size)| size).sum();
         super::writer::prune_claims(client, seq)?;
+        report.requests = client.requests() - requests_before;
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
