@@ -169,7 +169,12 @@ fn ten_versions_pushed_attach_and_restore_identical_and_read_straight_from_s3() 
         overhead * 100.0,
         server.seen.gets.load(Ordering::SeqCst)
     );
-    assert!(overhead < 0.05, "downloaded {downloaded} bytes for a dataset of {stored_latest} stored bytes");
+    // The metadata containers come whole (every version's trees, a few
+    // percent), so no tree costs a request of its own: 866 GETs and +1.8%
+    // bytes before, 576 GETs and +6.2% after. Issue 17 allows 1.3x bytes.
+    assert!(overhead < 0.3, "downloaded {downloaded} bytes for a dataset of {stored_latest} stored bytes");
+    let gets = server.seen.gets.load(Ordering::SeqCst);
+    assert!(gets < 700, "{gets} GETs: trees were read one request each");
 
     // Attach on a fresh directory: index and metadata only, then restore.
     let fresh = fixture.path("fresh");

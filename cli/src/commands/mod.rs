@@ -173,7 +173,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                      to do more, make a store from the remote with `cairn --store DIR attach {url}`"
                 );
             }
-            let (guard, root) = remote::browse_store(&remote_options, url)?;
+            // Commands that walk whole trees take the metadata containers
+            // whole, up front: one request per tree would cost a round
+            // trip of latency each.
+            let walks = matches!(cli.command, Command::Find { .. } | Command::Diff { .. } | Command::Restore { .. });
+            let (guard, root) = remote::browse_store(&remote_options, url, walks)?;
             globals.store = root;
             Some(guard)
         }

@@ -200,13 +200,13 @@ pub fn attach(globals: &Globals, options: &RemoteOptions, url: &str, name: &str)
 
 /// For `--remote URL`: a temporary store attached for browsing, removed
 /// when the returned guard drops. Returns the guard and the store's path.
-pub fn browse_store(options: &RemoteOptions, url: &str) -> Result<(tempfile::TempDir, PathBuf)> {
+pub fn browse_store(options: &RemoteOptions, url: &str, metadata: bool) -> Result<(tempfile::TempDir, PathBuf)> {
     let spec = options.spec(url)?;
     let dir = tempfile::Builder::new()
         .prefix("cairn-remote-")
         .tempdir()
         .context("making a temporary directory for --remote (set TMPDIR to a writable place)")?;
     let root = dir.path().join("store");
-    Store::attach(&root, "origin", &spec, AttachMode::Browse, &Progress::default())?;
+    Store::attach(&root, "origin", &spec, AttachMode::Browse { metadata }, &Progress::default())?;
     Ok((dir, root))
 }

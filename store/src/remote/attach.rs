@@ -11,9 +11,10 @@
 //! dataset trees, the way `cairn check` does: blobs that no dataset reaches
 //! are counted as dead bytes rather than entered. The result is an ordinary
 //! store that can back up (deduplicating against the remote), forget,
-//! collect garbage and push back. A browse attach (`--remote`) skips both
-//! and enters every blob with one reference: it is for reading only, and
-//! lives in a temporary directory.
+//! collect garbage and push back. A browse attach (`--remote`) skips the
+//! recount and enters every blob with one reference: it is for reading
+//! only, and lives in a temporary directory. It downloads the metadata
+//! containers only for commands that walk whole trees.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -39,8 +40,16 @@ use crate::store::{OpenMode, Store};
 pub enum AttachMode {
     /// Download metadata and recount references: a store to keep using.
     Full,
-    /// Locations only, every blob at one reference: for reading.
-    Browse,
+    /// Locations only, every blob at one reference: for reading. With
+    /// `metadata`, the metadata containers are downloaded whole too, in
+    /// parallel, up front (they are a few percent of the data), so a
+    /// command that walks trees (`restore`, `find`, `diff`) does not pay
+    /// one request's latency per tree; `ls`, `stat` and `cat` read just
+    /// the trees on their path.
+    Browse {
+        /// Download the metadata containers.
+        metadata: bool,
+    },
 }
 
 /// What an attach found and fetched.
@@ -146,7 +155,7 @@ fn attach_into(
     // new, so the attached store has seen everything up to this claim.
     let claim = match mode {
         AttachMode::Full => super::writer::newest_claim(&client)?.map(|(_, claim)| claim),
-        AttachMode::Browse => None,
+        AttachMode::Browse { .. } => None,
     };
 
     let index = read_remote_index(&client, &mut report)?;
@@ -166,7 +175,12 @@ fn attach_into(
             download_metadata(&store, &client, &index, progress, &mut report)?;
             recount(&store, &index, &records)?
         }
-        AttachMode::Browse => index.blobs.keys().map(|id| (*id, 1)).collect(),
+        AttachMode::Browse { metadata } => {
+            if metadata {
+                download_metadata(&store, &client, &index, progress, &mut report)?;
+            }
+            index.blobs.keys().map(|id| (*id, 1)).collect()
+        }
     };
     write_index(&store, &index, &records, &refs, &mut report)?;
     if mode == AttachMode::Full {
