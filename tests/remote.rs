@@ -445,3 +445,33 @@ fn push_and_attach_report_the_requests_they_send() {
     let attached = attach(&fixture.path("attached"), &server);
     assert_eq!(attached["requests"], server.seen.requests.load(Ordering::SeqCst), "{attached}");
 }
+
+/// Index deltas, one per push, are consolidated into one when they pile
+/// up, and a fresh attach still finds every blob: every version restores.
+#[test]
+fn index_deltas_are_consolidated_and_attach_still_finds_everything() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    std::fs::create_dir(&source).unwrap();
+    add_remote(&store, &server, &["--default"]);
+    let deltas = || std::fs::read_dir(server.root().join(BUCKET).join("team/cairn/index")).unwrap().count();
+    let mut consolidated = 0;
+    for version in 0..36u64 {
+        std::fs::write(source.join(format!("f{version}")), noise(20_000, version)).unwrap();
+        succeed(cairn(&store, &server, &["backup", source.to_str().unwrap(), "--no-push"]));
+        let pushed = push(&store, &server);
+        consolidated += pushed["deltas_consolidated"].as_u64().unwrap();
+        assert!(deltas() <= 33, "{} deltas after push {version}", deltas());
+    }
+    assert!(consolidated >= 33, "{consolidated} deltas consolidated");
+    let attached = fixture.path("attached");
+    attach(&attached, &server);
+    for version in [1, 18, 36] {
+        let target = fixture.path(&format!("v{version}"));
+        succeed(cairn(&attached, &server, &["restore", &version.to_string(), "--to", target.to_str().unwrap()]));
+        assert_eq!(std::fs::read_dir(&target).unwrap().count() as u64, version);
+    }
+    succeed(cairn(&attached, &server, &["check", "--read-data"]));
+}

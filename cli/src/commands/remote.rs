@@ -157,6 +157,9 @@ pub fn push_store(globals: &Globals, store: &Store, name: Option<&str>, jobs: us
             output::size(report.bytes_deleted)
         ));
     }
+    if report.deltas_consolidated > 0 {
+        say(format!("  {} index deltas consolidated into one", report.deltas_consolidated));
+    }
     say(format!(
         "  in {:.2} s ({}), {} requests",
         report.seconds,

@@ -30,6 +30,7 @@
 
 mod attach;
 mod client;
+mod consolidate;
 mod delta;
 mod fetch;
 mod push;

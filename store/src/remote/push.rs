@@ -57,6 +57,8 @@ pub struct PushReport {
     pub containers_deleted: u64,
     /// Bytes of those.
     pub bytes_deleted: u64,
+    /// Index deltas replaced by one that names every container.
+    pub deltas_consolidated: u64,
     /// HTTP requests sent, retries included.
     pub requests: u64,
     /// Wall time.
@@ -193,6 +195,12 @@ impl Store {
         client.delete(&keys)?;
         report.containers_deleted = reclaimed.len() as u64;
         report.bytes_deleted = reclaimed.iter().map(|(_, size)| size).sum();
+        // 4. Index deltas, one per push, replaced by one when they pile up.
+        let deltas: Vec<String> = client.list(&location.deltas_prefix())?.into_iter().map(|o| o.key).collect();
+        if deltas.len() > super::consolidate::CONSOLIDATE_DELTAS {
+            let live = local_containers.iter().map(|(id, record)| (*id, record.stored_bytes)).collect();
+            report.deltas_consolidated = super::consolidate::consolidate(client, &deltas, &live, tid)?;
+        }
         super::writer::prune_claims(client, seq)?;
         report.requests = client.requests() - requests_before;
         report.seconds = started.elapsed().as_secs_f64();
