@@ -475,3 +475,30 @@ fn index_deltas_are_consolidated_and_attach_still_finds_everything() {
     }
     succeed(cairn(&attached, &server, &["check", "--read-data"]));
 }
+
+/// `cat` of one small file straight from S3 stays interactive: beyond what
+/// attaching for `--remote` costs (the same for `datasets`), it reads the
+/// trees on its path and the file's chunks, and no whole container.
+#[test]
+fn cat_of_one_file_from_s3_costs_a_few_requests() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    generate(&source, 300, 2);
+    succeed(command_on(&store, &["backup", source.to_str().unwrap()]));
+    add_remote(&store, &server, &[]);
+    push(&store, &server);
+    server.seen.reset();
+    remote_read(fixture.dir.path(), &server, &["datasets"]);
+    let attaching = server.seen.requests.load(Ordering::SeqCst);
+    server.seen.reset();
+    let cat = remote_read(fixture.dir.path(), &server, &["cat", "latest", "/dir01/file00001.txt"]);
+    assert_eq!(cat.as_bytes(), std::fs::read(source.join("dir01/file00001.txt")).unwrap());
+    let requests = server.seen.requests.load(Ordering::SeqCst);
+    let downloaded = server.seen.downloaded.load(Ordering::SeqCst);
+    eprintln!("cat from S3: {requests} requests ({attaching} to attach), {downloaded} bytes");
+    // Two trees on the path (the top and dir01), then the content.
+    assert!(requests <= attaching + 4, "{requests} requests, {attaching} of them to attach");
+    assert!(downloaded < 1 << 20, "{downloaded} bytes: a whole container was read");
+}
