@@ -46,7 +46,7 @@ pub enum Target<'a> {
 const SETID_BITS: u32 = 0o6000;
 
 /// The mode to restore for `entry`.
-pub fn restored_mode(entry: &Entry, options: &ApplyOptions) -> u32 {
+fn restored_mode(entry: &Entry, options: &ApplyOptions) -> u32 {
     if options.setid { entry.mode & 0o7777 } else { entry.mode & 0o7777 & !SETID_BITS }
 }
 

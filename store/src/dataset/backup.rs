@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
@@ -228,7 +228,7 @@ impl Store {
     /// that cannot be read are left out and listed in the report.
     pub fn backup(&self, options: &BackupOptions, progress: &Progress) -> Result<BackupReport> {
         let started = Instant::now();
-        let time_ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        let time_ns = crate::clock::now_ns();
         let sources = absolute_sources(&options.sources)?;
         let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
         let source_names: Vec<String> = sources.iter().map(|s| s.to_string_lossy().into_owned()).collect();
@@ -412,13 +412,9 @@ fn open_source(path: &Path, seen: &Metadata) -> std::io::Result<std::result::Res
 /// `openat2` is missing (or filtered), only the last component is checked.
 fn open_no_symlinks(path: &Path, flags: nix::fcntl::OFlag) -> nix::Result<std::os::fd::OwnedFd> {
     use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, open, openat2};
-    use std::sync::OnceLock;
-    static OPENAT2: OnceLock<bool> = OnceLock::new();
     let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let how = |flags| OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
-    let probe = || openat2(AT_FDCWD, "/", how(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)).is_ok();
-    if *OPENAT2.get_or_init(probe) {
-        openat2(AT_FDCWD, path, how(flags))
+    if super::beneath::has_openat2() {
+        openat2(AT_FDCWD, path, OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS))
     } else {
         open(path, flags, nix::sys::stat::Mode::empty())
     }

@@ -16,6 +16,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
+use std::sync::OnceLock;
+#[cfg(test)]
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
@@ -23,8 +25,24 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-/// Cleared once `openat2` turns out to be missing (old kernel, seccomp).
-static HAS_OPENAT2: AtomicBool = AtomicBool::new(true);
+/// Set by tests to take the per-component walk that older kernels get.
+#[cfg(test)]
+static FORCE_FALLBACK: AtomicBool = AtomicBool::new(false);
+
+/// Whether `openat2` works here (Linux 5.6 and later, with no seccomp
+/// filter refusing it): probed once per process. Restores (below) and
+/// backups (`backup.rs`) resolve paths with it where it does.
+pub(crate) fn has_openat2() -> bool {
+    static PROBED: OnceLock<bool> = OnceLock::new();
+    #[cfg(test)]
+    if FORCE_FALLBACK.load(Ordering::Relaxed) {
+        return false;
+    }
+    *PROBED.get_or_init(|| {
+        let how = OpenHow::new().flags(DIR_FLAGS).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+        openat2(nix::fcntl::AT_FDCWD, "/", how).is_ok()
+    })
+}
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
 
@@ -52,7 +70,7 @@ impl Beneath {
         if rel.as_os_str().is_empty() {
             return Ok(self.root.try_clone()?);
         }
-        if HAS_OPENAT2.load(Ordering::Relaxed) {
+        if has_openat2() {
             let how = OpenHow::new().flags(DIR_FLAGS).resolve(
                 ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS,
             );
@@ -60,10 +78,6 @@ impl Beneath {
             for _ in 0..16 {
                 match openat2(self.root.as_fd(), rel, how) {
                     Err(Errno::EAGAIN) => continue,
-                    Err(Errno::ENOSYS | Errno::EPERM) => {
-                        HAS_OPENAT2.store(false, Ordering::Relaxed);
-                        break;
-                    }
                     other => return Ok(other?),
                 }
             }
@@ -158,10 +172,10 @@ mod tests {
         assert!(beneath.dir(Path::new("swapped")).is_err());
         assert!(beneath.parent(Path::new("swapped/x")).is_err());
         // The fallback walk refuses it too.
-        HAS_OPENAT2.store(false, Ordering::Relaxed);
+        FORCE_FALLBACK.store(true, Ordering::Relaxed);
         assert!(beneath.dir(Path::new("swapped")).is_err());
         assert!(beneath.dir(Path::new("real")).is_ok());
-        HAS_OPENAT2.store(true, Ordering::Relaxed);
+        FORCE_FALLBACK.store(false, Ordering::Relaxed);
     }
 
     #[test]
