@@ -113,3 +113,17 @@ fn full_disk_fails_cleanly_and_loses_nothing() {
     succeed(command_on(&store, &["check", "--read-data"]));
     succeed(command_on(&store, &["put", "small-again", &small_file]));
 }
+
+#[test]
+fn restoring_onto_a_file_says_to_name_a_directory_and_changes_nothing() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join("a"), b"a").unwrap();
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let file = fixture.path("file");
+    std::fs::write(&file, b"mine").unwrap();
+    let error = fixture.fails(&["restore", "latest", "--to", file.to_str().unwrap()]);
+    assert!(error.contains("is not a directory") && error.contains("--to DIR"), "{error}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}

@@ -280,6 +280,12 @@ impl Store {
             }
             return Ok(report);
         }
+        if std::fs::metadata(target).is_ok_and(|m| !m.is_dir()) {
+            return Err(Error::Usage(format!(
+                "{} exists and is not a directory: restore into a directory (--to DIR), which is made if missing",
+                target.display()
+            )));
+        }
         std::fs::create_dir_all(target).map_err(|e| Error::io("creating the restore target", target, e))?;
         let root = Beneath::open(target).map_err(|e| Error::io("opening the restore target", target, e))?;
         let run = Run {
