@@ -321,6 +321,9 @@ fn a_push_cut_by_a_stopped_server_or_sigkill_resumes_uploading_only_what_is_miss
     assert!(wait_for(Duration::from_secs(60), || server.seen.uploads_of("containers/") >= 2));
     child.kill().unwrap();
     child.wait().unwrap();
+    // A PUT whose body had arrived completes after the client died: count
+    // what is there once the server has finished with it.
+    assert!(wait_for(Duration::from_secs(30), || server.seen.writing.load(Ordering::SeqCst) == 0));
     let present = remote_containers(&server).len();
     server.seen.reset();
     let report = push(&store, &server);

@@ -85,6 +85,26 @@ pub struct Seen {
     failure: Mutex<Option<Failure>>,
     /// Injected failures answered.
     pub failed: AtomicU64,
+    /// Requests that create objects (PutObject, CompleteMultipartUpload)
+    /// still being handled: a client killed mid-request may leave one
+    /// finishing after it died.
+    pub writing: AtomicUsize,
+}
+
+/// Counts a request in `Seen::writing` while it lives.
+struct Writing<'a>(&'a AtomicUsize);
+
+impl<'a> Writing<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Writing(count)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Seen {
@@ -194,11 +214,19 @@ files_s3! {
         delete_objects(DeleteObjectsInput) -> DeleteObjectsOutput;
         create_multipart_upload(CreateMultipartUploadInput) -> CreateMultipartUploadOutput;
         upload_part(UploadPartInput) -> UploadPartOutput;
-        complete_multipart_upload(CompleteMultipartUploadInput) -> CompleteMultipartUploadOutput;
         abort_multipart_upload(AbortMultipartUploadInput) -> AbortMultipartUploadOutput;
     }
 
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let _writing = Writing::new(&self.seen.writing);
+        self.fs.complete_multipart_upload(req).await
+    }
+
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let _writing = Writing::new(&self.seen.writing);
         if !(self.conditional && req.input.if_none_match.as_deref() == Some("*")) {
             return self.fs.put_object(req).await;
         }
