@@ -107,7 +107,7 @@ fn a_partial_download_left_by_a_killed_attach_is_removed() {
     let shard = std::fs::read_dir(fixture.store().join("containers")).unwrap().next().unwrap().unwrap().path();
     let partial = shard.join("00000000000000ff.part");
     std::fs::write(&partial, b"half a container").unwrap();
-    fixture.ok(&["check"]);
+    fixture.ok(&["objects"]);
     assert!(partial.exists(), "a reader leaves it alone");
     fixture.put("k2", b"more bytes");
     assert!(!partial.exists(), "the next writer removes it");

@@ -167,7 +167,7 @@ pub fn commit_crafted_with(store: &Store, build: impl FnOnce(&WriteSession) -> T
     session
         .commit(|commit| {
             let record = DatasetRecord { id: next_id(commit)?, root, root_meta: None, tid: commit.tid(), ..template };
-            put_record(commit, &record);
+            put_record(commit, &record)?;
             Ok(())
         })
         .unwrap();

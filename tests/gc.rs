@@ -224,8 +224,7 @@ fn commit_object(session: cairn_store::WriteSession, key: &str, content: cairn_s
     session
         .commit(|commit| {
             let record = ObjectRecord { content: content.root, size: content.size, created_ns: 0, tid: commit.tid() };
-            commit.add_ref(content.root);
-            commit.put(cf::OBJECTS, key.as_bytes(), serde_json::to_vec(&record).unwrap());
+            commit.put(cf::OBJECTS, key.as_bytes(), serde_json::to_vec(&record).unwrap())?;
             Ok(())
         })
         .unwrap();

@@ -40,7 +40,7 @@ fn commit_dataset(session: WriteSession, root: BlobId) -> DatasetRecord {
     let (_, record) = session
         .commit(|commit| {
             let record = DatasetRecord::bare(next_id(commit)?, root, 0, "/crafted", Tid(0));
-            put_record(commit, &record);
+            put_record(commit, &record)?;
             Ok(record)
         })
         .unwrap();

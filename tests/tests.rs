@@ -25,6 +25,7 @@ mod objects;
 mod powercut;
 mod remote;
 mod remote_writers;
+mod repair;
 mod sessions;
 mod stress;
 mod versions;

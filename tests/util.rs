@@ -200,15 +200,22 @@ pub fn flip_byte_in_blob(store: &cairn_store::Store, id: cairn_store::BlobId) ->
     (entry.container.to_string(), id.to_string())
 }
 
+/// What one commit's log record may cost in container bytes (a small
+/// metadata container: header, the record, footer): commits that write
+/// no data still write this.
+pub const LOG_RECORD_BOUND: u64 = 2048;
+
 /// Reference counts recomputed from the records down, the way the brief
-/// defines them: one per object or dataset naming a blob, plus one per time
-/// a *reachable* metadata blob names it (each distinct blob's children
-/// counted once). The index is used only to find bytes, never for counts.
+/// defines them: one per object or dataset naming a blob, one per live log
+/// record (the log holds it), plus one per time a *reachable* metadata blob
+/// names it (each distinct blob's children counted once). The index is used
+/// only to find bytes, never for counts.
 pub fn recount(store: &cairn_store::Store) -> std::collections::HashMap<cairn_store::BlobId, i64> {
     let mut counts = std::collections::HashMap::new();
     let mut seen = std::collections::HashSet::new();
     let mut stack: Vec<cairn_store::BlobId> = store.objects("").unwrap().iter().map(|o| o.record.content).collect();
     stack.extend(store.datasets().unwrap().iter().map(|d| d.root));
+    stack.extend(store.log().unwrap().iter().map(|entry| entry.id));
     while let Some(id) = stack.pop() {
         *counts.entry(id).or_default() += 1;
         if !seen.insert(id) {

@@ -124,11 +124,35 @@ pub enum Command {
     },
     /// Show sizes, dedup and compression ratios, blobs and containers.
     Stats,
-    /// Verify containers, the index and every reference count.
+    /// Verify containers, the index, every reference count and the log.
+    ///
+    /// A commit whose log record is durable but which the index lacks (an
+    /// interrupted commit, or an index that lost its newest writes) is
+    /// redone first, when no other cairn is writing, and listed.
     Check {
         /// Also read and verify every stored byte.
         #[arg(long)]
         read_data: bool,
+    },
+    /// Rebuild the index from the containers alone.
+    ///
+    /// For an index that is missing, damaged, or disagrees with the
+    /// containers: entries come from the container footers, dataset and
+    /// object records from replaying the log, reference counts from a
+    /// recount. The old index is moved aside, not deleted.
+    Repair {
+        /// Build the new index and say what would change, changing nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Show the store's history: who committed what, and when.
+    ///
+    /// Lists the commits since the newest checkpoint (older ones are
+    /// collected by gc), oldest first.
+    Log {
+        /// Only the life of this dataset: a number (forgotten ones too),
+        /// `latest`, or a label.
+        dataset: Option<String>,
     },
     /// Back up files and directories as a new dataset.
     ///

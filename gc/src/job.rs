@@ -59,6 +59,9 @@ pub struct GcReport {
     pub seconds: f64,
     /// Whether it stopped early because it was asked to (Ctrl-C).
     pub interrupted: bool,
+    /// Whether this run wrote a log checkpoint (the older log records
+    /// become garbage for the next run).
+    pub checkpoint: bool,
     /// Whether nothing was changed (`--dry-run`).
     pub dry_run: bool,
     /// Blobs or containers that could not be handled, and why.
@@ -131,6 +134,23 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
         progress(Phase::Compact(done, total));
     }
     problems.extend(std::mem::take(&mut report.compaction.problems));
+    // The audit trail: what this run did goes in the log, and once enough
+    // records have piled up since the last checkpoint, this one is a
+    // checkpoint (the next run collects the records it supersedes).
+    let checkpoint = store.log_len()? >= cairn_store::log::CHECKPOINT_EVERY;
+    let did_something = report.blobs_reclaimed > 0 || report.compaction.containers_rewritten > 0
+        || report.compaction.containers_deleted > 0;
+    if !report.interrupted && (did_something || checkpoint) {
+        let note = format!(
+            "gc: collected {} blobs ({} bytes), rewrote {} containers and deleted {}",
+            report.blobs_reclaimed,
+            report.bytes_reclaimed,
+            report.compaction.containers_rewritten,
+            report.compaction.containers_deleted
+        );
+        store.log_note(note, checkpoint)?;
+        report.checkpoint = checkpoint;
+    }
     report.problems = problems.into_iter().collect();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

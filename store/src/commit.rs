@@ -27,6 +27,7 @@ use rocksdb::WriteBatch;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, Tid};
 use crate::index::{Index, IndexEntry, cf, merge};
+use crate::log::{Change, Family};
 use crate::session::Written;
 
 /// One record change.
@@ -35,7 +36,21 @@ enum RecordOp {
     Delete(&'static str, Vec<u8>),
 }
 
+impl RecordOp {
+    fn target(&self) -> (&'static str, &[u8]) {
+        match self {
+            RecordOp::Put(family, key, _) | RecordOp::Delete(family, key) => (family, key),
+        }
+    }
+}
+
 /// A transaction being built under the commit lock.
+///
+/// Root references follow from the record changes: putting a dataset or
+/// object record adds a reference to its root and drops the one the record
+/// it replaces held; deleting one drops its root's. So a commit's reference
+/// changes are a function of its record changes alone, which is what lets
+/// the log replay a commit from its record (`log/redo.rs`).
 pub struct Commit<'a> {
     index: &'a Index,
     tid: Tid,
@@ -59,24 +74,73 @@ impl<'a> Commit<'a> {
         self.tid
     }
 
-    /// A new record (object, dataset) names `root`.
-    pub fn add_ref(&mut self, root: BlobId) {
+    /// Something other than a record names `root` from now on (a log
+    /// record, held by the log).
+    pub(crate) fn add_ref(&mut self, root: BlobId) {
         self.adds.push(root);
     }
 
-    /// A record that named `root` goes away.
-    pub fn drop_ref(&mut self, root: BlobId) {
+    /// Something other than a record that named `root` lets it go (a log
+    /// record a checkpoint superseded).
+    pub(crate) fn drop_ref(&mut self, root: BlobId) {
         self.drops.push(root);
     }
 
-    /// Puts a record.
-    pub fn put(&mut self, family: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.records.push(RecordOp::Put(family, key.into(), value.into()));
+    /// The value `key` has as of this commit so far.
+    pub fn current(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        for op in self.records.iter().rev() {
+            if op.target() == (family, key) {
+                return Ok(match op {
+                    RecordOp::Put(_, _, value) => Some(value.clone()),
+                    RecordOp::Delete(..) => None,
+                });
+            }
+        }
+        self.index.get(family, key)
     }
 
-    /// Deletes a record.
-    pub fn delete(&mut self, family: &'static str, key: impl Into<Vec<u8>>) {
-        self.records.push(RecordOp::Delete(family, key.into()));
+    /// Puts a record, adding a reference to the root it names and dropping
+    /// the one the record it replaces named.
+    pub fn put(&mut self, family: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<()> {
+        let (key, value) = (key.into(), value.into());
+        self.drop_root_of_current(family, &key)?;
+        if let Some(root) = root_of(family, &key, &value)? {
+            self.adds.push(root);
+        }
+        self.records.push(RecordOp::Put(family, key, value));
+        Ok(())
+    }
+
+    /// Deletes a record, dropping the reference it held on its root.
+    pub fn delete(&mut self, family: &'static str, key: impl Into<Vec<u8>>) -> Result<()> {
+        let key = key.into();
+        self.drop_root_of_current(family, &key)?;
+        self.records.push(RecordOp::Delete(family, key));
+        Ok(())
+    }
+
+    fn drop_root_of_current(&mut self, family: &'static str, key: &[u8]) -> Result<()> {
+        if let Some(old) = self.current(family, key)? {
+            if let Some(root) = root_of(family, key, &old)? {
+                self.drops.push(root);
+            }
+        }
+        Ok(())
+    }
+
+    /// The record changes the log keeps (datasets, objects, `next_dataset`), in order.
+    pub(crate) fn changes(&self) -> Vec<Change> {
+        self.records
+            .iter()
+            .filter_map(|op| {
+                let (family, key) = op.target();
+                let value = match op {
+                    RecordOp::Put(_, _, value) => Some(value.clone()),
+                    RecordOp::Delete(..) => None,
+                };
+                Some(Change { family: Family::of(family, key)?, key: key.to_vec(), value })
+            })
+            .collect()
     }
 
     pub(crate) fn into_batch(self) -> WriteBatch {
@@ -88,6 +152,19 @@ impl<'a> Commit<'a> {
             }
         }
         batch
+    }
+}
+
+/// The root a record names: a dataset's tree, an object's content. Other
+/// families name none.
+pub fn root_of(family: &str, key: &[u8], value: &[u8]) -> Result<Option<BlobId>> {
+    match family {
+        cf::DATASETS => Ok(Some(crate::dataset::record::decode_record(key, value)?.root)),
+        cf::OBJECTS => {
+            let name = String::from_utf8_lossy(key);
+            Ok(Some(crate::objects::decode_record(&name, value)?.content))
+        }
+        _ => Ok(None),
     }
 }
 

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::container::{TableEntry, sync_dir_of};
+use crate::container::{ContainerFiles, TableEntry, sync_dir_of};
 use crate::error::{Error, Result};
 use crate::fault::crash_point;
 use crate::ids::{BlobId, ContainerId};
@@ -185,12 +185,17 @@ impl Store {
 
     /// Removes the file of a container that no longer has a record.
     fn remove_container_file(&self, id: ContainerId) -> Result<()> {
-        let path = self.files().path(id);
-        self.files().forget(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => sync_dir_of(&path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("removing compacted container", &path, e)),
-        }
+        remove_container_file(self.files(), id)
+    }
+}
+
+/// Removes the file of a container that no longer has a record (gone already is fine).
+pub(crate) fn remove_container_file(files: &ContainerFiles, id: ContainerId) -> Result<()> {
+    let path = files.path(id);
+    files.forget(id);
+    match std::fs::remove_file(&path) {
+        Ok(()) => sync_dir_of(&path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing compacted container", &path, e)),
     }
 }

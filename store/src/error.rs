@@ -74,6 +74,27 @@ pub enum Error {
         /// The path that was tried.
         path: PathBuf,
     },
+    /// Container files hold commits that the index lacks, and they cannot be
+    /// redone one by one.
+    #[error(
+        "the index at {} lacks commits that the containers hold ({reason}); run `cairn repair` to rebuild it \
+         from the containers (nothing was deleted)",
+        path.display()
+    )]
+    IndexBehind {
+        /// The index directory.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// The index is missing, or RocksDB cannot open it.
+    #[error("the index at {} {reason}; run `cairn repair` to rebuild it from the containers", path.display())]
+    IndexDamaged {
+        /// The index directory.
+        path: PathBuf,
+        /// "is missing", "cannot be opened: ...".
+        reason: String,
+    },
     /// The store was written by a newer cairn, or is damaged.
     #[error("the store at {}: {reason}", path.display())]
     BadStore {
@@ -206,7 +227,7 @@ pub enum Error {
     #[error("the store is open read-only")]
     ReadOnly,
     /// RocksDB failed.
-    #[error("index (RocksDB) at {}: {cause}", path.display())]
+    #[error("index (RocksDB) at {}: {cause}{}", path.display(), repair_hint(cause))]
     Index {
         /// The index directory.
         path: PathBuf,
@@ -295,4 +316,15 @@ fn describe_io(error: &io::Error) -> String {
         Some(libc::EACCES) | Some(libc::EPERM) => format!("{error}; check the file's permissions"),
         _ => error.to_string(),
     }
+}
+
+/// Whether RocksDB's error says its files are damaged or missing (rather
+/// than, say, locked or unreadable for permissions).
+pub(crate) fn is_damage(cause: &rocksdb::Error) -> bool {
+    let message = cause.to_string();
+    ["Corruption", "No such file", "does not exist", "truncated", "checksum mismatch"].iter().any(|m| message.contains(m))
+}
+
+fn repair_hint(cause: &rocksdb::Error) -> &'static str {
+    if is_damage(cause) { "; the index is damaged: `cairn repair` rebuilds it from the containers" } else { "" }
 }

@@ -13,15 +13,28 @@
 use std::sync::OnceLock;
 
 /// A commit's crash points, in the order it passes them.
-pub const CRASH_POINTS: [&str; 4] = ["session:container-sealed", "commit:sealed", "commit:resolved", "commit:written"];
+/// From `commit:logged` on, the commit's log record is durable: a crash
+/// there leaves a commit that the next writer redoes (`log/redo.rs`).
+pub const CRASH_POINTS: [&str; 5] =
+    ["session:container-sealed", "commit:sealed", "commit:logged", "commit:resolved", "commit:written"];
+
+/// The crash points at which a commit's log record is durable but its
+/// index batch is not.
+pub const LOGGED_CRASH_POINTS: [&str; 2] = ["commit:logged", "commit:resolved"];
+
+/// Redoing a commit at open, and `cairn repair`: before and after the
+/// redo's batch; the rebuilt index complete beside the old; the old moved
+/// aside before the new takes its place.
+pub const REPAIR_CRASH_POINTS: [&str; 4] = ["redo:resolved", "redo:written", "repair:built", "repair:moved-aside"];
 
 /// The delete job's crash points: a cascade batch before and after its
 /// batch is durable; compaction after its new containers are sealed, before
 /// and after the index is repointed, and after the old files are removed.
-pub const GC_CRASH_POINTS: [&str; 6] = [
+pub const GC_CRASH_POINTS: [&str; 7] = [
     "reclaim:resolved",
     "reclaim:written",
     "compact:sealed",
+    "compact:logged",
     "compact:resolved",
     "compact:written",
     "compact:unlinked",
@@ -35,7 +48,10 @@ pub const ATTACH_CRASH_POINTS: [&str; 1] = ["attach:remotes-saved"];
 pub fn crash_point(name: &'static str) {
     static AT: OnceLock<Option<String>> = OnceLock::new();
     debug_assert!(
-        CRASH_POINTS.contains(&name) || GC_CRASH_POINTS.contains(&name) || ATTACH_CRASH_POINTS.contains(&name)
+        CRASH_POINTS.contains(&name)
+            || GC_CRASH_POINTS.contains(&name)
+            || ATTACH_CRASH_POINTS.contains(&name)
+            || REPAIR_CRASH_POINTS.contains(&name)
     );
     if AT.get_or_init(|| std::env::var("CAIRN_CRASH_AT").ok()).as_deref() == Some(name) {
         // `CAIRN_CRASH_MODE=panic` panics instead: for the test that a

@@ -61,11 +61,13 @@ pub enum BlobKind {
     ContentList = 1,
     /// A directory of a dataset's manifest.
     Tree = 2,
+    /// A log record or checkpoint piece: the store's own history (`log/`).
+    Log = 3,
 }
 
 impl BlobKind {
     /// Every kind, in byte order.
-    pub const ALL: [BlobKind; 3] = [BlobKind::Data, BlobKind::ContentList, BlobKind::Tree];
+    pub const ALL: [BlobKind; 4] = [BlobKind::Data, BlobKind::ContentList, BlobKind::Tree, BlobKind::Log];
 
     /// Reads a kind byte.
     pub fn from_byte(byte: u8) -> Option<BlobKind> {
@@ -88,6 +90,7 @@ impl BlobKind {
             BlobKind::Data => cairn_chunker::MAX_CHUNK_SIZE,
             BlobKind::ContentList => crate::content::MAX_PIECE_LEN,
             BlobKind::Tree => crate::dataset::tree::MAX_TREE_LEN,
+            BlobKind::Log => crate::log::record::MAX_LOG_LEN,
         }
     }
 
@@ -97,6 +100,7 @@ impl BlobKind {
             BlobKind::Data => "data",
             BlobKind::ContentList => "content-list",
             BlobKind::Tree => "tree",
+            BlobKind::Log => "log",
         }
     }
 }
@@ -129,9 +133,9 @@ pub enum IdScheme {
     Plain,
 }
 
-/// The three keys of a format-3 store, indexed by kind byte.
+/// The keys of a format-3 store, one per kind, indexed by kind byte.
 #[derive(Clone, PartialEq, Eq)]
-pub struct IdKeys([[u8; 32]; 3]);
+pub struct IdKeys([[u8; 32]; BlobKind::ALL.len()]);
 
 impl fmt::Debug for IdKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -147,6 +151,7 @@ impl IdKeys {
             BlobKind::Data => "cairn blob id v3 data",
             BlobKind::ContentList => "cairn blob id v3 content-list",
             BlobKind::Tree => "cairn blob id v3 tree",
+            BlobKind::Log => "cairn blob id v3 log",
         };
         IdKeys(BlobKind::ALL.map(|kind| blake3::derive_key(context(kind), store_id_key)))
     }

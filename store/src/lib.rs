@@ -22,6 +22,7 @@ pub mod ids;
 pub mod index;
 pub mod ingest;
 mod lock;
+pub mod log;
 pub mod objects;
 pub mod reclaim;
 pub mod refs;

@@ -104,11 +104,7 @@ impl Store {
             let old = record_in(commit, key)?;
             let record =
                 ObjectRecord { content: content.root, size: content.size, created_ns: now_ns(), tid: commit.tid() };
-            commit.add_ref(content.root);
-            if let Some(old) = &old {
-                commit.drop_ref(old.content);
-            }
-            commit.put(cf::OBJECTS, key.as_bytes(), serde_json::to_vec(&record).expect("records serialize"));
+            commit.put(cf::OBJECTS, key.as_bytes(), serde_json::to_vec(&record).expect("records serialize"))?;
             Ok((record, old.is_some()))
         })?;
         debug_assert_eq!(record.tid, tid);
@@ -154,8 +150,7 @@ impl Store {
         let session = self.session()?;
         let (_, record) = session.commit(|commit| {
             let record = record_in(commit, key)?.ok_or_else(|| Error::NoSuchObject(key.to_string()))?;
-            commit.drop_ref(record.content);
-            commit.delete(cf::OBJECTS, key.as_bytes());
+            commit.delete(cf::OBJECTS, key.as_bytes())?;
             Ok(record)
         })?;
         Ok(record)
@@ -177,8 +172,7 @@ impl Store {
                 created_ns: now_ns(),
                 tid: commit.tid(),
             };
-            commit.add_ref(record.content);
-            commit.put(cf::OBJECTS, destination.as_bytes(), serde_json::to_vec(&record).expect("records serialize"));
+            commit.put(cf::OBJECTS, destination.as_bytes(), serde_json::to_vec(&record).expect("records serialize"))?;
             Ok(record)
         })?;
         Ok(record)

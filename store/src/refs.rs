@@ -25,6 +25,8 @@ pub enum Expected {
     Chunk,
     /// An entry of a piece above level 0: a lower piece.
     Piece,
+    /// A checkpoint piece of a log record, or a record the log keeps.
+    Log,
 }
 
 impl Expected {
@@ -35,6 +37,7 @@ impl Expected {
             Expected::Content => kind != BlobKind::Tree,
             Expected::Chunk => kind == BlobKind::Data,
             Expected::Piece => kind == BlobKind::ContentList,
+            Expected::Log => kind == BlobKind::Log,
         }
     }
 
@@ -45,6 +48,7 @@ impl Expected {
             Expected::Content => "content (a content list or one chunk)",
             Expected::Chunk => "a data chunk",
             Expected::Piece => "a content-list piece",
+            Expected::Log => "a log blob",
         }
     }
 }
@@ -66,5 +70,6 @@ pub fn typed_children_of(kind: BlobKind, id: BlobId, bytes: &[u8]) -> Result<Vec
                 e.blob.map(|blob| (blob, expect))
             })
             .collect()),
+        BlobKind::Log => Ok(crate::log::LogBlob::decode(id, bytes)?.children().into_iter().map(|c| (c, Expected::Log)).collect()),
     }
 }

@@ -38,6 +38,7 @@ use crate::container::{ContainerKind, ContainerWriter, EncodedBlob, TableEntry, 
 use crate::error::{Error, Result};
 use crate::fault::{crash_point, lost_acknowledgement};
 use crate::ids::{BlobId, BlobKind, ContainerId, SessionId, Tid};
+use crate::log::{Body, LogRecord};
 use crate::index::{ContainerRecord, IndexEntry, cf, meta};
 use crate::store::{Store, StoreInner};
 
@@ -92,7 +93,41 @@ struct SessionState {
     bytes_written: u64,
 }
 
+/// A sealed container found on disk with no record: a commit's, when the
+/// index lost (or never got) that commit's batch.
+pub(crate) struct Found {
+    pub(crate) id: ContainerId,
+    pub(crate) len: u64,
+    pub(crate) table: Vec<TableEntry>,
+}
+
 impl WriteSession {
+    /// A session holding what `found` holds, as if it had just written and
+    /// sealed those containers: for redoing their commit (`log/redo.rs`).
+    /// Reads every metadata blob in them for its children.
+    pub(crate) fn replaying(store: Arc<StoreInner>, found: &[Found]) -> Result<WriteSession> {
+        let mut state = SessionState::default();
+        for container in found {
+            let metadata = container.table.iter().any(|t| t.kind.is_metadata());
+            let kind = if metadata { ContainerKind::Metadata } else { ContainerKind::Data };
+            let n_blobs = container.table.len() as u64;
+            state.sealed.push(Sealed { id: container.id, kind, len: container.len, n_blobs });
+            for entry in &container.table {
+                if state.written.contains_key(&entry.id) {
+                    continue;
+                }
+                state.written.insert(entry.id, Written { container: container.id, record: *entry, absent: false });
+                if entry.kind.is_metadata() {
+                    let bytes = store.files.read_blob(container.id, entry)?;
+                    state.children.insert(entry.id, crate::refs::children_of(entry.kind, entry.id, &bytes)?);
+                }
+            }
+        }
+        let id = SessionId(store.next_session.fetch_add(1, Ordering::SeqCst));
+        let start_tid = store.index.tid()?;
+        Ok(WriteSession { store, id, start_tid, state: Mutex::new(state), finished: false })
+    }
+
     pub(crate) fn new(store: Arc<StoreInner>, id: SessionId, start_tid: Tid) -> WriteSession {
         WriteSession { store, id, start_tid, state: Mutex::new(SessionState::default()), finished: false }
     }
@@ -193,11 +228,14 @@ impl WriteSession {
         Ok(id)
     }
 
-    /// Seals the open containers and waits for the background seals.
-    fn seal_open(&self) -> Result<()> {
+    /// Seals the open containers and waits for the background seals;
+    /// with `keep_metadata`, leaves the metadata container open (the
+    /// commit appends its log record to it under the commit lock).
+    pub(crate) fn seal_open(&self, keep_metadata: bool) -> Result<()> {
         let mut state = self.state();
         let state = &mut *state;
-        for writer in [state.data.take(), state.metadata.take()].into_iter().flatten() {
+        let metadata = if keep_metadata { None } else { state.metadata.take() };
+        for writer in [state.data.take(), metadata].into_iter().flatten() {
             self.seal_in_background(state, writer)?;
         }
         while !state.sealing.is_empty() {
@@ -240,8 +278,19 @@ impl WriteSession {
     ///
     /// If `build` or anything else fails, nothing is committed and the
     /// session's containers are deleted.
-    pub fn commit<T>(mut self, build: impl FnOnce(&mut Commit<'_>) -> Result<T>) -> Result<(Tid, T)> {
-        self.seal_open()?;
+    pub fn commit<T>(self, build: impl FnOnce(&mut Commit<'_>) -> Result<T>) -> Result<(Tid, T)> {
+        self.commit_noted(String::new(), false, build)
+    }
+
+    /// [`commit`](Self::commit), with `note` in the log record (a line for
+    /// people), and making the record a checkpoint when `checkpoint`.
+    pub fn commit_noted<T>(
+        mut self,
+        note: String,
+        checkpoint: bool,
+        build: impl FnOnce(&mut Commit<'_>) -> Result<T>,
+    ) -> Result<(Tid, T)> {
+        self.seal_open(true)?;
         crash_point("commit:sealed");
         let store = self.store.clone();
         let _guard = store.lock_commits();
@@ -249,13 +298,22 @@ impl WriteSession {
         let tid = Tid(index.tid()?.0 + 1);
         let mut commit = Commit::new(index, tid);
         let value = build(&mut commit)?;
-        let state = self.state.get_mut().expect("session state poisoned");
         let started = std::time::Instant::now();
+        let body = Body::Commit { containers: self.container_ids(), changes: commit.changes() };
+        self.append_log(&mut commit, body, note, checkpoint)?;
         // Nothing committed since this session began: what it found absent
         // is absent still (entries are only ever inserted by commits).
         let unchanged_since_start = tid.0 == self.start_tid.0 + 1;
-        let resolution = Resolution::resolve(index, &commit, &state.written, &state.children, unchanged_since_start)?;
+        let resolution = {
+            let state = self.state();
+            Resolution::resolve(index, &commit, &state.written, &state.children, unchanged_since_start)?
+        };
         let resolve_seconds = started.elapsed().as_secs_f64();
+        // The log record is durable before the batch: from here on the
+        // commit is (see `log/mod.rs`).
+        self.seal_open(false)?;
+        crash_point("commit:logged");
+        let state = self.state.get_mut().expect("session state poisoned");
         let mut batch = commit.into_batch();
         resolution.write_to(index, &mut batch, tid);
         let written = write_batch(&store, state, batch, tid, |id| resolution.inserted(id), COMMIT_POINTS);
@@ -263,6 +321,53 @@ impl WriteSession {
         self.settle(written, tid)?;
         tracing::debug!(resolve_seconds, total_seconds = started.elapsed().as_secs_f64(), blobs, "commit {tid}");
         Ok((tid, value))
+    }
+
+    /// Redoes the commit that log record `log` (of blob `log_id`) describes,
+    /// from this session's state, which holds the containers that commit
+    /// wrote (`log/redo.rs`), under the commit lock. The record is in those
+    /// containers already; nothing is written but the index batch.
+    pub(crate) fn redo(mut self, log_id: BlobId, log: &LogRecord) -> Result<Tid> {
+        // The containers hold a durable commit: an error here (the index
+        // failing) must not remove them; only a commit that cannot be
+        // resolved (it names a blob nobody has) never happened.
+        self.finished = true;
+        let store = self.store.clone();
+        let _guard = store.lock_commits();
+        let index = &store.index;
+        let tid = log.tid();
+        let mut commit = Commit::new(index, tid);
+        let Body::Commit { changes, .. } = &log.body else {
+            unreachable!("relocations are redone by redo_relocation")
+        };
+        for change in changes {
+            match &change.value {
+                Some(value) => commit.put(change.family.cf(), change.key.clone(), value.clone())?,
+                None => commit.delete(change.family.cf(), change.key.clone())?,
+            }
+        }
+        crate::log::write::log_ops(&mut commit, log_id, log.checkpoint.is_some())?;
+        let state = self.state.get_mut().expect("session state poisoned");
+        let resolution = match Resolution::resolve(index, &commit, &state.written, &state.children, false) {
+            Err(error @ Error::MissingBlob(_)) => {
+                self.finished = false;
+                return Err(error);
+            }
+            result => result?,
+        };
+        let mut batch = commit.into_batch();
+        resolution.write_to(index, &mut batch, tid);
+        let written = write_batch(&store, state, batch, tid, |id| resolution.inserted(id), REDO_POINTS);
+        self.settle(written, tid)?;
+        Ok(tid)
+    }
+
+    /// The ids of the containers this session wrote or is writing.
+    pub(crate) fn container_ids(&self) -> Vec<u64> {
+        let state = self.state();
+        let open = [&state.data, &state.metadata].into_iter().flatten().map(|w| w.id());
+        let sealing = state.sealing.iter().map(|(id, _)| *id);
+        state.sealed.iter().map(|s| s.id).chain(sealing).chain(open).map(|id| id.0).collect()
     }
 
     /// Commits a compaction: every blob this session copied whose index
@@ -276,42 +381,66 @@ impl WriteSession {
         old: &[ContainerId],
         tables: &HashMap<ContainerId, Vec<TableEntry>>,
     ) -> Result<Relocation> {
-        self.seal_open()?;
+        self.seal_open(true)?;
         crash_point("compact:sealed");
         let store = self.store.clone();
         let _guard = store.lock_commits();
         let index = &store.index;
         let tid = Tid(index.tid()?.0 + 1);
+        // Every record the old containers hold: each entry still pointing
+        // into one of them is repointed at this session's copy.
+        let candidates =
+            tables.iter().filter(|(c, _)| old.contains(c)).flat_map(|(_, table)| table.iter().map(|t| t.id)).collect();
+        let moves = repoint(&store, old, candidates, &self.state().written)?;
+        let body = Body::Relocation {
+            containers: self.container_ids(),
+            old: old.iter().map(|c| c.0).collect(),
+            moved: moves.len() as u64,
+        };
+        let mut commit = Commit::new(index, tid);
+        self.append_log(&mut commit, body, String::new(), false)?;
+        let resolution = {
+            let state = self.state();
+            Resolution::resolve(index, &commit, &state.written, &state.children, false)?
+        };
+        self.seal_open(false)?;
+        crash_point("compact:logged");
         let state = self.state.get_mut().expect("session state poisoned");
-        let is_old = |c: ContainerId| old.contains(&c);
-        // One sorted lookup of every record the old containers hold: each
-        // entry still pointing into one of them is repointed at this
-        // session's copy, and one without a copy stops the compaction.
-        let mut ids: Vec<BlobId> =
-            tables.iter().filter(|(c, _)| is_old(**c)).flat_map(|(_, table)| table.iter().map(|t| t.id)).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut batch = rocksdb::WriteBatch::default();
-        let mut moved = std::collections::HashSet::new();
-        for (id, entry) in ids.iter().zip(index.blobs(&ids)?) {
-            let Some(entry) = entry.filter(|e| !e.is_orphan() && is_old(e.container)) else { continue };
-            let Some(written) = state.written.get(id) else {
-                return Err(Error::BadStore {
-                    path: store.files.path(entry.container),
-                    reason: format!("compaction did not copy live blob {id}; nothing was changed"),
-                });
-            };
-            let relocated = IndexEntry::new(written.container, &written.record, entry.refs);
-            batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), relocated.encode());
-            moved.insert(*id);
-        }
-        for container in old {
-            batch.delete_cf(index.cf(cf::CONTAINERS), container.key());
-        }
+        let batch = relocation_batch(index, commit, &resolution, &moves, old, tid);
+        let moved: std::collections::HashSet<BlobId> = moves.iter().map(|(id, _)| *id).collect();
         let sealed = state.sealed.iter().map(|s| s.id).collect();
-        let written = write_batch(&store, state, batch, tid, |id| moved.contains(id), COMPACT_POINTS);
+        let kept = |id: &BlobId| moved.contains(id) || resolution.inserted(id);
+        let written = write_batch(&store, state, batch, tid, kept, COMPACT_POINTS);
         self.settle(written, tid)?;
         Ok(Relocation { moved: moved.len() as u64, new_containers: sealed })
+    }
+
+    /// Redoes a compaction whose log record `log` is durable but whose
+    /// batch is not: the entries still pointing into its old containers
+    /// are repointed at the copies this session's state holds.
+    pub(crate) fn redo_relocation(mut self, log_id: BlobId, log: &LogRecord) -> Result<Tid> {
+        self.finished = true;
+        let Body::Relocation { old, .. } = &log.body else { unreachable!("commits are redone by redo") };
+        let old: Vec<ContainerId> = old.iter().map(|c| ContainerId(*c)).collect();
+        let store = self.store.clone();
+        let _guard = store.lock_commits();
+        let index = &store.index;
+        let tid = log.tid();
+        let candidates = self.state().written.keys().copied().collect();
+        let moves = repoint(&store, &old, candidates, &self.state().written)?;
+        let mut commit = Commit::new(index, tid);
+        crate::log::write::log_ops(&mut commit, log_id, log.checkpoint.is_some())?;
+        let state = self.state.get_mut().expect("session state poisoned");
+        let resolution = Resolution::resolve(index, &commit, &state.written, &state.children, false)?;
+        let batch = relocation_batch(index, commit, &resolution, &moves, &old, tid);
+        let moved: std::collections::HashSet<BlobId> = moves.iter().map(|(id, _)| *id).collect();
+        let kept = |id: &BlobId| moved.contains(id) || resolution.inserted(id);
+        let written = write_batch(&store, state, batch, tid, kept, REDO_POINTS);
+        self.settle(written, tid)?;
+        for container in &old {
+            crate::compact::remove_container_file(&store.files, *container)?;
+        }
+        Ok(tid)
     }
 
     /// After the commit batch was handed to the index: either way the
@@ -350,9 +479,56 @@ impl WriteSession {
     }
 }
 
+/// The entries among `candidates` that still point into one of `old`, each
+/// repointed at this session's copy (same count, same everything else).
+/// An entry pointing into `old` with no copy stops the compaction.
+fn repoint(
+    store: &StoreInner,
+    old: &[ContainerId],
+    mut candidates: Vec<BlobId>,
+    written: &HashMap<BlobId, Written>,
+) -> Result<Vec<(BlobId, IndexEntry)>> {
+    candidates.sort_unstable();
+    candidates.dedup();
+    let mut moves = Vec::new();
+    for (id, entry) in candidates.iter().zip(store.index.blobs(&candidates)?) {
+        let Some(entry) = entry.filter(|e| !e.is_orphan() && old.contains(&e.container)) else { continue };
+        let Some(written) = written.get(id) else {
+            return Err(Error::BadStore {
+                path: store.files.path(entry.container),
+                reason: format!("compaction did not copy live blob {id}; nothing was changed"),
+            });
+        };
+        moves.push((*id, IndexEntry::new(written.container, &written.record, entry.refs)));
+    }
+    Ok(moves)
+}
+
+/// A relocation's batch: the log's changes, the repointed entries, the old
+/// containers' records deleted, and the log record's own entry.
+fn relocation_batch(
+    index: &crate::index::Index,
+    commit: Commit<'_>,
+    resolution: &Resolution,
+    moves: &[(BlobId, IndexEntry)],
+    old: &[ContainerId],
+    tid: Tid,
+) -> rocksdb::WriteBatch {
+    let mut batch = commit.into_batch();
+    for (id, entry) in moves {
+        batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), entry.encode());
+    }
+    for container in old {
+        batch.delete_cf(index.cf(cf::CONTAINERS), container.key());
+    }
+    resolution.write_to(index, &mut batch, tid);
+    batch
+}
+
 /// The crash points around a commit's batch, and a compaction's.
 const COMMIT_POINTS: [&str; 2] = ["commit:resolved", "commit:written"];
 const COMPACT_POINTS: [&str; 2] = ["compact:resolved", "compact:written"];
+const REDO_POINTS: [&str; 2] = ["redo:resolved", "redo:written"];
 
 /// What a compaction commit did.
 #[derive(Clone, Debug)]

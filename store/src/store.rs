@@ -57,13 +57,15 @@ pub(crate) struct StoreInner {
     /// reads and writes the index; see `session.rs`.
     pub(crate) commit_lock: Mutex<()>,
     pub(crate) next_container: AtomicU64,
-    next_session: AtomicU64,
+    pub(crate) next_session: AtomicU64,
     /// Running write sessions and the tid each started at (the delete job's
     /// protection horizon).
     pub(crate) sessions: Mutex<BTreeMap<SessionId, Tid>>,
     /// Set when a commit's outcome is unknown (the index failed its write):
     /// what RocksDB holds is only known after reopening, so no more commits.
     poisoned: AtomicBool,
+    /// Commits this open redid from the log (`log/redo.rs`), described.
+    pub(crate) redone: Mutex<Vec<String>>,
     _lock: Option<WriterLock>,
 }
 
@@ -142,9 +144,18 @@ impl Store {
             OpenMode::Write => Some(WriterLock::acquire_waiting(root, wait, waiting)?),
             OpenMode::ReadOnly => None,
         };
-        let index = Index::open(&root.join("index"), mode == OpenMode::ReadOnly)?;
         let ids = config.id_scheme();
         let files = ContainerFiles::new(root.join("containers"), ids.clone());
+        let index_dir = root.join("index");
+        if !index_dir.join("CURRENT").exists() && !files.on_disk()?.is_empty() {
+            return Err(Error::IndexDamaged { path: index_dir, reason: "is missing, but containers are there".into() });
+        }
+        let index = Index::open(&index_dir, mode == OpenMode::ReadOnly).map_err(|error| match error {
+            Error::Index { path, cause } if crate::error::is_damage(&cause) => {
+                Error::IndexDamaged { path, reason: format!("cannot be opened ({cause})") }
+            }
+            error => error,
+        })?;
         let remotes = crate::remote::Remotes::load(root)?;
         if let Some(origin) = &remotes.origin {
             files.set_remote(Arc::new(crate::remote::RemoteSource::new(remotes.get(origin)?.clone())));
@@ -162,11 +173,43 @@ impl Store {
             next_session: AtomicU64::new(1),
             sessions: Mutex::new(BTreeMap::new()),
             poisoned: AtomicBool::new(false),
+            redone: Mutex::new(Vec::new()),
             _lock: lock,
         };
-        let next = if mode == OpenMode::Write { inner.recover()? } else { 0 };
+        let (next, orphans) = if mode == OpenMode::Write { inner.recover()? } else { (0, Vec::new()) };
         inner.next_container.store(next, Ordering::SeqCst);
-        Ok(Store { inner: Arc::new(inner) })
+        let store = Store { inner: Arc::new(inner) };
+        store.settle_orphans(&orphans)?;
+        Ok(store)
+    }
+
+    /// Crash recovery, second part: redoes the commits whose log records
+    /// the orphan containers hold (`log/redo.rs`), then deletes the rest
+    /// whole (sessions that never committed: no committed entry names them).
+    fn settle_orphans(&self, orphans: &[ContainerId]) -> Result<()> {
+        let committed = crate::log::redo::roll_forward(self, orphans)?;
+        let mut shards = std::collections::BTreeSet::new();
+        for id in orphans.iter().filter(|id| !committed.contains(id)) {
+            let path = self.inner.files.path(*id);
+            tracing::info!(container = %id, "removing container left by an interrupted session");
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("removing uncommitted container", &path, e)),
+            }
+            shards.extend(path.parent().map(Path::to_path_buf));
+        }
+        for shard in shards {
+            sync_dir(&shard)?;
+        }
+        Ok(())
+    }
+
+    /// The commits that opening the store redid from the log, because the
+    /// index lacked them (an interrupted commit, or an index that lost its
+    /// newest writes), one line each.
+    pub fn redone(&self) -> Vec<String> {
+        self.inner.redone.lock().expect("redone list poisoned").clone()
     }
 
     /// The store directory.
@@ -285,11 +328,12 @@ impl StoreInner {
     }
 
     /// Crash recovery, run when a writer opens the store: every container
-    /// file that no commit named (no record in `containers`) was being
-    /// written by a session that never committed. No index entry can point
-    /// into it, so it is deleted whole. Returns the next container id to
-    /// allocate: above every id on disk or in the index, so ids only grow.
-    fn recover(&self) -> Result<u64> {
+    /// file that the index has no record of was written by a session whose
+    /// commit the index lacks (it never committed, or its batch was lost).
+    /// Returns the next container id to allocate (above every id on disk or
+    /// in the index, so ids only grow) and those orphans, for
+    /// [`Store::settle_orphans`].
+    fn recover(&self) -> Result<(u64, Vec<ContainerId>)> {
         let containers_dir = self.files.dir();
         let mut next = self.index.meta_u64(meta::NEXT_CONTAINER)?;
         for (key, _) in self.index.scan(cf::CONTAINERS, b"").collect::<Result<Vec<_>>>()? {
@@ -297,8 +341,9 @@ impl StoreInner {
                 next = next.max(id.0 + 1);
             }
         }
-        let mut removed = 0;
+        let mut orphans = Vec::new();
         for shard in read_dir_paths(containers_dir)? {
+            let mut removed = 0;
             for path in read_dir_paths(&shard)? {
                 if is_partial_download(&path) {
                     tracing::info!(path = %path.display(), "removing a download left by an interrupted attach");
@@ -311,17 +356,15 @@ impl StoreInner {
                 };
                 next = next.max(id.0 + 1);
                 if self.index.container(id)?.is_none() {
-                    // An unsealed or never-committed container: nothing names it.
-                    tracing::info!(container = %id, "removing container left by an interrupted session");
-                    fs::remove_file(&path).map_err(|e| Error::io("removing uncommitted container", &path, e))?;
-                    removed += 1;
+                    orphans.push(id);
                 }
             }
             if removed > 0 {
                 sync_dir(&shard)?;
             }
         }
-        Ok(next)
+        orphans.sort_unstable();
+        Ok((next, orphans))
     }
 }
 
@@ -336,7 +379,7 @@ pub fn open_to_others(root: &Path) -> Option<u32> {
     (mode & 0o077 != 0).then_some(mode)
 }
 
-fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn read_dir_paths(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -7,8 +7,10 @@ mod dedupe;
 mod forget;
 mod gc;
 mod init;
+mod log;
 mod objects;
 mod remote;
+mod repair;
 mod restore;
 mod stats;
 
@@ -198,6 +200,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Clone { .. } => unreachable!("clap requires DST or --name, not both"),
         Command::Stats => done(stats::stats(&globals)),
         Command::Check { read_data } => done(check::check(&globals, read_data)),
+        Command::Repair { dry_run } => done(repair::repair(&globals, dry_run)),
+        Command::Log { dataset } => done(log::log(&globals, dataset.as_deref())),
         Command::Backup {
             paths,
             name,

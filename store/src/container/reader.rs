@@ -122,6 +122,17 @@ impl ContainerFiles {
         container_path(&self.dir, id)
     }
 
+    /// The containers with a file here, in id order (downloads in
+    /// progress aside).
+    pub fn on_disk(&self) -> Result<Vec<ContainerId>> {
+        let mut ids = Vec::new();
+        for shard in crate::store::read_dir_paths(&self.dir)? {
+            ids.extend(crate::store::read_dir_paths(&shard)?.iter().filter_map(|p| super::container_id_of(p)));
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     fn file(&self, id: ContainerId) -> Result<Arc<File>> {
         if let Some(file) = self.open.lock().expect("container file cache poisoned").get(&id) {
             return Ok(file.clone());

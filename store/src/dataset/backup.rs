@@ -315,7 +315,7 @@ impl Store {
                 seconds: started.elapsed().as_secs_f64(),
                 expires_ns: options.expire_after_ns.map(|after| time_ns.saturating_add(after)),
             };
-            put_record(commit, &record);
+            put_record(commit, &record)?;
             Ok(record)
         })?;
         tracing::debug!(dataset = %record.id, seconds = started.elapsed().as_secs_f64(), "backup committed");

@@ -363,7 +363,7 @@ mod tests {
         let (_, record) = session
             .commit(|commit| {
                 let record = DatasetRecord::bare(next_id(commit)?, root, 0, "/bomb", Tid(0));
-                put_record(commit, &record);
+                put_record(commit, &record)?;
                 Ok(record)
             })
             .unwrap();

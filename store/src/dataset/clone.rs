@@ -65,7 +65,7 @@ impl Store {
             record.id = next_id(commit)?;
             record.tid = commit.tid();
             record.seconds = started.elapsed().as_secs_f64();
-            put_record(commit, &record); // with the reference on the root
+            put_record(commit, &record)?; // with the reference on the root
             Ok(record)
         })?;
         Ok(record)

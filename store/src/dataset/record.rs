@@ -130,21 +130,19 @@ pub(crate) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<DatasetRecord> {
 /// makes datasets: backups, clones, tools and tests).
 pub fn next_id(commit: &mut Commit<'_>) -> Result<DatasetId> {
     let next = commit
-        .index()
-        .get(cf::META, meta::NEXT_DATASET)?
+        .current(cf::META, meta::NEXT_DATASET)?
         .map_or(1, |bytes| u64::from_le_bytes(bytes.as_slice().try_into().unwrap_or([1, 0, 0, 0, 0, 0, 0, 0])));
     let after = next.checked_add(1).ok_or_else(|| Error::BadEntry {
         what: "meta next_dataset".into(),
         reason: format!("{next} leaves no id after it"),
     })?;
-    commit.put(cf::META, meta::NEXT_DATASET, after.to_le_bytes());
+    commit.put(cf::META, meta::NEXT_DATASET, after.to_le_bytes())?;
     Ok(DatasetId(next))
 }
 
 /// Writes a new dataset record in a commit, with its reference on the root.
-pub fn put_record(commit: &mut Commit<'_>, record: &DatasetRecord) {
-    commit.add_ref(record.root);
-    commit.put(cf::DATASETS, record.id.key(), serde_json::to_vec(record).expect("records serialize"));
+pub fn put_record(commit: &mut Commit<'_>, record: &DatasetRecord) -> Result<()> {
+    commit.put(cf::DATASETS, record.id.key(), serde_json::to_vec(record).expect("records serialize"))
 }
 
 impl Store {
@@ -173,8 +171,7 @@ impl Store {
                 let bytes =
                     commit.index().get(cf::DATASETS, &id.key())?.ok_or_else(|| Error::NoSuchDataset(id.to_string()))?;
                 let record = decode_record(&id.key(), &bytes)?;
-                commit.drop_ref(record.root);
-                commit.delete(cf::DATASETS, id.key());
+                commit.delete(cf::DATASETS, id.key())?;
                 records.push(record);
             }
             Ok(records)

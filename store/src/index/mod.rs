@@ -8,6 +8,7 @@
 //! | `datasets` | DatasetId (u64 BE) | dataset record |
 //! | `objects` | object key bytes | object record (JSON) |
 //! | `meta` | name | counters and settings |
+//! | `log` | tid (u64 BE) | id of the live log record of that commit |
 //!
 //! This module only encodes and decodes; the rules for who may change what,
 //! and when, live in `session` (commits) and the delete job.
@@ -41,8 +42,10 @@ pub mod cf {
     pub const OBJECTS: &str = "objects";
     /// Counters and settings.
     pub const META: &str = "meta";
+    /// Tid → the live log record of that commit (since the newest checkpoint).
+    pub const LOG: &str = "log";
     /// Every family, in creation order.
-    pub const ALL: [&str; 6] = [BLOBS, CONTAINERS, ZERO, DATASETS, OBJECTS, META];
+    pub const ALL: [&str; 7] = [BLOBS, CONTAINERS, ZERO, DATASETS, OBJECTS, META, LOG];
 }
 
 /// Keys in the `meta` column family.
@@ -53,6 +56,8 @@ pub mod meta {
     pub const NEXT_CONTAINER: &[u8] = b"next_container";
     /// The next dataset id to allocate.
     pub const NEXT_DATASET: &[u8] = b"next_dataset";
+    /// The id of the newest log record (32 bytes); absent before the first.
+    pub const LOG_HEAD: &[u8] = b"log_head";
 }
 
 /// The open RocksDB database.
@@ -89,7 +94,11 @@ impl Index {
         db_options.create_missing_column_families(!read_only);
         db_options.set_max_open_files(512);
         db_options.set_keep_log_file_num(4);
-        let descriptors = cf::ALL.iter().map(|name| {
+        // A store made before a family existed lacks it until a writer
+        // opens it (and creates it); a reader opens what there is.
+        let existing = DB::list_cf(&db_options, path).unwrap_or_default();
+        let families = cf::ALL.iter().filter(|name| !read_only || existing.iter().any(|e| e == *name));
+        let descriptors = families.map(|name| {
             let mut options = Options::default();
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
@@ -165,6 +174,12 @@ impl Index {
         self.db.cf_handle(name).expect("every column family is opened with the index")
     }
 
+    /// Whether the index has the family (a reader of a store that no writer
+    /// of this version has opened may lack the newest).
+    pub fn has(&self, name: &str) -> bool {
+        self.db.cf_handle(name).is_some()
+    }
+
     /// The blob's entry, merges applied.
     pub fn blob(&self, id: &BlobId) -> Result<Option<IndexEntry>> {
         match self.db.get_pinned_cf(self.cf(cf::BLOBS), id.as_bytes()).map_err(|e| self.err(e))? {
@@ -193,7 +208,8 @@ impl Index {
 
     /// A raw value.
     pub fn get(&self, family: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.db.get_cf(self.cf(family), key).map_err(|e| self.err(e))
+        let Some(handle) = self.db.cf_handle(family) else { return Ok(None) };
+        self.db.get_cf(handle, key).map_err(|e| self.err(e))
     }
 
     /// A `u64` counter in `meta` (0 when absent).
@@ -260,6 +276,23 @@ impl Index {
             return Ok(());
         }
         self.db.flush_wal(true).map_err(|e| self.err(e))
+    }
+
+    /// Writes a batch without the write-ahead log: for building an index
+    /// that is not in use yet (`cairn repair`), made durable by
+    /// [`Index::flush`] before anyone relies on it.
+    pub fn write_unlogged(&self, batch: WriteBatch) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db.write_opt(batch, &options).map_err(|e| self.err(e))
+    }
+
+    /// Flushes every family's memtable to table files and syncs them.
+    pub fn flush(&self) -> Result<()> {
+        for name in cf::ALL {
+            self.db.flush_cf(self.cf(name)).map_err(|e| self.err(e))?;
+        }
+        self.sync()
     }
 
     /// Puts one value without syncing (hints that are safe to lose).
