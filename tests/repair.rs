@@ -35,8 +35,7 @@ fn history() -> History {
         if version > 1 {
             mutate(&source, version);
         }
-        let report: Value =
-            serde_json::from_str(&fixture.ok(&["--json", "backup", source.to_str().unwrap()])).unwrap();
+        let report: Value = serde_json::from_str(&fixture.ok(&["--json", "backup", source.to_str().unwrap()])).unwrap();
         let id = report["record"]["id"].as_u64().unwrap();
         let copy = fixture.path(&format!("v{version}"));
         let status = std::process::Command::new("cp").arg("-a").arg(&source).arg(&copy).status().unwrap();
@@ -248,7 +247,11 @@ fn a_crash_while_redoing_a_commit_is_mended_by_the_next_open() {
         let fixture = Fixture::new();
         fixture.put("kept", &noise(100_000, 1));
         let data = noise(150_000, 2);
-        let crashed = fixture.command(&["put", "x", &fixture.file("x", &data)]).env("CAIRN_CRASH_AT", "commit:logged").output().unwrap();
+        let crashed = fixture
+            .command(&["put", "x", &fixture.file("x", &data)])
+            .env("CAIRN_CRASH_AT", "commit:logged")
+            .output()
+            .unwrap();
         assert!(!crashed.status.success());
         let crashed = fixture.command(&["check"]).env("CAIRN_CRASH_AT", point).output().unwrap();
         assert!(!crashed.status.success(), "{point}: the redo should have crashed");

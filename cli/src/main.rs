@@ -23,7 +23,9 @@ fn main() -> ExitCode {
     // Log records name the command that made each commit.
     let mut command: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     if let Some(name) = command.first_mut() {
-        *name = std::path::Path::new(name.as_str()).file_name().map_or("cairn".into(), |n| n.to_string_lossy().into_owned());
+        *name = std::path::Path::new(name.as_str())
+            .file_name()
+            .map_or("cairn".into(), |n| n.to_string_lossy().into_owned());
     }
     cairn_store::log::set_command(command.join(" "));
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")

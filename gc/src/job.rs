@@ -138,7 +138,8 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
     // records have piled up since the last checkpoint, this one is a
     // checkpoint (the next run collects the records it supersedes).
     let checkpoint = store.log_len()? >= cairn_store::log::CHECKPOINT_EVERY;
-    let did_something = report.blobs_reclaimed > 0 || report.compaction.containers_rewritten > 0
+    let did_something = report.blobs_reclaimed > 0
+        || report.compaction.containers_rewritten > 0
         || report.compaction.containers_deleted > 0;
     if !report.interrupted && (did_something || checkpoint) {
         let note = format!(

@@ -322,7 +322,9 @@ fn describe_io(error: &io::Error) -> String {
 /// than, say, locked or unreadable for permissions).
 pub(crate) fn is_damage(cause: &rocksdb::Error) -> bool {
     let message = cause.to_string();
-    ["Corruption", "No such file", "does not exist", "truncated", "checksum mismatch"].iter().any(|m| message.contains(m))
+    ["Corruption", "No such file", "does not exist", "truncated", "checksum mismatch"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 fn repair_hint(cause: &rocksdb::Error) -> &'static str {

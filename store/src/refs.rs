@@ -70,6 +70,8 @@ pub fn typed_children_of(kind: BlobKind, id: BlobId, bytes: &[u8]) -> Result<Vec
                 e.blob.map(|blob| (blob, expect))
             })
             .collect()),
-        BlobKind::Log => Ok(crate::log::LogBlob::decode(id, bytes)?.children().into_iter().map(|c| (c, Expected::Log)).collect()),
+        BlobKind::Log => {
+            Ok(crate::log::LogBlob::decode(id, bytes)?.children().into_iter().map(|c| (c, Expected::Log)).collect())
+        }
     }
 }

@@ -38,8 +38,8 @@ use crate::container::{ContainerKind, ContainerWriter, EncodedBlob, TableEntry, 
 use crate::error::{Error, Result};
 use crate::fault::{crash_point, lost_acknowledgement};
 use crate::ids::{BlobId, BlobKind, ContainerId, SessionId, Tid};
-use crate::log::{Body, LogRecord};
 use crate::index::{ContainerRecord, IndexEntry, cf, meta};
+use crate::log::{Body, LogRecord};
 use crate::store::{Store, StoreInner};
 
 /// Where a blob this session wrote lives.
@@ -337,9 +337,7 @@ impl WriteSession {
         let index = &store.index;
         let tid = log.tid();
         let mut commit = Commit::new(index, tid);
-        let Body::Commit { changes, .. } = &log.body else {
-            unreachable!("relocations are redone by redo_relocation")
-        };
+        let Body::Commit { changes, .. } = &log.body else { unreachable!("relocations are redone by redo_relocation") };
         for change in changes {
             match &change.value {
                 Some(value) => commit.put(change.family.cf(), change.key.clone(), value.clone())?,

@@ -49,7 +49,10 @@ pub fn log(globals: &Globals, dataset: Option<&str>) -> Result<()> {
         return output::json(&commits);
     }
     let names = output::Names::stdout();
-    let mut table = Table::new(vec!["TID", "TIME", "HOST", "USER", "WHAT", "COMMAND"], vec![true, false, false, false, false, false]);
+    let mut table = Table::new(
+        vec!["TID", "TIME", "HOST", "USER", "WHAT", "COMMAND"],
+        vec![true, false, false, false, false, false],
+    );
     for commit in &commits {
         let mut what: Vec<String> = commit.event.iter().map(|e| e.to_string()).collect();
         what.extend(commit.changes.iter().map(|c| format!("{} {} {}", c.action, c.kind, c.name)));

@@ -31,10 +31,16 @@ pub fn repair(globals: &Globals, dry_run: bool) -> Result<()> {
         }
     };
     let verb = if dry_run { "would restore" } else { "restored" };
-    list(&format!("datasets the old index lacked ({verb})"), report.datasets_restored.iter().map(u64::to_string).collect());
+    list(
+        &format!("datasets the old index lacked ({verb})"),
+        report.datasets_restored.iter().map(u64::to_string).collect(),
+    );
     list(&format!("objects the old index lacked ({verb})"), report.objects_restored.clone());
     let verb = if dry_run { "would drop" } else { "dropped" };
-    list(&format!("datasets the log does not have ({verb})"), report.datasets_dropped.iter().map(u64::to_string).collect());
+    list(
+        &format!("datasets the log does not have ({verb})"),
+        report.datasets_dropped.iter().map(u64::to_string).collect(),
+    );
     list(&format!("objects the log does not have ({verb})"), report.objects_dropped.clone());
     println!(
         "{} {} datasets, {} objects and {} blobs from {} containers and {} log records, up to commit {}; {} blobs \
@@ -52,7 +58,10 @@ pub fn repair(globals: &Globals, dry_run: bool) -> Result<()> {
         report.seconds,
     );
     if let Some(aside) = &report.moved_aside {
-        println!("the old index was moved to {}; remove it when you are satisfied", names.text(&aside.display().to_string()));
+        println!(
+            "the old index was moved to {}; remove it when you are satisfied",
+            names.text(&aside.display().to_string())
+        );
     }
     if dry_run {
         println!("dry run: nothing was changed");

@@ -50,10 +50,7 @@ pub(crate) fn records_in(
             }
         };
         for entry in table.iter().filter(|t| t.kind == BlobKind::Log) {
-            let decoded = store
-                .files()
-                .read_blob(container, entry)
-                .and_then(|bytes| LogBlob::decode(entry.id, &bytes));
+            let decoded = store.files().read_blob(container, entry).and_then(|bytes| LogBlob::decode(entry.id, &bytes));
             match decoded {
                 Ok(LogBlob::Record(record)) => records.push(FoundRecord { id: entry.id, container, record }),
                 Ok(LogBlob::Piece(_)) => {}
@@ -83,14 +80,21 @@ pub(crate) fn roll_forward(store: &Store, orphans: &[ContainerId]) -> Result<Has
             unreadable.push(format!("container {container}: {error}"));
         }
     });
+    // An attached store holds only some of its origin's containers: a
+    // record of the origin's, downloaded by an attach that was cut before
+    // it wrote the index, names containers that stay remote. It is not
+    // this store's commit (the attach is made again), and its container
+    // goes like any other orphan.
+    if store.files().remote().is_some() {
+        records.retain(|r| r.record.containers().iter().all(|c| tables.contains_key(c)));
+    }
     records.sort_by_key(|r| r.record.tid);
     let index = store.index();
     loop {
         let head = log_head(index)?;
         let tid = index.tid()?;
-        let next: Vec<usize> = (0..records.len())
-            .filter(|&i| records[i].record.prev() == head && records[i].record.tid() > tid)
-            .collect();
+        let next: Vec<usize> =
+            (0..records.len()).filter(|&i| records[i].record.prev() == head && records[i].record.tid() > tid).collect();
         let [i] = next[..] else {
             if next.len() > 1 {
                 return Err(behind(store, "two log records both continue the index's newest commit".into()));

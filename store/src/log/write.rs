@@ -38,7 +38,10 @@ impl WriteSession {
         let bytes = LogBlob::Record(record).encode();
         if bytes.len() > MAX_LOG_LEN {
             return Err(Error::BlobTooLarge {
-                what: format!("the log record of commit {}: too many changes in one commit; make fewer at once", commit.tid()),
+                what: format!(
+                    "the log record of commit {}: too many changes in one commit; make fewer at once",
+                    commit.tid()
+                ),
                 kind: BlobKind::Log,
                 len: bytes.len() as u64,
                 max: MAX_LOG_LEN as u64,
@@ -66,7 +69,11 @@ impl WriteSession {
             len += key.len() + value.len() + 16;
             piece.records.push(Change { family, key: key.into_vec(), value: Some(value.into_vec()) });
             if len >= PIECE_TARGET {
-                ids.push(self.write_metadata(BlobKind::Log, LogBlob::Piece(std::mem::take(&mut piece)).encode(), Vec::new())?);
+                ids.push(self.write_metadata(
+                    BlobKind::Log,
+                    LogBlob::Piece(std::mem::take(&mut piece)).encode(),
+                    Vec::new(),
+                )?);
                 len = 0;
             }
         }

@@ -182,7 +182,9 @@ fn attach_into(
             index.blobs.keys().map(|id| (*id, 1)).collect()
         }
     };
-    write_index(&store, &index, &records, &refs, &mut report)?;
+    let downloaded = matches!(mode, AttachMode::Full | AttachMode::Browse { metadata: true });
+    let tid = if downloaded { newest_log_tid(&store, &index)? } else { Tid(1) };
+    write_index(&store, &index, &records, &refs, tid, &mut report)?;
     if mode == AttachMode::Full {
         store.adopt_claim(&client, claim.as_ref())?;
     }
@@ -353,16 +355,34 @@ fn recount(store: &Store, index: &RemoteIndex, records: &[DatasetRecord]) -> Res
     Ok(refs)
 }
 
+/// The newest tid in the origin's log (in the downloaded metadata
+/// containers), or 1. The attached store's own commits come after it, and
+/// its log starts afresh with a checkpoint: so its chain is always newer
+/// than the origin's records it holds, which is what `repair` goes by.
+fn newest_log_tid(store: &Store, index: &RemoteIndex) -> Result<Tid> {
+    let mut newest = 1;
+    for (id, (container, entry)) in &index.blobs {
+        if entry.kind != crate::ids::BlobKind::Log {
+            continue;
+        }
+        let bytes = store.files().read_blob(*container, entry)?;
+        if let crate::log::LogBlob::Record(record) = crate::log::LogBlob::decode(*id, &bytes)? {
+            newest = newest.max(record.tid);
+        }
+    }
+    Ok(Tid(newest))
+}
+
 /// Enters the blobs, containers and datasets in the index, in batches.
 fn write_index(
     store: &Store,
     index: &RemoteIndex,
     records: &[DatasetRecord],
     refs: &HashMap<BlobId, i64>,
+    tid: Tid,
     report: &mut AttachReport,
 ) -> Result<()> {
     let db = store.index();
-    let tid = Tid(1);
     // Live bytes per container; the rest of its records are dead: blobs
     // nothing reaches, and second copies of blobs entered elsewhere.
     let mut live: HashMap<ContainerId, u64> = HashMap::new();
