@@ -287,3 +287,36 @@ fn flush_index(fixture: &Fixture) {
     let store = Store::open(&fixture.store(), OpenMode::Write).unwrap();
     store.index().flush().unwrap();
 }
+
+#[test]
+fn a_checkpoint_lets_older_records_go_and_repair_starts_from_it() {
+    let history = history();
+    let fixture = &history.fixture;
+    let log_blobs = || {
+        let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+        let stats = store.stats().unwrap();
+        stats.kinds.iter().find(|k| k.kind == "log").map_or(0, |k| k.blobs)
+    };
+    let before_checkpoint = log_blobs();
+    {
+        let store = Store::open(&fixture.store(), OpenMode::Write).unwrap();
+        assert!(store.log_len().unwrap() > 10, "the history has many records");
+        store.log_note("a test checkpoint".into(), true).unwrap();
+        assert_eq!(store.log_len().unwrap(), 1, "the checkpoint supersedes every older record");
+    }
+    fixture.put("after-checkpoint", &noise(50_000, 9));
+    fixture.ok(&["gc"]);
+    let after_gc = log_blobs();
+    assert!(after_gc < before_checkpoint, "gc collected superseded records: {before_checkpoint} -> {after_gc}");
+    let log: Value = serde_json::from_str(&fixture.ok(&["--json", "log"])).unwrap();
+    assert_eq!(log[0]["note"], "a test checkpoint", "{log}");
+    assert!(log[0]["checkpoint"].as_bool().unwrap());
+    fixture.ok(&["check", "--read-data"]);
+
+    let before = listing(fixture);
+    fs::remove_dir_all(fixture.store().join("index")).unwrap();
+    let report = repair(fixture, &[]);
+    assert!(report["problems"].as_array().unwrap().is_empty(), "{report}");
+    assert_eq!(report["log_records"].as_u64(), log.as_array().map(|l| l.len() as u64), "{report}");
+    assert_whole(&history, &before);
+}
