@@ -320,3 +320,22 @@ fn a_checkpoint_lets_older_records_go_and_repair_starts_from_it() {
     assert_eq!(report["log_records"].as_u64(), log.as_array().map(|l| l.len() as u64), "{report}");
     assert_whole(&history, &before);
 }
+
+#[test]
+fn an_attached_store_is_not_repaired_from_the_few_containers_it_holds() {
+    use crate::remote::{add_remote, attach, cairn};
+    let fixture = Fixture::new();
+    let server = crate::s3::S3Server::start(&fixture.path("s3"));
+    let origin = fixture.path("origin");
+    let source = fixture.path("source");
+    generate(&source, 20, 3);
+    add_remote(&origin, &server, &[]);
+    crate::util::succeed(cairn(&origin, &server, &["backup", source.to_str().unwrap(), "--push", "s3"]));
+    let attached = fixture.path("attached");
+    attach(&attached, &server);
+    let output = cairn(&attached, &server, &["repair"]).output().unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("attached to remote") && error.contains("cairn attach"), "{error}");
+    crate::util::succeed(cairn(&attached, &server, &["check"]));
+}

@@ -97,6 +97,15 @@ pub fn repair(root: &Path, options: RepairOptions, wait: LockWait, progress: &Pr
     let started = std::time::Instant::now();
     let config = StoreConfig::load(root)?;
     let _lock = WriterLock::acquire_waiting(root, wait, &mut |_| {})?;
+    if let Some(origin) = crate::remote::Remotes::load(root)?.origin {
+        return Err(Error::BadStore {
+            path: root.to_path_buf(),
+            reason: format!(
+                "it is attached to remote '{origin}', where its data containers stay, and repair reads only the \
+                 containers here; make it again with `cairn attach` (nothing was changed)"
+            ),
+        });
+    }
     let files = ContainerFiles::new(root.join("containers"), config.id_scheme());
     let fresh = root.join("index.repair");
     remove_dir(&fresh)?;
