@@ -171,7 +171,7 @@ fn a_crash_at_every_gc_step_converges_and_loses_nothing() {
 
 #[test]
 fn sigkill_during_gc_at_random_moments_converges() {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let fixture = Fixture::new();
     fixture.ok(&["init", "--container-size", "256KiB"]);
     let source = fixture.path("source");
@@ -187,16 +187,9 @@ fn sigkill_during_gc_at_random_moments_converges() {
         // Each round has fresh garbage: one more dataset goes.
         fixture.ok(&["forget", "--keep-last", &(21 - round).to_string()]);
         let mut child = fixture.command(&["gc", "--compact-threshold", "0.05", "--batch", "5"]).spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(0..max_delay)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
+        if crate::util::kill_at_random(&mut child, &mut rng, &mut max_delay) {
             killed += 1;
-            max_delay = max_delay * 5 / 4;
-        } else {
-            // Finished first: this machine is faster; aim earlier.
-            max_delay = (max_delay / 2).max(5);
         }
-        child.wait().unwrap();
         fixture.ok(&["check"]);
     }
     eprintln!("{killed} of 20 gc runs were killed before they finished");

@@ -283,3 +283,21 @@ pub fn assert_clean(store: &cairn_store::Store) {
     let report = store.check(cairn_store::CheckOptions { read_data: true }).unwrap();
     assert!(report.is_clean(), "check found problems: {:#?}", report.problems);
 }
+
+/// Kills `child` (SIGKILL) at a random moment below `max_delay` ms unless
+/// it has finished by then, and waits for it. The bound adapts to how long
+/// the command takes on this machine, so most runs are cut somewhere: it
+/// grows after a kill and halves (to 5 ms at least) after a run that
+/// finished first. Returns whether the child was killed.
+pub fn kill_at_random(child: &mut std::process::Child, rng: &mut impl rand::Rng, max_delay: &mut u64) -> bool {
+    std::thread::sleep(std::time::Duration::from_millis(rng.random_range(0..*max_delay)));
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap();
+        *max_delay = *max_delay * 5 / 4;
+    } else {
+        *max_delay = (*max_delay / 2).max(5);
+    }
+    child.wait().unwrap();
+    killed
+}

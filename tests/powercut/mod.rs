@@ -479,15 +479,9 @@ fn power_cuts_during_repair_lose_nothing() {
             rig.cut();
             rig.ok(&["datasets"]);
         } else {
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..max_delay)));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap();
+            if crate::util::kill_at_random(&mut child, &mut rng, &mut max_delay) {
                 killed += 1;
-                max_delay = max_delay * 5 / 4;
-            } else {
-                max_delay = (max_delay / 2).max(5);
             }
-            child.wait().unwrap();
             rig.cut();
         }
         let (listed, _, stderr) = rig.run(&["datasets"]);
