@@ -85,6 +85,9 @@ pub struct Seen {
     failure: Mutex<Option<Failure>>,
     /// Injected failures answered.
     pub failed: AtomicU64,
+    /// Milliseconds every authenticated request waits before it is
+    /// handled: a real S3's time to first byte (the benches set it).
+    pub latency_ms: AtomicU64,
     /// Requests that create objects (PutObject, CompleteMultipartUpload)
     /// still being handled: a client killed mid-request may leave one
     /// finishing after it died.
@@ -142,6 +145,10 @@ impl S3Access for Hook {
             return Err(s3_error!(AccessDenied, "Signature is required"));
         }
         self.seen.requests.fetch_add(1, Ordering::SeqCst);
+        let latency = self.seen.latency_ms.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        }
         if self.seen.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             self.seen.failed.fetch_add(1, Ordering::SeqCst);
             return Err(match *self.seen.failure.lock().unwrap() {

@@ -12,6 +12,7 @@ mod encode;
 mod format;
 mod reader;
 mod source;
+mod staged;
 mod writer;
 
 pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, check_lengths, decode_blob, encode_blob};
@@ -22,6 +23,7 @@ pub use format::{
 pub(crate) use reader::parse_table;
 pub use reader::{ContainerFiles, read_table, verify_container};
 pub use source::ContainerSource;
+pub use staged::StageReport;
 pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};
 
 use std::collections::HashSet;

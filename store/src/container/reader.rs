@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
 use crate::container::source::ContainerSource;
+use crate::container::staged::{StageReport, StagedRanges};
 use crate::error::{Error, Result};
 use crate::ids::{ContainerId, IdScheme};
 
@@ -28,6 +29,8 @@ pub struct ContainerFiles {
     open: Mutex<HashMap<ContainerId, Arc<File>>>,
     remote: OnceLock<Arc<dyn ContainerSource>>,
     fetched: Mutex<Fetched>,
+    /// Ranges of remote containers fetched ahead (`staged.rs`).
+    staged: RwLock<StagedRanges>,
 }
 
 /// Where a record is: its container and offset.
@@ -94,12 +97,49 @@ impl ContainerFiles {
             open: Mutex::new(HashMap::new()),
             remote: OnceLock::new(),
             fetched: Mutex::default(),
+            staged: RwLock::default(),
         }
     }
 
     /// Reads containers missing here from `source` from now on.
     pub fn set_remote(&self, source: Arc<dyn ContainerSource>) {
         let _ = self.remote.set(source);
+    }
+
+    /// Fetches `ranges` `(container, start, len)` of remote containers
+    /// ahead, `jobs` requests at once, into files under `dir`: reads of
+    /// records inside them are local from then on, until [`unstage`].
+    ///
+    /// [`unstage`]: ContainerFiles::unstage
+    pub fn stage(
+        &self,
+        dir: &Path,
+        ranges: &[(ContainerId, u64, u64)],
+        jobs: usize,
+        progress: &dyn Fn(u64),
+    ) -> Result<StageReport> {
+        let Some(source) = self.remote.get() else { return Ok(StageReport::default()) };
+        self.staged.write().expect("staged ranges poisoned").stage(&**source, dir, ranges, jobs, progress)
+    }
+
+    /// Forgets and removes what [`stage`](ContainerFiles::stage) fetched.
+    pub fn unstage(&self) {
+        self.staged.write().expect("staged ranges poisoned").clear();
+    }
+
+    /// A record of a remote container from its staged range, if it is in one.
+    fn read_staged(&self, container: ContainerId, entry: &TableEntry) -> Option<Result<Vec<u8>>> {
+        let (start, end) = match record_range(container, entry) {
+            Ok(range) => range,
+            Err(error) => return Some(Err(error)),
+        };
+        let staged = self.staged.read().expect("staged ranges poisoned");
+        let record = staged.read(container, start as u64, end - start)?;
+        Some(
+            record
+                .map_err(|e| Error::io("reading a staged container", self.path(container), e))
+                .and_then(|record| check_record(&self.ids, container, entry, &record)),
+        )
     }
 
     /// Where missing containers are read from, if anywhere.
@@ -212,7 +252,8 @@ impl ContainerFiles {
             .map(|(container, entry)| match record_range(*container, entry) {
                 // A record whose lengths are impossible is never fetched.
                 Err(error) => Some(Err(error)),
-                Ok(_) => (!remote_only.contains(container)).then(|| self.read_checked(*container, entry)),
+                Ok(_) if remote_only.contains(container) => self.read_staged(*container, entry),
+                Ok(_) => Some(self.read_checked(*container, entry)),
             })
             .collect();
         if remote_only.is_empty() {
@@ -294,6 +335,9 @@ impl ContainerFiles {
     fn read_checked(&self, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
         let file = match self.file(container) {
             Err(error) if error.is_not_found() && self.remote.get().is_some() => {
+                if let Some(record) = self.read_staged(container, entry) {
+                    return record;
+                }
                 return self.read_many(&[(container, *entry)]).pop().expect("one record");
             }
             file => file?,

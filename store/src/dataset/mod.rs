@@ -21,6 +21,7 @@ mod clone;
 pub mod fsmeta;
 pub mod record;
 pub mod restore;
+mod stage;
 pub mod tree;
 pub mod walk;
 

@@ -120,6 +120,15 @@ impl Store {
     }
 }
 
+/// Removes what a restore staged when it ends, however it ends.
+struct Unstage<'a>(&'a Store);
+
+impl Drop for Unstage<'_> {
+    fn drop(&mut self) {
+        self.0.files().unstage();
+    }
+}
+
 /// Consecutive runs of files holding about `bytes` of content (at least
 /// one file each).
 fn windows<'a, 'b>(files: &'a [(&'b PathBuf, &'b Entry)], bytes: u64) -> Vec<&'a [(&'b PathBuf, &'b Entry)]> {
@@ -354,6 +363,10 @@ impl Store {
                 .build()
                 .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
                 .install(|| {
+                    // Whole containers (or one range of each) first, many
+                    // at once; what they hold is then read locally.
+                    let _staged = Unstage(self);
+                    self.stage_for(&files, &|_| {})?;
                     let files = self.in_stored_order(files);
                     for window in windows(&files, PREFETCH_WINDOW) {
                         self.prefetch(window.iter().filter_map(|(_, e)| e.blob), PREFETCH_WINDOW);

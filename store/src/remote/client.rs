@@ -85,6 +85,11 @@ impl aws_sdk_s3::config::Intercept for CountRequests {
     }
 }
 
+/// Ranged GETs in flight at once: with 10-50 ms before a response's first
+/// byte, this many keep a fast link busy (restoring stages containers in
+/// batches of this many, `dataset/stage.rs`).
+const RANGES_IN_FLIGHT: usize = 32;
+
 impl RemoteClient {
     /// Builds a client for `spec`: credentials and (unless given) the region
     /// from the SDK's standard chain. Nothing is sent yet.
@@ -206,7 +211,7 @@ impl RemoteClient {
     /// results come back in the order asked.
     pub fn get_ranges(&self, ranges: &[(String, u64, u64)]) -> Vec<Result<Vec<u8>>> {
         let fetches = ranges.iter().map(|(key, start, len)| self.fetch_range(key, *start, *len)).collect();
-        self.block_on(bounded(fetches, 16))
+        self.block_on(bounded(fetches, RANGES_IN_FLIGHT))
     }
 
     async fn fetch_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>> {

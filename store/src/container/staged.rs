@@ -1,0 +1,104 @@
+//! Ranges of remote containers fetched ahead, whole, into local files: what
+//! a restore from a remote reads instead of one request per run of records.
+//!
+//! A restore plans per container (`dataset/stage.rs`): for each remote
+//! container it needs, one range from its first needed record to the end of
+//! its last, unless the unneeded bytes in between cost more than a request
+//! would. Those ranges are fetched many at once ([`StagedRanges::stage`]),
+//! each written at its own offset into a sparse file named for its
+//! container, so memory holds only the requests in flight. Reads of a
+//! record inside a staged range then come from that file, checked against
+//! the record's id like any other read; anything else goes to the remote as
+//! before.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::container::source::ContainerSource;
+use crate::error::{Error, Result};
+use crate::ids::ContainerId;
+
+/// Staged ranges, by container: the file and the range `[start, end)` it holds.
+#[derive(Default)]
+pub(crate) struct StagedRanges {
+    dir: Option<PathBuf>,
+    ranges: HashMap<ContainerId, (Arc<File>, u64, u64)>,
+}
+
+/// What staging fetched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageReport {
+    /// Containers staged (one request each).
+    pub containers: u64,
+    /// Bytes fetched.
+    pub bytes: u64,
+}
+
+impl StagedRanges {
+    /// Fetches `ranges` `(container, start, len)` from `source` into files
+    /// under `dir` (made if missing), `jobs` requests at once; `progress`
+    /// is called with the bytes of each batch as it lands.
+    pub(crate) fn stage(
+        &mut self,
+        source: &dyn ContainerSource,
+        dir: &Path,
+        ranges: &[(ContainerId, u64, u64)],
+        jobs: usize,
+        progress: &dyn Fn(u64),
+    ) -> Result<StageReport> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("making the staging directory", dir, e))?;
+        self.dir = Some(dir.to_path_buf());
+        let mut report = StageReport::default();
+        for batch in ranges.chunks(jobs.max(1)) {
+            let fetched = source.read_ranges(batch);
+            let mut landed = 0;
+            for (&(container, start, _), bytes) in batch.iter().zip(fetched) {
+                let bytes = bytes?;
+                let path = dir.join(container.to_string());
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(|e| Error::io("staging a container", &path, e))?;
+                file.write_all_at(&bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
+                let end = start + bytes.len() as u64;
+                self.ranges.insert(container, (Arc::new(file), start, end));
+                report.containers += 1;
+                report.bytes += bytes.len() as u64;
+                landed += bytes.len() as u64;
+            }
+            progress(landed);
+        }
+        Ok(report)
+    }
+
+    /// The bytes `[offset, offset + len)` of `container`, if staged.
+    pub(crate) fn read(&self, container: ContainerId, offset: u64, len: usize) -> Option<std::io::Result<Vec<u8>>> {
+        let (file, start, end) = self.ranges.get(&container)?;
+        let inside = offset >= *start && offset.checked_add(len as u64).is_some_and(|e| e <= *end);
+        if !inside {
+            return None;
+        }
+        let mut bytes = vec![0u8; len];
+        Some(file.read_exact_at(&mut bytes, offset).map(|()| bytes))
+    }
+
+    /// Removes the staged files.
+    pub(crate) fn clear(&mut self) {
+        self.ranges.clear();
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Drop for StagedRanges {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
