@@ -278,63 +278,6 @@ pub fn extract<W: Write + ?Sized>(
     Ok(written)
 }
 
-impl Store {
-    /// Fetches ahead, from the remote, the first `budget` bytes of content
-    /// of the content lists `roots` (all together: adjacent records in one
-    /// request, many requests at once), so that reading them next finds
-    /// them among the records fetched lately. Best effort: whatever fails
-    /// here is read, and reported, when the content is read for real.
-    pub(crate) fn prefetch(&self, roots: impl Iterator<Item = BlobId>, budget: u64) {
-        let roots: Vec<BlobId> = roots.collect();
-        // The content lists' first pieces, together (most lists are one piece).
-        self.fetch_remote(&roots);
-        let lists: Vec<Vec<ContentEntry>> = roots
-            .par_iter()
-            .map(|root| {
-                let Ok(mut reader) = ContentReader::new(self, *root) else { return Vec::new() };
-                let (mut chunks, mut bytes) = (Vec::new(), 0);
-                while bytes < budget {
-                    match reader.next_chunk() {
-                        Ok(Some(chunk)) => {
-                            // Saturating: the lengths are the content list's.
-                            bytes = chunk.len.saturating_add(bytes);
-                            chunks.push(chunk);
-                        }
-                        _ => break,
-                    }
-                }
-                chunks
-            })
-            .collect();
-        let mut ids = Vec::new();
-        let mut bytes = 0;
-        for chunk in lists.into_iter().flatten() {
-            if bytes >= budget {
-                break;
-            }
-            bytes = chunk.len.saturating_add(bytes);
-            ids.push(chunk.id);
-        }
-        self.fetch_remote(&ids);
-    }
-
-    /// Reads the blobs `ids` that live on the remote into the records
-    /// fetched lately (their plaintext is dropped).
-    pub(crate) fn fetch_remote(&self, ids: &[BlobId]) {
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let Ok(located) = self.index().blobs(&ids) else { return };
-        let items: Vec<_> = located
-            .into_iter()
-            .zip(&ids)
-            .filter_map(|(entry, id)| entry.filter(|e| !e.is_orphan()).map(|e| (e.container, e.record(*id))))
-            .filter(|(container, _)| !self.files().is_local(*container))
-            .collect();
-        drop(self.files().read_many(&items));
-    }
-}
-
 /// A chunk's bytes, if they are as long as the content list says.
 pub(crate) fn check_length(entry: &ContentEntry, data: Vec<u8>) -> Result<Vec<u8>> {
     if data.len() as u64 != entry.len {

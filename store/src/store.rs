@@ -9,6 +9,8 @@
 //!   containers/    XXXXX/<16 hex digits>: one file per container
 //!   remotes.json   remotes by name; in an attached store, the origin that
 //!                  containers missing here are read from
+//!   staging/       ranges of remote containers a running restore fetched
+//!                  ahead (`dataset/stage.rs`)
 //! ```
 
 use std::collections::BTreeMap;
@@ -335,6 +337,12 @@ impl StoreInner {
     /// [`Store::settle_orphans`].
     fn recover(&self) -> Result<(u64, Vec<ContainerId>)> {
         let containers_dir = self.files.dir();
+        // What restores from a remote staged (`dataset/stage.rs`) and left
+        // when they were killed; a restore still running keeps its open files.
+        let staging = self.root.join("staging");
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(|e| Error::io("removing staged containers", &staging, e))?;
+        }
         let mut next = self.index.meta_u64(meta::NEXT_CONTAINER)?;
         for (key, _) in self.index.scan(cf::CONTAINERS, b"").collect::<Result<Vec<_>>>()? {
             if let Some(id) = ContainerId::from_key(&key) {

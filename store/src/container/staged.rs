@@ -21,18 +21,18 @@ use crate::container::source::ContainerSource;
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
-/// Staged ranges, by container: the file and the range `[start, end)` it holds.
+/// Staged ranges, by container: the file and the ranges `[start, end)` it holds.
 #[derive(Default)]
 pub(crate) struct StagedRanges {
     dir: Option<PathBuf>,
-    ranges: HashMap<ContainerId, (Arc<File>, u64, u64)>,
+    ranges: HashMap<ContainerId, (Arc<File>, Vec<(u64, u64)>)>,
 }
 
 /// What staging fetched.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageReport {
-    /// Containers staged (one request each).
-    pub containers: u64,
+    /// Ranges fetched (one request each).
+    pub requests: u64,
     /// Bytes fetched.
     pub bytes: u64,
 }
@@ -58,17 +58,20 @@ impl StagedRanges {
             for (&(container, start, _), bytes) in batch.iter().zip(fetched) {
                 let bytes = bytes?;
                 let path = dir.join(container.to_string());
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .map_err(|e| Error::io("staging a container", &path, e))?;
+                if !self.ranges.contains_key(&container) {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&path)
+                        .map_err(|e| Error::io("staging a container", &path, e))?;
+                    self.ranges.insert(container, (Arc::new(file), Vec::new()));
+                }
+                let (file, held) = self.ranges.get_mut(&container).expect("inserted above");
                 file.write_all_at(&bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
-                let end = start + bytes.len() as u64;
-                self.ranges.insert(container, (Arc::new(file), start, end));
-                report.containers += 1;
+                held.push((start, start + bytes.len() as u64));
+                report.requests += 1;
                 report.bytes += bytes.len() as u64;
                 landed += bytes.len() as u64;
             }
@@ -79,9 +82,9 @@ impl StagedRanges {
 
     /// The bytes `[offset, offset + len)` of `container`, if staged.
     pub(crate) fn read(&self, container: ContainerId, offset: u64, len: usize) -> Option<std::io::Result<Vec<u8>>> {
-        let (file, start, end) = self.ranges.get(&container)?;
-        let inside = offset >= *start && offset.checked_add(len as u64).is_some_and(|e| e <= *end);
-        if !inside {
+        let (file, held) = self.ranges.get(&container)?;
+        let end = offset.checked_add(len as u64)?;
+        if !held.iter().any(|(start, stop)| offset >= *start && end <= *stop) {
             return None;
         }
         let mut bytes = vec![0u8; len];

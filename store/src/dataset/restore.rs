@@ -53,32 +53,6 @@ use crate::store::Store;
 
 /// Files restored at once from a local store, per core.
 const LOCAL_RESTORE_THREADS_PER_CORE: usize = 3;
-/// Files restored at once from a store that reads from a remote.
-const REMOTE_RESTORE_THREADS: usize = 16;
-/// Content fetched ahead from a remote, per window of files.
-const PREFETCH_WINDOW: u64 = 32 << 20;
-
-impl Store {
-    /// Files in the order their first chunks are stored, so that a window
-    /// of them needs long runs of adjacent records (a backup interleaves
-    /// the files it reads at once, so directory order would need many
-    /// short ones).
-    fn in_stored_order<'a>(&self, mut files: Vec<(&'a PathBuf, &'a Entry)>) -> Vec<(&'a PathBuf, &'a Entry)> {
-        let roots: Vec<BlobId> = files.iter().filter_map(|(_, e)| e.blob).collect();
-        self.fetch_remote(&roots);
-        let first: HashMap<BlobId, (u64, u64)> = roots
-            .par_iter()
-            .filter_map(|root| {
-                let chunk = ContentReader::new(self, *root).ok()?.next_chunk().ok()??;
-                let entry = self.entry(&chunk.id).ok()?;
-                Some((*root, (entry.container.0, entry.offset)))
-            })
-            .collect();
-        files.sort_by_key(|(_, entry)| entry.blob.and_then(|root| first.get(&root).copied()).unwrap_or((0, 0)));
-        files
-    }
-}
-
 /// Files whose chunks are looked up together.
 const LOCATE_WINDOW: usize = 512;
 
@@ -127,24 +101,6 @@ impl Drop for Unstage<'_> {
     fn drop(&mut self) {
         self.0.files().unstage();
     }
-}
-
-/// Consecutive runs of files holding about `bytes` of content (at least
-/// one file each).
-fn windows<'a, 'b>(files: &'a [(&'b PathBuf, &'b Entry)], bytes: u64) -> Vec<&'a [(&'b PathBuf, &'b Entry)]> {
-    let mut out = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, (_, entry)) in files.iter().enumerate() {
-        if size > 0 && size + entry.size > bytes {
-            out.push(&files[start..i]);
-            (start, size) = (i, 0);
-        }
-        size += entry.size;
-    }
-    if start < files.len() {
-        out.push(&files[start..]);
-    }
-    out
 }
 
 /// What to do about a path that exists already in the target.
@@ -339,42 +295,26 @@ impl Store {
                 .zip(located)
                 .try_for_each(|((path, entry), located)| run.settle(path, run.file(path, entry, located)).map(drop))
         };
-        match self.files().remote() {
-            // More files at once than cores: each waits in turn for its
-            // container's bytes from a cold disk and for the file system,
-            // and meanwhile another can use the core (measured on 2 cores:
-            // 6 threads restore a cold 18,652-file tree about 10% faster than 2).
-            // Windows of files have their chunks looked up together (sorted
-            // batches: a lookup per file cost a fifth of a restore's CPU),
-            // several windows at once.
-            None => rayon::ThreadPoolBuilder::new()
-                .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
-                .build()
-                .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
-                .install(|| {
-                    files.par_chunks(LOCATE_WINDOW).try_for_each(|window| write_files(window, self.locate(window)))
-                })?,
-            // From a remote: requests, not cores, set the pace. Files go in
-            // windows of about 32 MiB whose chunks are fetched first, all
-            // together (adjacent records in one ranged GET, many at once),
-            // then written from what was fetched, many files at once.
-            Some(_) => rayon::ThreadPoolBuilder::new()
-                .num_threads(REMOTE_RESTORE_THREADS)
-                .build()
-                .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
-                .install(|| {
-                    // Whole containers (or one range of each) first, many
-                    // at once; what they hold is then read locally.
-                    let _staged = Unstage(self);
-                    self.stage_for(&files, &|_| {})?;
-                    let files = self.in_stored_order(files);
-                    for window in windows(&files, PREFETCH_WINDOW) {
-                        self.prefetch(window.iter().filter_map(|(_, e)| e.blob), PREFETCH_WINDOW);
-                        write_files(window, window.iter().map(|_| None).collect())?;
-                    }
-                    Ok::<(), Error>(())
-                })?,
-        }
+        // From a remote, the ranges of its containers that the files need
+        // come first, many at once (`stage.rs`), into local files that stay
+        // until the restore ends (hard links below may read them too); the
+        // restore then reads everything locally.
+        let _staged = Unstage(self);
+        self.stage_for(&files, &|_| {})?;
+        // More files at once than cores: each waits in turn for its
+        // container's bytes from a cold disk and for the file system, and
+        // meanwhile another can use the core (measured on 2 cores: 6
+        // threads restore a cold 18,652-file tree about 10% faster than 2).
+        // Windows of files have their chunks looked up together (sorted
+        // batches: a lookup per file cost a fifth of a restore's CPU),
+        // several windows at once.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
+            .install(|| {
+                files.par_chunks(LOCATE_WINDOW).try_for_each(|window| write_files(window, self.locate(window)))
+            })?;
         // Later names of hard-linked files. A group whose first name was
         // not restored (damaged, or left alone by --overwrite never) has
         // its next name restored as a file instead, and the rest linked to

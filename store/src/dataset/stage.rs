@@ -2,16 +2,15 @@
 //! remote container to fetch ahead, whole, before files are written
 //! (`container/staged.rs` does the fetching).
 //!
-//! For every chunk of every file to restore, its container's span grows
-//! to cover the chunk's record, and the bytes the restore needs from it
-//! are added up: memory per container, not per chunk. A container is then
-//! staged as one range from its first needed record to the end of its last
-//! when the unneeded bytes in that range cost less than the round trips
-//! that reading around them would: fewer than [`gap_budget`] bytes, or at
-//! most a quarter of the range. A full restore stages nearly every
-//! container it reads; a restore of one directory stages those whose
-//! records for it lie together, and fetches the rest record run by record
-//! run as before.
+//! For every chunk of every file to restore, the 64 KiB blocks of its
+//! container that its record touches are marked (a bit each: memory per
+//! container, not per chunk). Each container is then fetched as the runs
+//! of marked blocks, clipped to the first and last needed byte, with runs
+//! joined when the unneeded bytes between them cost less than a round trip
+//! would ([`gap_budget`]): a full restore reads each container it needs
+//! in one range, a restore of one directory reads what it needs in a few.
+//! Every chunk the restore needs is then local, and the restore goes as
+//! from a local store.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,12 +31,52 @@ pub const STAGE_JOBS: usize = 32;
 /// Files whose chunks are looked up together while planning.
 const PLAN_WINDOW: usize = 512;
 
-/// Where a container's needed records lie, and how many bytes they are.
-#[derive(Clone, Copy)]
-struct Span {
+/// Needed records are marked per block of this many bytes of a container.
+const BLOCK: u64 = 64 << 10;
+
+/// Which blocks of a container hold needed records (one bit each: a word
+/// covers 4 MiB, a default container), and the first and last needed byte.
+#[derive(Default)]
+struct Needed {
+    blocks: Vec<u64>,
     start: u64,
     end: u64,
-    needed: u64,
+}
+
+impl Needed {
+    fn mark(&mut self, start: u64, end: u64) {
+        if self.blocks.is_empty() {
+            (self.start, self.end) = (start, end);
+        }
+        (self.start, self.end) = (self.start.min(start), self.end.max(end));
+        for block in start / BLOCK..=(end.max(start + 1) - 1) / BLOCK {
+            let (word, bit) = ((block / 64) as usize, block % 64);
+            if self.blocks.len() <= word {
+                self.blocks.resize(word + 1, 0);
+            }
+            self.blocks[word] |= 1 << bit;
+        }
+    }
+
+    /// Byte ranges covering every marked block, runs closer than `budget`
+    /// joined, clipped to the first and last needed byte.
+    fn ranges(&self, budget: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (word, bits) in self.blocks.iter().enumerate() {
+            for bit in 0..64 {
+                if bits & (1 << bit) == 0 {
+                    continue;
+                }
+                let block = (word as u64 * 64 + bit) * BLOCK;
+                let (start, end) = (block.max(self.start), (block + BLOCK).min(self.end));
+                match out.last_mut() {
+                    Some(last) if start.saturating_sub(last.1) <= budget => last.1 = end,
+                    _ => out.push((start, end)),
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The unneeded bytes worth fetching to save one request: what the link
@@ -49,14 +88,14 @@ pub fn gap_budget() -> u64 {
 }
 
 impl Store {
-    /// Stages the remote containers that restoring `files` reads, per
-    /// the module's rule, `STAGE_JOBS` requests at once. Does nothing for
-    /// a store with no remote.
+    /// Stages the ranges of remote containers that restoring `files` reads,
+    /// per the module's rule, `STAGE_JOBS` requests at once. Does nothing
+    /// for a store with no remote.
     pub(crate) fn stage_for(&self, files: &[(&PathBuf, &Entry)], progress: &dyn Fn(u64)) -> Result<StageReport> {
         if self.files().remote().is_none() {
             return Ok(StageReport::default());
         }
-        let mut spans: HashMap<ContainerId, Span> = HashMap::new();
+        let mut needed: HashMap<ContainerId, Needed> = HashMap::new();
         let mut local: HashMap<ContainerId, bool> = HashMap::new();
         for window in files.chunks(PLAN_WINDOW) {
             // Every chunk of every file in the window (content lists are
@@ -77,30 +116,21 @@ impl Store {
             ids.dedup();
             for entry in self.index().blobs(&ids)?.into_iter().flatten().filter(|e| !e.is_orphan()) {
                 let is_local = *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container));
-                if is_local {
-                    continue;
+                if !is_local {
+                    let end = entry.offset.saturating_add(entry.record_len());
+                    needed.entry(entry.container).or_default().mark(entry.offset, end);
                 }
-                let end = entry.offset.saturating_add(entry.record_len());
-                let span = spans.entry(entry.container).or_insert(Span { start: entry.offset, end, needed: 0 });
-                span.start = span.start.min(entry.offset);
-                span.end = span.end.max(end);
-                span.needed = span.needed.saturating_add(entry.record_len());
             }
         }
         let budget = gap_budget();
-        let mut ranges: Vec<(ContainerId, u64, u64)> = spans
-            .into_iter()
-            .filter(|(_, s)| {
-                let len = s.end - s.start;
-                let gap = len.saturating_sub(s.needed);
-                gap <= budget || gap.saturating_mul(4) <= len
-            })
-            .map(|(id, s)| (id, s.start, s.end - s.start))
+        let mut ranges: Vec<(ContainerId, u64, u64)> = needed
+            .iter()
+            .flat_map(|(id, needed)| needed.ranges(budget).into_iter().map(|(start, end)| (*id, start, end - start)))
             .collect();
         ranges.sort_unstable();
-        let dir = self.root().join("staging");
+        let dir = self.root().join("staging").join(format!("{}-{}", std::process::id(), crate::config::random_id()));
         let report = self.files().stage(&dir, &ranges, STAGE_JOBS, progress)?;
-        tracing::debug!(containers = report.containers, bytes = report.bytes, "staged remote containers");
+        tracing::debug!(requests = report.requests, bytes = report.bytes, "staged remote containers");
         Ok(report)
     }
 }
