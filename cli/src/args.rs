@@ -298,6 +298,9 @@ pub enum Command {
         /// Leave out device nodes, and setuid and setgid bits.
         #[arg(long)]
         no_special: bool,
+        /// From a remote: requests in flight at once.
+        #[arg(long, short = 'j', default_value_t = 32, value_name = "N")]
+        jobs: usize,
     },
     /// Reclaim the space of what no dataset or object names any more:
     /// collect blobs whose references reached zero, then rewrite containers

@@ -293,9 +293,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let options = cairn_gc::GcOptions { compact_threshold, batch_blobs: batch, ..Default::default() };
             gc::gc(&globals, &options, dry_run, every)
         }
-        Command::Restore { dataset, paths, to, overwrite, dry_run, no_owner, no_xattrs, no_special } => {
+        Command::Restore { dataset, paths, to, overwrite, dry_run, no_owner, no_xattrs, no_special, jobs } => {
             let leave_out = restore::LeaveOut { owners: no_owner, xattrs: no_xattrs, special: no_special };
-            restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run, leave_out)
+            restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run, leave_out, jobs)
         }
     }
 }

@@ -32,6 +32,7 @@ pub fn restore(
     overwrite: OverwriteArg,
     dry_run: bool,
     leave_out: LeaveOut,
+    jobs: usize,
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let store = globals.open_read()?;
@@ -47,6 +48,7 @@ pub fn restore(
         xattrs: !leave_out.xattrs,
         special: !leave_out.special,
         on_warning: Some(|warning| eprintln!("cairn: warning: {warning}")),
+        jobs: jobs.max(1),
     };
     let progress = Progress::default();
     let report = track(globals.progress && !dry_run, "restore", &progress, || {

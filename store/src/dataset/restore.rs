@@ -132,6 +132,8 @@ pub struct RestoreOptions {
     pub special: bool,
     /// Called with each warning before the restore writes anything.
     pub on_warning: Option<fn(&str)>,
+    /// From a remote: requests in flight at once while staging.
+    pub jobs: usize,
 }
 
 impl Default for RestoreOptions {
@@ -145,6 +147,7 @@ impl Default for RestoreOptions {
             xattrs: true,
             special: true,
             on_warning: None,
+            jobs: super::stage::STAGE_JOBS,
         }
     }
 }
@@ -300,7 +303,7 @@ impl Store {
         // until the restore ends (hard links below may read them too); the
         // restore then reads everything locally.
         let _staged = Unstage(self);
-        self.stage_for(&files, &|_| {})?;
+        self.stage_for(&files, options.jobs, &|_| {})?;
         // More files at once than cores: each waits in turn for its
         // container's bytes from a cold disk and for the file system, and
         // meanwhile another can use the core (measured on 2 cores: 6

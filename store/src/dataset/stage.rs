@@ -91,7 +91,12 @@ impl Store {
     /// Stages the ranges of remote containers that restoring `files` reads,
     /// per the module's rule, `STAGE_JOBS` requests at once. Does nothing
     /// for a store with no remote.
-    pub(crate) fn stage_for(&self, files: &[(&PathBuf, &Entry)], progress: &dyn Fn(u64)) -> Result<StageReport> {
+    pub(crate) fn stage_for(
+        &self,
+        files: &[(&PathBuf, &Entry)],
+        jobs: usize,
+        progress: &dyn Fn(u64),
+    ) -> Result<StageReport> {
         if self.files().remote().is_none() {
             return Ok(StageReport::default());
         }
@@ -129,7 +134,7 @@ impl Store {
             .collect();
         ranges.sort_unstable();
         let dir = self.root().join("staging").join(format!("{}-{}", std::process::id(), crate::config::random_id()));
-        let report = self.files().stage(&dir, &ranges, STAGE_JOBS, progress)?;
+        let report = self.files().stage(&dir, &ranges, jobs, progress)?;
         tracing::debug!(requests = report.requests, bytes = report.bytes, "staged remote containers");
         Ok(report)
     }
