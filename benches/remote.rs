@@ -41,6 +41,9 @@ fn cairn(store: &Path, server: &S3Server, args: &[&str]) -> f64 {
 }
 
 fn timed(mut command: Command) -> f64 {
+    // The previous step's gigabyte still being written back would slow
+    // this one by however much of it is left: start each from a clean slate.
+    let _ = Command::new("sync").status();
     let started = Instant::now();
     let output = command.output().unwrap();
     assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));

@@ -111,15 +111,34 @@ impl ContainerFiles {
     /// records inside them are local from then on, until [`unstage`].
     ///
     /// [`unstage`]: ContainerFiles::unstage
+    /// `after` is called with the number of ranges staged so far after
+    /// each batch, so readers can start on what has landed.
     pub fn stage(
         &self,
         dir: &Path,
         ranges: &[(ContainerId, u64, u64)],
         jobs: usize,
-        progress: &dyn Fn(u64),
+        after: &dyn Fn(usize),
     ) -> Result<StageReport> {
         let Some(source) = self.remote.get() else { return Ok(StageReport::default()) };
-        self.staged.write().expect("staged ranges poisoned").stage(&**source, dir, ranges, jobs, progress)
+        self.staged.write().expect("staged ranges poisoned").begin(dir)?;
+        let mut report = StageReport::default();
+        let mut done = 0;
+        for batch in ranges.chunks(jobs.max(1)) {
+            // Fetched outside the lock: reads of what landed go on meanwhile.
+            let fetched = source.read_ranges(batch);
+            let mut staged = self.staged.write().expect("staged ranges poisoned");
+            for (&(container, start, _), bytes) in batch.iter().zip(fetched) {
+                let bytes = bytes?;
+                staged.insert(container, start, &bytes)?;
+                report.requests += 1;
+                report.bytes += bytes.len() as u64;
+            }
+            drop(staged);
+            done += batch.len();
+            after(done);
+        }
+        Ok(report)
     }
 
     /// Forgets and removes what [`stage`](ContainerFiles::stage) fetched.

@@ -4,7 +4,7 @@
 //! A restore plans per container (`dataset/stage.rs`): for each remote
 //! container it needs, one range from its first needed record to the end of
 //! its last, unless the unneeded bytes in between cost more than a request
-//! would. Those ranges are fetched many at once ([`StagedRanges::stage`]),
+//! would. Those ranges are fetched many at once (`ContainerFiles::stage`),
 //! each written at its own offset into a sparse file named for its
 //! container, so memory holds only the requests in flight. Reads of a
 //! record inside a staged range then come from that file, checked against
@@ -17,7 +17,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::container::source::ContainerSource;
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
@@ -38,46 +37,31 @@ pub struct StageReport {
 }
 
 impl StagedRanges {
-    /// Fetches `ranges` `(container, start, len)` from `source` into files
-    /// under `dir` (made if missing), `jobs` requests at once; `progress`
-    /// is called with the bytes of each batch as it lands.
-    pub(crate) fn stage(
-        &mut self,
-        source: &dyn ContainerSource,
-        dir: &Path,
-        ranges: &[(ContainerId, u64, u64)],
-        jobs: usize,
-        progress: &dyn Fn(u64),
-    ) -> Result<StageReport> {
+    /// Makes `dir` (if missing) the home of the staged files.
+    pub(crate) fn begin(&mut self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("making the staging directory", dir, e))?;
         self.dir = Some(dir.to_path_buf());
-        let mut report = StageReport::default();
-        for batch in ranges.chunks(jobs.max(1)) {
-            let fetched = source.read_ranges(batch);
-            let mut landed = 0;
-            for (&(container, start, _), bytes) in batch.iter().zip(fetched) {
-                let bytes = bytes?;
-                let path = dir.join(container.to_string());
-                if !self.ranges.contains_key(&container) {
-                    let file = std::fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&path)
-                        .map_err(|e| Error::io("staging a container", &path, e))?;
-                    self.ranges.insert(container, (Arc::new(file), Vec::new()));
-                }
-                let (file, held) = self.ranges.get_mut(&container).expect("inserted above");
-                file.write_all_at(&bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
-                held.push((start, start + bytes.len() as u64));
-                report.requests += 1;
-                report.bytes += bytes.len() as u64;
-                landed += bytes.len() as u64;
-            }
-            progress(landed);
+        Ok(())
+    }
+
+    /// Writes `bytes`, fetched from `start` of `container`, into its file.
+    pub(crate) fn insert(&mut self, container: ContainerId, start: u64, bytes: &[u8]) -> Result<()> {
+        let dir = self.dir.as_ref().expect("begin comes first");
+        let path = dir.join(container.to_string());
+        if !self.ranges.contains_key(&container) {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| Error::io("staging a container", &path, e))?;
+            self.ranges.insert(container, (Arc::new(file), Vec::new()));
         }
-        Ok(report)
+        let (file, held) = self.ranges.get_mut(&container).expect("inserted above");
+        file.write_all_at(bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
+        held.push((start, start + bytes.len() as u64));
+        Ok(())
     }
 
     /// The bytes `[offset, offset + len)` of `container`, if staged.

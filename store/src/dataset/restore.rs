@@ -298,26 +298,47 @@ impl Store {
                 .zip(located)
                 .try_for_each(|((path, entry), located)| run.settle(path, run.file(path, entry, located)).map(drop))
         };
-        // From a remote, the ranges of its containers that the files need
-        // come first, many at once (`stage.rs`), into local files that stay
-        // until the restore ends (hard links below may read them too); the
-        // restore then reads everything locally.
-        let _staged = Unstage(self);
-        self.stage_for(&files, options.jobs, &|_| {})?;
-        // More files at once than cores: each waits in turn for its
-        // container's bytes from a cold disk and for the file system, and
-        // meanwhile another can use the core (measured on 2 cores: 6
-        // threads restore a cold 18,652-file tree about 10% faster than 2).
-        // Windows of files have their chunks looked up together (sorted
-        // batches: a lookup per file cost a fifth of a restore's CPU),
-        // several windows at once.
-        rayon::ThreadPoolBuilder::new()
+        let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
             .build()
-            .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?
-            .install(|| {
+            .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?;
+        // From a remote, the ranges of its containers that the files need
+        // are fetched many at once (`stage.rs`) into local files that stay
+        // until the restore ends (hard links below may read them too), in
+        // the order the windows of files need them; each window is written
+        // once its ranges have landed, while the next are fetched.
+        let _staged = Unstage(self);
+        let plan = self.plan_stage(&files, LOCATE_WINDOW)?;
+        if plan.ranges.is_empty() {
+            // More files at once than cores: each waits in turn for its
+            // container's bytes from a cold disk and for the file system,
+            // and meanwhile another can use the core (measured on 2 cores:
+            // 6 threads restore a cold 18,652-file tree about 10% faster
+            // than 2). Windows of files have their chunks looked up
+            // together (sorted batches: a lookup per file cost a fifth of a
+            // restore's CPU), several windows at once.
+            pool.install(|| {
                 files.par_chunks(LOCATE_WINDOW).try_for_each(|window| write_files(window, self.locate(window)))
             })?;
+        } else {
+            let gate = super::stage::Gate::default();
+            let staged = std::thread::scope(|scope| {
+                let stager = scope.spawn(|| self.stage(&plan, options.jobs, &gate));
+                let written = pool.install(|| {
+                    files.chunks(LOCATE_WINDOW).enumerate().try_for_each(|(number, window)| {
+                        gate.wait_for(number);
+                        write_files(window, self.locate(window))
+                    })
+                });
+                let staged = stager.join().expect("the staging thread panicked");
+                written.map(|()| staged)
+            })?;
+            // What failed to stage was read from the remote by the files
+            // that needed it, which report their own errors.
+            if let Err(error) = staged {
+                tracing::warn!(%error, "fetching ahead from the remote failed; the files read what they needed themselves");
+            }
+        }
         // Later names of hard-linked files. A group whose first name was
         // not restored (damaged, or left alone by --overwrite never) has
         // its next name restored as a file instead, and the rest linked to

@@ -9,8 +9,10 @@
 //! joined when the unneeded bytes between them cost less than a round trip
 //! would ([`gap_budget`]): a full restore reads each container it needs
 //! in one range, a restore of one directory reads what it needs in a few.
-//! Every chunk the restore needs is then local, and the restore goes as
-//! from a local store.
+//! The ranges go in the order the restore's windows of files first need
+//! them, and each window is written as soon as its ranges have landed
+//! ([`Gate`]), while the rest are fetched: the restore then reads every
+//! chunk locally, as from a local store.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,9 +29,6 @@ use crate::store::Store;
 /// Requests in flight while staging (the default; the S3 client
 /// keeps this many connections busy).
 pub const STAGE_JOBS: usize = 32;
-
-/// Files whose chunks are looked up together while planning.
-const PLAN_WINDOW: usize = 512;
 
 /// Needed records are marked per block of this many bytes of a container.
 const BLOCK: u64 = 64 << 10;
@@ -87,25 +86,61 @@ pub fn gap_budget() -> u64 {
     read("CAIRN_REMOTE_LATENCY_MS", 20).saturating_mul(read("CAIRN_REMOTE_MBPS", 100)).saturating_mul(1000)
 }
 
-impl Store {
-    /// Stages the ranges of remote containers that restoring `files` reads,
-    /// per the module's rule, `STAGE_JOBS` requests at once. Does nothing
-    /// for a store with no remote.
-    pub(crate) fn stage_for(
-        &self,
-        files: &[(&PathBuf, &Entry)],
-        jobs: usize,
-        progress: &dyn Fn(u64),
-    ) -> Result<StageReport> {
-        if self.files().remote().is_none() {
-            return Ok(StageReport::default());
+/// The ranges to stage, in the order the restore's windows of files need
+/// them, with the first window that needs each.
+pub(crate) struct StagePlan {
+    pub(crate) ranges: Vec<(ContainerId, u64, u64)>,
+    first_window: Vec<usize>,
+}
+
+impl StagePlan {
+    /// Every window before the one returned has all its ranges staged once
+    /// the first `done` ranges are.
+    pub(crate) fn ready_after(&self, done: usize) -> usize {
+        self.first_window.get(done).copied().unwrap_or(usize::MAX)
+    }
+}
+
+/// Windows of files the restore may write: the stager opens it as ranges
+/// land, the writer waits at it.
+#[derive(Default)]
+pub(crate) struct Gate {
+    ready: std::sync::Mutex<usize>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Windows below `upto` may be written.
+    pub(crate) fn open_to(&self, upto: usize) {
+        let mut ready = self.ready.lock().expect("gate poisoned");
+        *ready = (*ready).max(upto);
+        self.opened.notify_all();
+    }
+
+    /// Waits until window `window` may be written.
+    pub(crate) fn wait_for(&self, window: usize) {
+        let mut ready = self.ready.lock().expect("gate poisoned");
+        while *ready <= window {
+            ready = self.opened.wait(ready).expect("gate poisoned");
         }
-        let mut needed: HashMap<ContainerId, Needed> = HashMap::new();
+    }
+}
+
+impl Store {
+    /// Plans what restoring `files`, in windows of `window` files, reads
+    /// from remote containers, per the module's rule. Empty for a store
+    /// with no remote.
+    pub(crate) fn plan_stage(&self, files: &[(&PathBuf, &Entry)], window: usize) -> Result<StagePlan> {
+        let mut plan = StagePlan { ranges: Vec::new(), first_window: Vec::new() };
+        if self.files().remote().is_none() {
+            return Ok(plan);
+        }
+        let mut needed: HashMap<ContainerId, (Needed, usize)> = HashMap::new();
         let mut local: HashMap<ContainerId, bool> = HashMap::new();
-        for window in files.chunks(PLAN_WINDOW) {
+        for (number, files) in files.chunks(window).enumerate() {
             // Every chunk of every file in the window (content lists are
             // metadata: local, or downloaded up front by the attach).
-            let mut ids: Vec<BlobId> = window
+            let mut ids: Vec<BlobId> = files
                 .par_iter()
                 .flat_map_iter(|(_, entry)| {
                     let mut chunks = Vec::new();
@@ -123,18 +158,45 @@ impl Store {
                 let is_local = *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container));
                 if !is_local {
                     let end = entry.offset.saturating_add(entry.record_len());
-                    needed.entry(entry.container).or_default().mark(entry.offset, end);
+                    needed
+                        .entry(entry.container)
+                        .or_insert_with(|| (Needed::default(), number))
+                        .0
+                        .mark(entry.offset, end);
                 }
             }
         }
         let budget = gap_budget();
-        let mut ranges: Vec<(ContainerId, u64, u64)> = needed
+        let mut ranges: Vec<(usize, ContainerId, u64, u64)> = needed
             .iter()
-            .flat_map(|(id, needed)| needed.ranges(budget).into_iter().map(|(start, end)| (*id, start, end - start)))
+            .flat_map(|(id, (needed, first))| {
+                needed.ranges(budget).into_iter().map(move |(start, end)| (*first, *id, start, end - start))
+            })
             .collect();
         ranges.sort_unstable();
+        plan.first_window = ranges.iter().map(|r| r.0).collect();
+        plan.ranges = ranges.into_iter().map(|(_, id, start, len)| (id, start, len)).collect();
+        Ok(plan)
+    }
+
+    /// Stages `plan`'s ranges, `jobs` requests at once, into a directory of
+    /// this restore's own, opening `gate` to each window as its ranges land.
+    pub(crate) fn stage(&self, plan: &StagePlan, jobs: usize, gate: &Gate) -> Result<StageReport> {
+        // One directory per restore: two restores from one attached store
+        // must not share files. A writer's open removes what a killed
+        // restore left (`Store::recover`).
         let dir = self.root().join("staging").join(format!("{}-{}", std::process::id(), crate::config::random_id()));
-        let report = self.files().stage(&dir, &ranges, jobs, progress)?;
+        // However staging ends (an error, a panic), the writer goes on: it
+        // reads from the remote what did not land.
+        struct OpenAtEnd<'a>(&'a Gate);
+        impl Drop for OpenAtEnd<'_> {
+            fn drop(&mut self) {
+                self.0.open_to(usize::MAX);
+            }
+        }
+        let _open = OpenAtEnd(gate);
+        gate.open_to(plan.ready_after(0));
+        let report = self.files().stage(&dir, &plan.ranges, jobs, &|done| gate.open_to(plan.ready_after(done)))?;
         tracing::debug!(requests = report.requests, bytes = report.bytes, "staged remote containers");
         Ok(report)
     }
