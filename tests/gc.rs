@@ -89,8 +89,18 @@ fn forgetting_nine_of_twelve_versions_gives_back_their_space() {
         }
     });
     let before = fixture.stored_bytes();
+    let index_before = fixture.stats()["index_bytes"].as_u64().unwrap();
     fixture.ok(&["forget", "--keep-last", "3"]);
     let report = gc_json(&fixture, &[]);
+    // The index shrinks with the store: the collected entries' tombstones
+    // are compacted away and the write-ahead log flushed (issue 18).
+    let stats = fixture.stats();
+    let index_after = stats["index_bytes"].as_u64().unwrap();
+    eprintln!(
+        "index: {index_before} B before gc, {index_after} B after ({} B per live blob)",
+        stats["index_bytes_per_blob"]
+    );
+    assert!(index_after < index_before, "the index went from {index_before} to {index_after} bytes");
     assert!(report["blobs_reclaimed"].as_u64().unwrap() > 0, "{report}");
     let after = fixture.stored_bytes();
     let target = fresh.stored_bytes();

@@ -114,6 +114,7 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
 
     // The cascade's batches were not synced one by one.
     store.index().sync()?;
+    store.index().tidy_after_collecting(report.blobs_reclaimed)?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), blobs = report.blobs_reclaimed, "cascade done");
     if !report.interrupted {
         let chosen = choose_containers(store, options.compact_threshold)?;

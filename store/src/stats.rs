@@ -56,6 +56,10 @@ pub struct StoreStats {
     pub dead_bytes: u64,
     /// Last committed tid.
     pub tid: u64,
+    /// Bytes the index (RocksDB) takes on disk.
+    pub index_bytes: u64,
+    /// Index bytes per live blob.
+    pub index_bytes_per_blob: f64,
 }
 
 fn ratio(numerator: u64, denominator: u64) -> f64 {
@@ -108,6 +112,9 @@ impl Store {
         let raw: u64 = kinds.iter().map(|k| k.raw_bytes).sum();
         let stored: u64 = kinds.iter().map(|k| k.stored_bytes).sum();
         stats.compression_ratio = ratio(raw, stored);
+        stats.index_bytes = index.disk_bytes()?;
+        let live: u64 = kinds.iter().map(|k| k.blobs).sum();
+        stats.index_bytes_per_blob = stats.index_bytes as f64 / live.max(1) as f64;
         stats.kinds = kinds;
         Ok(stats)
     }

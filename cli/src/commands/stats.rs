@@ -26,6 +26,7 @@ pub fn stats(globals: &Globals) -> Result<()> {
         stats.metadata_containers,
         output::size(stats.dead_bytes)
     );
+    println!("index         {} ({:.0} B per live blob)", output::size(stats.index_bytes), stats.index_bytes_per_blob);
     println!();
     let mut table = Table::new(
         vec!["KIND", "BLOBS", "RAW", "STORED", "GARBAGE", "GARBAGE BYTES"],
