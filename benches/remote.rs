@@ -47,6 +47,10 @@ fn timed(mut command: Command) -> f64 {
     let started = Instant::now();
     let output = command.output().unwrap();
     assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+    // CAIRN_LOG=debug (passed on to cairn) shows where the time went.
+    if std::env::var_os("CAIRN_LOG").is_some() {
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    }
     started.elapsed().as_secs_f64()
 }
 

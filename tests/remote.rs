@@ -372,7 +372,7 @@ fn wrong_key_missing_bucket_and_unreachable_endpoint_fail_clearly_leaving_the_st
     fixture.file("a", &noise(300_000, 1));
     succeed(command_on(&store, &["put", "a", fixture.path("a").to_str().unwrap()]));
     add_remote(&store, &server, &[]);
-    let stats_before = fixture.stats();
+    let stats_before = fixture.contents();
     let remotes_before = std::fs::read(store.join("remotes.json")).unwrap();
 
     let mut wrong = cairn(&store, &server, &["push"]);
@@ -400,7 +400,7 @@ fn wrong_key_missing_bucket_and_unreachable_endpoint_fail_clearly_leaving_the_st
     assert!(!fixture.path("elsewhere").exists(), "a failed attach leaves nothing behind");
 
     // Nothing local changed (besides the remote added on purpose).
-    assert_eq!(fixture.stats(), stats_before);
+    assert_eq!(fixture.contents(), stats_before);
     let remotes: Value = serde_json::from_slice(&std::fs::read(store.join("remotes.json")).unwrap()).unwrap();
     let before: Value = serde_json::from_slice(&remotes_before).unwrap();
     assert_eq!(remotes["remotes"]["s3"], before["remotes"]["s3"]);

@@ -308,7 +308,9 @@ impl Store {
         // the order the windows of files need them; each window is written
         // once its ranges have landed, while the next are fetched.
         let _staged = Unstage(self);
+        let started = std::time::Instant::now();
         let plan = self.plan_stage(&files, LOCATE_WINDOW)?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), ranges = plan.ranges.len(), "planned the restore");
         if plan.ranges.is_empty() {
             // More files at once than cores: each waits in turn for its
             // container's bytes from a cold disk and for the file system,
@@ -333,6 +335,7 @@ impl Store {
                 let staged = stager.join().expect("the staging thread panicked");
                 written.map(|()| staged)
             })?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "files written");
             // What failed to stage was read from the remote by the files
             // that needed it, which report their own errors.
             if let Err(error) = staged {
