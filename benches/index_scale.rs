@@ -1,0 +1,103 @@
+//! How the index holds up as it grows: fills a real index (the store's
+//! RocksDB settings, through its batch writer) with synthetic blob entries
+//! and prints, at each size, point lookups per second for hits and for
+//! misses, disk bytes per entry, and the process's RSS.
+//!
+//! `cargo bench --bench index_scale` (1 and 10 million entries;
+//! CAIRN_BENCH_ENTRIES=100000000 goes to 100 million). Under `cargo test`
+//! it runs to 100,000 as a smoke test.
+
+use std::time::Instant;
+
+use cairn_store::index::{Index, IndexEntry, cf};
+use cairn_store::{BlobId, BlobKind, ContainerId};
+
+/// The id of synthetic entry `n`: a hash, spread like real ids.
+fn id(n: u64) -> BlobId {
+    BlobId::of(&n.to_le_bytes())
+}
+
+fn entry(n: u64) -> IndexEntry {
+    IndexEntry {
+        container: ContainerId(n / 500),
+        offset: (n % 500) * 8234,
+        stored_len: 4000,
+        raw_len: 8192,
+        kind: BlobKind::Data,
+        flags: 1,
+        refs: 1,
+    }
+}
+
+/// The process's resident and peak resident memory, MiB.
+fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            >> 10
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Point lookups of `ids`, one at a time as a backup's misses and a
+/// restore's hits come; per second.
+fn lookups(index: &Index, ids: &[BlobId], expect_hit: bool) -> f64 {
+    let started = Instant::now();
+    for id in ids {
+        let found = index.blob(id).unwrap();
+        assert_eq!(found.is_some(), expect_hit);
+    }
+    ids.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let top: u64 = if benchmarking {
+        std::env::var("CAIRN_BENCH_ENTRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000)
+    } else {
+        100_000
+    };
+    let mut sizes: Vec<u64> = [100_000, 1_000_000, 10_000_000, 100_000_000].into_iter().filter(|s| *s <= top).collect();
+    if sizes.last() != Some(&top) {
+        sizes.push(top);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&dir.path().join("index"), false).unwrap();
+    println!(
+        "{:>12} {:>14} {:>14} {:>12} {:>10} {:>10} {:>10}",
+        "entries", "hits/s", "misses/s", "B/entry", "RSS MiB", "peak MiB", "fill s"
+    );
+    let probes = if benchmarking { 200_000 } else { 20_000 };
+    let mut filled = 0u64;
+    for size in sizes {
+        let started = Instant::now();
+        while filled < size {
+            let mut batch = rocksdb::WriteBatch::default();
+            let end = (filled + 100_000).min(size);
+            for n in filled..end {
+                batch.put_cf(index.cf(cf::BLOBS), id(n).as_bytes(), entry(n).encode());
+            }
+            index.write(batch, false).unwrap();
+            filled = end;
+        }
+        index.flush().unwrap();
+        let fill = started.elapsed().as_secs_f64();
+        // Spread over everything written, in no order.
+        let step = (size / probes as u64).max(1);
+        let hits: Vec<BlobId> = (0..probes as u64).map(|i| id((i * step * 7919) % size)).collect();
+        let misses: Vec<BlobId> = (0..probes as u64).map(|i| id(u64::MAX - i)).collect();
+        let hit_rate = lookups(&index, &hits, true);
+        let miss_rate = lookups(&index, &misses, false);
+        let bytes = index.disk_bytes().unwrap();
+        let (now, peak) = rss();
+        println!(
+            "{size:>12} {hit_rate:>14.0} {miss_rate:>14.0} {:>12.1} {now:>10} {peak:>10} {fill:>10.1}",
+            bytes as f64 / size as f64
+        );
+    }
+}
