@@ -134,7 +134,7 @@ impl Store {
         if index.has(cf::LOG) {
             for item in index.scan(cf::LOG, b"") {
                 let (key, value) = item?;
-                if let Ok(id) = <[u8; 32]>::try_from(&*value).map(BlobId) {
+                if let Some(id) = crate::log::write::blob_id(&value) {
                     name(id, Expected::Log, &|| format!("the log at {key:02x?}"));
                 }
             }

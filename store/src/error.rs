@@ -267,6 +267,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a container's footer says it was never sealed: the file a
+    /// session was writing when its process died, not damage.
+    pub fn is_never_sealed(&self) -> bool {
+        matches!(self, Error::CorruptContainer { reason, .. } if reason.contains("never sealed"))
+    }
+
     /// Whether this is an I/O error for a file that does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Io { cause, .. } if cause.kind() == io::ErrorKind::NotFound)

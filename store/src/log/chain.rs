@@ -59,7 +59,8 @@ impl Store {
                 _ => problems.push(format!("log entry {key:02x?} is malformed")),
             }
         }
-        let tid_of = |id: &BlobId| listed.iter().find(|(_, listed)| *listed == id).map(|(tid, _)| *tid);
+        let tids: std::collections::HashMap<BlobId, Tid> = listed.iter().map(|(tid, id)| (*id, *tid)).collect();
+        let tid_of = |id: &BlobId| tids.get(id).copied();
         let mut checked = 0;
         let mut at = log_head(index)?;
         let mut newer: Option<Tid> = None;

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::container::{ContainerFiles, TableEntry};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId, Tid};
 use crate::index::{cf, meta};
@@ -148,6 +149,11 @@ impl LogBlob {
             return Err(malformed(format!("unknown log version {version}")));
         }
         postcard::from_bytes(body).map_err(|e| malformed(e.to_string()))
+    }
+
+    /// Reads and parses the log blob `entry` of `container`.
+    pub fn read(files: &ContainerFiles, container: ContainerId, entry: &TableEntry) -> Result<LogBlob> {
+        files.read_blob(container, entry).and_then(|bytes| LogBlob::decode(entry.id, &bytes))
     }
 
     /// The blobs this one names for counting: a record's checkpoint pieces.

@@ -50,8 +50,7 @@ pub(crate) fn records_in(
             }
         };
         for entry in table.iter().filter(|t| t.kind == BlobKind::Log) {
-            let decoded = store.files().read_blob(container, entry).and_then(|bytes| LogBlob::decode(entry.id, &bytes));
-            match decoded {
+            match LogBlob::read(store.files(), container, entry) {
                 Ok(LogBlob::Record(record)) => records.push(FoundRecord { id: entry.id, container, record }),
                 Ok(LogBlob::Piece(_)) => {}
                 Err(error) => damaged(container, error),
@@ -76,7 +75,7 @@ pub(crate) fn roll_forward(store: &Store, orphans: &[ContainerId]) -> Result<Has
     let (mut records, mut tables) = records_in(store, orphans, &mut |container, error| {
         // A container that was being written when the process died has no
         // footer: the session never got to commit. Anything else is odd.
-        if !error.to_string().contains("never sealed") {
+        if !error.is_never_sealed() {
             unreadable.push(format!("container {container}: {error}"));
         }
     });

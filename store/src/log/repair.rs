@@ -229,7 +229,7 @@ impl Builder<'_> {
             let table = match read_table(&path, id) {
                 Ok(table) => table,
                 Err(error) => {
-                    if !error.to_string().contains("never sealed") {
+                    if !error.is_never_sealed() {
                         self.report.problems.push(format!("{error}; the blobs it holds are left out"));
                     }
                     progress.add(1, 0);
@@ -265,7 +265,7 @@ impl Builder<'_> {
     fn read_log(&mut self, logs: &[(ContainerId, TableEntry)]) -> Result<Logs> {
         let mut out = Logs { records: HashMap::new(), pieces: HashMap::new() };
         for (container, entry) in logs {
-            match self.files.read_blob(*container, entry).and_then(|bytes| LogBlob::decode(entry.id, &bytes)) {
+            match LogBlob::read(self.files, *container, entry) {
                 Ok(LogBlob::Record(record)) => {
                     out.records.insert(entry.id, record);
                 }

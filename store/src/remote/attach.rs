@@ -361,12 +361,11 @@ fn recount(store: &Store, index: &RemoteIndex, records: &[DatasetRecord]) -> Res
 /// than the origin's records it holds, which is what `repair` goes by.
 fn newest_log_tid(store: &Store, index: &RemoteIndex) -> Result<Tid> {
     let mut newest = 1;
-    for (id, (container, entry)) in &index.blobs {
+    for (container, entry) in index.blobs.values() {
         if entry.kind != crate::ids::BlobKind::Log {
             continue;
         }
-        let bytes = store.files().read_blob(*container, entry)?;
-        if let crate::log::LogBlob::Record(record) = crate::log::LogBlob::decode(*id, &bytes)? {
+        if let crate::log::LogBlob::Record(record) = crate::log::LogBlob::read(store.files(), *container, entry)? {
             newest = newest.max(record.tid);
         }
     }
