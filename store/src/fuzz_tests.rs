@@ -317,3 +317,52 @@ fn fuzz_json_records() {
         })
         .unwrap();
 }
+
+#[test]
+fn fuzz_log_blobs() {
+    use crate::log::record::{Body, Change, Family, LogBlob, LogRecord, Piece};
+    let change = |key: &[u8], value: Option<&[u8]>| Change {
+        family: Family::Objects,
+        key: key.to_vec(),
+        value: value.map(<[u8]>::to_vec),
+    };
+    let record = LogBlob::Record(LogRecord {
+        tid: 7,
+        time_ns: 1,
+        host: "h".into(),
+        user: "u".into(),
+        command: "cairn put k -".into(),
+        prev: Some([3; 32]),
+        checkpoint: Some(vec![[4; 32]]),
+        note: String::new(),
+        body: Body::Commit { containers: vec![1, 2], changes: vec![change(b"k", Some(b"v")), change(b"old", None)] },
+    });
+    let relocation = LogBlob::Record(LogRecord {
+        tid: 8,
+        time_ns: 2,
+        host: "h".into(),
+        user: "u".into(),
+        command: "cairn gc".into(),
+        prev: None,
+        checkpoint: None,
+        note: "gc".into(),
+        body: Body::Relocation { containers: vec![5], old: vec![1, 2], moved: 9 },
+    });
+    let piece = LogBlob::Piece(Piece { records: vec![change(b"k", Some(b"v"))] });
+    let id = BlobId::of(b"log");
+    for blob in [&record, &relocation, &piece] {
+        assert_eq!(&LogBlob::decode(id, &blob.encode()).unwrap(), blob);
+    }
+    runner(2048)
+        .run(&inputs(vec![record.encode(), relocation.encode(), piece.encode()]), |bytes| {
+            if let Ok(blob) = LogBlob::decode(id, &bytes) {
+                // Whatever parses names no more than its bytes could hold.
+                prop_assert!(blob.children().len() * 32 <= bytes.len());
+                if let LogBlob::Record(record) = &blob {
+                    prop_assert!(record.containers().len() <= bytes.len());
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
