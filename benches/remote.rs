@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use common::tools::{du, generate, installed};
+use nix::sys::resource::{UsageWho, getrusage};
 use s3::{BUCKET, S3Server, credentials};
 
 fn aimed(mut command: Command) -> Command {
@@ -40,12 +41,27 @@ fn cairn(store: &Path, server: &S3Server, args: &[&str]) -> f64 {
     timed(aimed(command))
 }
 
+std::thread_local! {
+    /// CPU seconds of the last timed step: the command's own, and this
+    /// process's (the in-process S3 server's).
+    static LAST_CPU: std::cell::Cell<(f64, f64)> = const { std::cell::Cell::new((0.0, 0.0)) };
+}
+
+/// User + system CPU seconds of `who`.
+fn cpu(who: UsageWho) -> f64 {
+    let usage = getrusage(who).unwrap();
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    seconds(usage.user_time()) + seconds(usage.system_time())
+}
+
 fn timed(mut command: Command) -> f64 {
     // The previous step's gigabyte still being written back would slow
     // this one by however much of it is left: start each from a clean slate.
     let _ = Command::new("sync").status();
+    let (child, own) = (cpu(UsageWho::RUSAGE_CHILDREN), cpu(UsageWho::RUSAGE_SELF));
     let started = Instant::now();
     let output = command.output().unwrap();
+    LAST_CPU.set((cpu(UsageWho::RUSAGE_CHILDREN) - child, cpu(UsageWho::RUSAGE_SELF) - own));
     assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
     // CAIRN_LOG=debug (passed on to cairn) shows where the time went.
     if std::env::var_os("CAIRN_LOG").is_some() {
@@ -54,11 +70,13 @@ fn timed(mut command: Command) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// What one restore cost: wall seconds, GETs, bytes the server sent.
+/// What one restore cost: wall seconds, GETs, bytes the server sent, CPU
+/// seconds of cairn and of the server.
 struct Cost {
     seconds: f64,
     gets: u64,
     bytes: u64,
+    cpu: (f64, f64),
 }
 
 /// Runs `cairn ARGS` and counts the server's GETs and bytes for it.
@@ -69,6 +87,7 @@ fn counted(server: &S3Server, run: impl FnOnce() -> f64) -> Cost {
         seconds,
         gets: server.seen.gets.load(Ordering::SeqCst),
         bytes: server.seen.downloaded.load(Ordering::SeqCst),
+        cpu: LAST_CPU.get(),
     }
 }
 
@@ -89,23 +108,62 @@ fn main() {
     let stored = du(&store.join("containers"));
     server.seen.latency_ms.store(latency, Ordering::SeqCst);
     let push = cairn(&store, &server, &["push"]);
-    let local = cairn(&store, &server, &["restore", "latest", "--to", work.path().join("local").to_str().unwrap()]);
+    // Where restores write (CAIRN_BENCH_RESTORE_DIR, for example a tmpfs,
+    // takes the file system's cost of making files out of the comparison).
+    let restores = match std::env::var_os("CAIRN_BENCH_RESTORE_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir_in(work.path()).unwrap(),
+    };
     let none = work.path().join("none");
     let direct = |what: &[&str], to: &str| {
         let mut args = vec!["--remote", &url, "restore", "latest"];
         args.extend(what);
-        let target = work.path().join(to);
+        let target = restores.path().join(to);
         args.extend(["--to", target.to_str().unwrap()]);
         counted(&server, || cairn(&none, &server, &args))
     };
-    let full = direct(&[], "direct");
+    // A restore's time is mostly the file system making files, and that
+    // cost drifts as the disk fills and as files are deleted (ext4 scans
+    // for inodes to reuse): local and remote restores take turns (ABBA),
+    // each round removes what it made, and the medians are compared.
+    let rounds: usize = if benchmarking {
+        std::env::var("CAIRN_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+    } else {
+        1
+    };
+    let (mut locals, mut fulls) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let local_target = restores.path().join("local");
+        let local = || {
+            let seconds = cairn(&store, &server, &["restore", "latest", "--to", local_target.to_str().unwrap()]);
+            (seconds, LAST_CPU.get().0)
+        };
+        if round % 2 == 0 {
+            locals.push(local());
+            fulls.push(direct(&[], "direct"));
+        } else {
+            fulls.push(direct(&[], "direct"));
+            locals.push(local());
+        }
+        for made in ["local", "direct"] {
+            std::fs::remove_dir_all(restores.path().join(made)).unwrap();
+        }
+    }
+    let ratios: Vec<String> = locals.iter().zip(&fulls).map(|(l, f)| format!("{:.2}", f.seconds / l.0)).collect();
+    locals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    fulls.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let (local, local_cpu) = locals[rounds / 2];
+    let full = fulls.swap_remove(rounds / 2);
     let dir = direct(&["/dir07"], "direct-dir");
     let dir_bytes = du(&tree.join("dir07"));
     let one = direct(&["/dir04/file000004.txt"], "direct-file");
     let attached = work.path().join("attached");
     let attach = counted(&server, || cairn(&attached, &server, &["attach", &url]));
-    let from_attached =
-        cairn(&attached, &server, &["restore", "latest", "--to", work.path().join("from-attached").to_str().unwrap()]);
+    let from_attached = cairn(
+        &attached,
+        &server,
+        &["restore", "latest", "--to", restores.path().join("from-attached").to_str().unwrap()],
+    );
 
     let mib = mb as f64;
     let gib = mib / 1024.0;
@@ -116,14 +174,17 @@ fn main() {
     );
     println!("cairn backup (local)              {:8.1} MiB/s", mib / backup);
     println!("cairn push                        {:8.1} MiB/s of stored bytes", stored as f64 / 1048576.0 / push);
-    println!("cairn restore, local store        {:8.1} MiB/s", mib / local);
+    println!("cairn restore, local store        {:8.1} MiB/s  (median of {rounds}; CPU {local_cpu:.1} s)", mib / local);
     println!(
-        "cairn restore --remote, full      {:8.1} MiB/s  ({:.2}x local's time; {} GETs, {:.0} per GiB; fetched {:.2}x stored)",
+        "cairn restore --remote, full      {:8.1} MiB/s  ({:.2}x local's time, medians; per round {}; {} GETs, {:.0} per GiB; fetched {:.2}x stored; CPU {:.1} s, server {:.1} s)",
         mib / full.seconds,
         full.seconds / local,
+        ratios.join(" "),
         full.gets,
         full.gets as f64 / gib,
-        full.bytes as f64 / stored as f64
+        full.bytes as f64 / stored as f64,
+        full.cpu.0,
+        full.cpu.1
     );
     println!(
         "cairn restore --remote, one dir   {:8.2} s      ({} GETs; fetched {:.2}x the directory's bytes)",
@@ -150,7 +211,7 @@ fn main() {
         restic(&["init"]);
         let restic_backup = restic(&["backup", tree.to_str().unwrap()]);
         let restore = counted(&server, || {
-            restic(&["restore", "latest", "--target", work.path().join("restic").to_str().unwrap()])
+            restic(&["restore", "latest", "--target", restores.path().join("restic").to_str().unwrap()])
         });
         println!(
             "restic backup to S3               {:8.1} MiB/s  (cairn backup + push: {:.2}x faster)",
@@ -158,10 +219,12 @@ fn main() {
             restic_backup / (backup + push)
         );
         println!(
-            "restic restore from S3            {:8.1} MiB/s  ({} GETs; cairn --remote: {:.2}x faster)",
+            "restic restore from S3            {:8.1} MiB/s  ({} GETs; cairn --remote: {:.2}x faster; CPU {:.1} s, server {:.1} s)",
             mib / restore.seconds,
             restore.gets,
-            restore.seconds / full.seconds
+            restore.seconds / full.seconds,
+            restore.cpu.0,
+            restore.cpu.1
         );
     }
 }

@@ -28,14 +28,13 @@ fn main() -> ExitCode {
             .map_or("cairn".into(), |n| n.to_string_lossy().into_owned());
     }
     cairn_store::log::set_command(command.join(" "));
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .without_time()
-        .init();
+    let asked = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG");
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    match asked {
+        // Diagnostics asked for: each line says when, from the start.
+        Ok(filter) => logs.with_env_filter(filter).with_timer(tracing_subscriber::fmt::time::uptime()).init(),
+        Err(_) => logs.with_env_filter(tracing_subscriber::EnvFilter::new("warn")).without_time().init(),
+    }
     match commands::run(cli) {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,

@@ -110,9 +110,12 @@ impl ContainerFiles {
     /// ahead, `jobs` requests at once, into files under `dir`: reads of
     /// records inside them are local from then on, until [`unstage`].
     ///
+    /// `after(n)` is called each time a range lands, with `n` the number
+    /// of ranges from the first that have all landed (staged, or failed and
+    /// left to be read from the source), so readers can start on them.
+    /// The first error is returned once every range has been tried.
+    ///
     /// [`unstage`]: ContainerFiles::unstage
-    /// `after` is called with the number of ranges staged so far after
-    /// each batch, so readers can start on what has landed.
     pub fn stage(
         &self,
         dir: &Path,
@@ -123,22 +126,42 @@ impl ContainerFiles {
         let Some(source) = self.remote.get() else { return Ok(StageReport::default()) };
         self.staged.write().expect("staged ranges poisoned").begin(dir)?;
         let mut report = StageReport::default();
-        let mut done = 0;
-        for batch in ranges.chunks(jobs.max(1)) {
-            // Fetched outside the lock: reads of what landed go on meanwhile.
-            let fetched = source.read_ranges(batch);
-            let mut staged = self.staged.write().expect("staged ranges poisoned");
-            for (&(container, start, _), bytes) in batch.iter().zip(fetched) {
-                let bytes = bytes?;
-                staged.insert(container, start, &bytes)?;
-                report.requests += 1;
-                report.bytes += bytes.len() as u64;
+        let mut landed = vec![false; ranges.len()];
+        let mut prefix = 0;
+        let mut failed = None;
+        source.read_ranges_each(ranges, jobs, &mut |i, fetched| {
+            let (container, start, _) = ranges[i];
+            match fetched.and_then(|bytes| self.stage_range(container, start, &bytes).map(|()| bytes.len())) {
+                Ok(len) => {
+                    report.requests += 1;
+                    report.bytes += len as u64;
+                }
+                // The range's records are read from the source by whoever
+                // needs them, and report their own errors; the rest is
+                // staged all the same.
+                Err(error) => {
+                    failed.get_or_insert(error);
+                }
             }
-            drop(staged);
-            done += batch.len();
-            after(done);
+            landed[i] = true;
+            while landed.get(prefix) == Some(&true) {
+                prefix += 1;
+            }
+            after(prefix);
+        });
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(report),
         }
-        Ok(report)
+    }
+
+    /// Writes one fetched range into its staging file (outside the lock:
+    /// reads of what landed before go on), then makes it readable.
+    fn stage_range(&self, container: ContainerId, start: u64, bytes: &[u8]) -> Result<()> {
+        let (file, path) = self.staged.write().expect("staged ranges poisoned").file(container)?;
+        file.write_all_at(bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
+        self.staged.write().expect("staged ranges poisoned").hold(container, start, start + bytes.len() as u64);
+        Ok(())
     }
 
     /// Forgets and removes what [`stage`](ContainerFiles::stage) fetched.

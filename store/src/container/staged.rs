@@ -5,8 +5,8 @@
 //! container it needs, one range from its first needed record to the end of
 //! its last, unless the unneeded bytes in between cost more than a request
 //! would. Those ranges are fetched many at once (`ContainerFiles::stage`),
-//! each written at its own offset into a sparse file named for its
-//! container, so memory holds only the requests in flight. Reads of a
+//! each written, as soon as it lands, at its own offset into a sparse file
+//! named for its container, so memory holds only the requests in flight. Reads of a
 //! record inside a staged range then come from that file, checked against
 //! the record's id like any other read; anything else goes to the remote as
 //! before.
@@ -44,8 +44,10 @@ impl StagedRanges {
         Ok(())
     }
 
-    /// Writes `bytes`, fetched from `start` of `container`, into its file.
-    pub(crate) fn insert(&mut self, container: ContainerId, start: u64, bytes: &[u8]) -> Result<()> {
+    /// The staging file of `container`, made empty on first use. Writing
+    /// to it happens outside the lock; [`hold`](StagedRanges::hold) then
+    /// makes the range readable.
+    pub(crate) fn file(&mut self, container: ContainerId) -> Result<(Arc<File>, PathBuf)> {
         let dir = self.dir.as_ref().expect("begin comes first");
         let path = dir.join(container.to_string());
         if !self.ranges.contains_key(&container) {
@@ -58,10 +60,14 @@ impl StagedRanges {
                 .map_err(|e| Error::io("staging a container", &path, e))?;
             self.ranges.insert(container, (Arc::new(file), Vec::new()));
         }
-        let (file, held) = self.ranges.get_mut(&container).expect("inserted above");
-        file.write_all_at(bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
-        held.push((start, start + bytes.len() as u64));
-        Ok(())
+        Ok((self.ranges[&container].0.clone(), path))
+    }
+
+    /// Bytes `[start, end)` of `container` are in its file.
+    pub(crate) fn hold(&mut self, container: ContainerId, start: u64, end: u64) {
+        if let Some((_, held)) = self.ranges.get_mut(&container) {
+            held.push((start, end));
+        }
     }
 
     /// The bytes `[offset, offset + len)` of `container`, if staged.

@@ -220,7 +220,9 @@ impl Store {
         options: &RestoreOptions,
         progress: &Progress,
     ) -> Result<RestoreReport> {
+        let started = std::time::Instant::now();
         let steps = self.plan(dataset, paths)?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), steps = steps.len(), "walked the trees");
         let (files, bytes) = steps.iter().fold((0, 0), |(f, b), s| match s {
             Step::File(_, e) => (f + 1, b + e.size),
             _ => (f, b),
@@ -283,6 +285,7 @@ impl Store {
             }
         }
         report.dirs = dirs.len() as u64;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "directories made");
         crate::fault::pause_point("restore:dirs-made", None);
         // Files, in parallel; each checks every chunk.
         let files: Vec<(&PathBuf, &Entry)> = steps
@@ -308,7 +311,6 @@ impl Store {
         // the order the windows of files need them; each window is written
         // once its ranges have landed, while the next are fetched.
         let _staged = Unstage(self);
-        let started = std::time::Instant::now();
         let plan = self.plan_stage(&files, LOCATE_WINDOW)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), ranges = plan.ranges.len(), "planned the restore");
         if plan.ranges.is_empty() {
@@ -326,11 +328,16 @@ impl Store {
             let gate = super::stage::Gate::default();
             let staged = std::thread::scope(|scope| {
                 let stager = scope.spawn(|| self.stage(&plan, options.jobs, &gate));
+                // Windows are taken in order as their ranges land, several
+                // at once as threads free up: no window waits for the
+                // slowest file of the one before it.
                 let written = pool.install(|| {
-                    files.chunks(LOCATE_WINDOW).enumerate().try_for_each(|(number, window)| {
-                        gate.wait_for(number);
-                        write_files(window, self.locate(window))
-                    })
+                    files
+                        .chunks(LOCATE_WINDOW)
+                        .enumerate()
+                        .inspect(|(number, _)| gate.wait_for(*number))
+                        .par_bridge()
+                        .try_for_each(|(_, window)| write_files(window, self.locate(window)))
                 });
                 let staged = stager.join().expect("the staging thread panicked");
                 written.map(|()| staged)

@@ -24,6 +24,7 @@ use crate::content::ContentReader;
 use crate::dataset::tree::Entry;
 use crate::error::Result;
 use crate::ids::{BlobId, ContainerId};
+use crate::index::entry::IndexEntry;
 use crate::store::Store;
 
 /// Requests in flight while staging (the default; the S3 client
@@ -107,6 +108,8 @@ impl StagePlan {
 pub(crate) struct Gate {
     ready: std::sync::Mutex<usize>,
     opened: std::sync::Condvar,
+    /// How long the writer has waited, in µs (for the debug log).
+    waited_us: std::sync::atomic::AtomicU64,
 }
 
 impl Gate {
@@ -119,10 +122,18 @@ impl Gate {
 
     /// Waits until window `window` may be written.
     pub(crate) fn wait_for(&self, window: usize) {
+        let started = std::time::Instant::now();
         let mut ready = self.ready.lock().expect("gate poisoned");
         while *ready <= window {
             ready = self.opened.wait(ready).expect("gate poisoned");
         }
+        let waited = started.elapsed().as_micros() as u64;
+        self.waited_us.fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the writer has waited at the gate so far.
+    pub(crate) fn waited(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.waited_us.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -137,32 +148,25 @@ impl Store {
         }
         let mut needed: HashMap<ContainerId, (Needed, usize)> = HashMap::new();
         let mut local: HashMap<ContainerId, bool> = HashMap::new();
-        for (number, files) in files.chunks(window).enumerate() {
-            // Every chunk of every file in the window (content lists are
-            // metadata: local, or downloaded up front by the attach).
-            let mut ids: Vec<BlobId> = files
-                .par_iter()
-                .flat_map_iter(|(_, entry)| {
-                    let mut chunks = Vec::new();
-                    if let Some(Ok(mut reader)) = entry.blob.map(|root| ContentReader::new(self, root)) {
-                        while let Ok(Some(chunk)) = reader.next_chunk() {
-                            chunks.push(chunk.id);
-                        }
+        // Windows are looked up several at once (each lookup is one
+        // thread's batched read of the index), a bounded number at a time.
+        let group = window * 4 * rayon::current_num_threads();
+        for (first, files) in files.chunks(group).enumerate() {
+            let windows: Vec<Vec<IndexEntry>> =
+                files.par_chunks(window).map(|files| self.window_chunks(files)).collect::<Result<_>>()?;
+            for (i, entries) in windows.into_iter().enumerate() {
+                let number = first * (group / window) + i;
+                for entry in entries {
+                    let is_local =
+                        *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container));
+                    if !is_local {
+                        let end = entry.offset.saturating_add(entry.record_len());
+                        needed
+                            .entry(entry.container)
+                            .or_insert_with(|| (Needed::default(), number))
+                            .0
+                            .mark(entry.offset, end);
                     }
-                    chunks
-                })
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            for entry in self.index().blobs(&ids)?.into_iter().flatten().filter(|e| !e.is_orphan()) {
-                let is_local = *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container));
-                if !is_local {
-                    let end = entry.offset.saturating_add(entry.record_len());
-                    needed
-                        .entry(entry.container)
-                        .or_insert_with(|| (Needed::default(), number))
-                        .0
-                        .mark(entry.offset, end);
                 }
             }
         }
@@ -177,6 +181,26 @@ impl Store {
         plan.first_window = ranges.iter().map(|r| r.0).collect();
         plan.ranges = ranges.into_iter().map(|(_, id, start, len)| (id, start, len)).collect();
         Ok(plan)
+    }
+
+    /// The index entries of every distinct chunk of `files` (content lists
+    /// are metadata: local, or downloaded up front by the attach).
+    fn window_chunks(&self, files: &[(&PathBuf, &Entry)]) -> Result<Vec<IndexEntry>> {
+        let mut ids: Vec<BlobId> = files
+            .iter()
+            .flat_map(|(_, entry)| {
+                let mut chunks = Vec::new();
+                if let Some(Ok(mut reader)) = entry.blob.map(|root| ContentReader::new(self, root)) {
+                    while let Ok(Some(chunk)) = reader.next_chunk() {
+                        chunks.push(chunk.id);
+                    }
+                }
+                chunks
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(self.index().blobs(&ids)?.into_iter().flatten().filter(|e| !e.is_orphan()).collect())
     }
 
     /// Stages `plan`'s ranges, `jobs` requests at once, into a directory of
@@ -195,9 +219,16 @@ impl Store {
             }
         }
         let _open = OpenAtEnd(gate);
+        let started = std::time::Instant::now();
         gate.open_to(plan.ready_after(0));
         let report = self.files().stage(&dir, &plan.ranges, jobs, &|done| gate.open_to(plan.ready_after(done)))?;
-        tracing::debug!(requests = report.requests, bytes = report.bytes, "staged remote containers");
+        tracing::debug!(
+            requests = report.requests,
+            bytes = report.bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            writer_waited = gate.waited().as_secs_f64(),
+            "staged remote containers"
+        );
         Ok(report)
     }
 }

@@ -207,11 +207,31 @@ impl RemoteClient {
         }
     }
 
-    /// Several ranges, fetched concurrently (at most 16 at a time); the
-    /// results come back in the order asked.
+    /// Several ranges, fetched concurrently (at most [`RANGES_IN_FLIGHT`]
+    /// at a time); the results come back in the order asked.
     pub fn get_ranges(&self, ranges: &[(String, u64, u64)]) -> Vec<Result<Vec<u8>>> {
         let fetches = ranges.iter().map(|(key, start, len)| self.fetch_range(key, *start, *len)).collect();
         self.block_on(bounded(fetches, RANGES_IN_FLIGHT))
+    }
+
+    /// Several ranges, at most `jobs` in flight, each passed to
+    /// `each(index, result)` as soon as it lands, in any order: a caller
+    /// that writes each away holds only the requests in flight, and a slow
+    /// response holds up no other.
+    pub fn get_ranges_each(
+        &self,
+        ranges: &[(String, u64, u64)],
+        jobs: usize,
+        each: &mut dyn FnMut(usize, Result<Vec<u8>>),
+    ) {
+        use futures_util::stream::{self, StreamExt};
+        let fetches = stream::iter(ranges.iter().enumerate())
+            .map(|(i, (key, start, len))| async move { (i, self.fetch_range(key, *start, *len).await) })
+            .buffer_unordered(jobs.max(1));
+        self.block_on(fetches.for_each(|(i, result)| {
+            each(i, result);
+            std::future::ready(())
+        }));
     }
 
     async fn fetch_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>> {

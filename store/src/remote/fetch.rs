@@ -42,7 +42,7 @@ impl std::fmt::Display for RemoteSource {
     }
 }
 
-/// Ranged GETs, up to 16 in flight, each accepting exactly its range; the
+/// Ranged GETs, many in flight, each accepting exactly its range; the
 /// client retries with backoff (`CAIRN_S3_MAX_ATTEMPTS`).
 impl ContainerSource for RemoteSource {
     /// Byte ranges `(container, start, len)` of containers, fetched
@@ -55,6 +55,21 @@ impl ContainerSource for RemoteSource {
         let keyed: Vec<(String, u64, u64)> =
             ranges.iter().map(|&(id, start, len)| (client.location().container_key(id), start, len)).collect();
         client.get_ranges(&keyed)
+    }
+
+    fn read_ranges_each(
+        &self,
+        ranges: &[(ContainerId, u64, u64)],
+        jobs: usize,
+        each: &mut dyn FnMut(usize, Result<Vec<u8>>),
+    ) {
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(_) => return (0..ranges.len()).for_each(|i| each(i, self.client().map(|_| Vec::new()))),
+        };
+        let keyed: Vec<(String, u64, u64)> =
+            ranges.iter().map(|&(id, start, len)| (client.location().container_key(id), start, len)).collect();
+        client.get_ranges_each(&keyed, jobs, each)
     }
 
     /// A whole container, at most [`MAX_CONTAINER_LEN`].
