@@ -10,6 +10,12 @@
 //! and one file straight from S3: time, GETs (and per GiB), and bytes
 //! fetched beside what was needed.
 //!
+//! Local and remote full restores take turns (ABBA, CAIRN_BENCH_ROUNDS,
+//! 3 by default) and their medians are compared; the CPU seconds of cairn
+//! and of the server are printed beside them. CAIRN_BENCH_RESTORE_DIR puts
+//! the restores elsewhere (a tmpfs takes the file system's cost of making
+//! files out of the comparison).
+//!
 //! `cargo bench --bench remote` (CAIRN_BENCH_MB=200 by default; the issue's
 //! figures use 1024). Under `cargo test` it runs on a small tree as a
 //! smoke test.
