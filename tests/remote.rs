@@ -201,6 +201,78 @@ fn ten_versions_pushed_attach_and_restore_identical_and_read_straight_from_s3() 
     crate::util::assert_recount_matches(&attached_store);
 }
 
+/// A range a `--remote` restore stages that cannot be fetched: the files
+/// that need it read it from the remote themselves, the remote refuses
+/// them too, and the restore ends naming the container (a remote that
+/// cannot be read ends a restore, as it always has). What matters here:
+/// nothing waits for bytes that will not come (reads inside a range still
+/// being fetched wait for it), and every file left behind is whole.
+#[test]
+fn a_staged_range_that_cannot_be_fetched_ends_the_restore_without_hanging() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    succeed(command_on(&store, &["init", "--container-size", "256KiB"]));
+    let source = fixture.path("source");
+    generate(&source, 200, 5);
+    add_remote(&store, &server, &[]);
+    succeed(cairn(&store, &server, &["backup", source.to_str().unwrap(), "--push", "s3"]));
+    let containers: Value = serde_json::from_str(&succeed(command_on(&store, &["--json", "containers"]))).unwrap();
+    let data: Vec<&str> = containers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "data")
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(data.len() >= 4, "{containers}");
+    // One container in the middle of the restore's order.
+    let failing = data[data.len() / 2].to_string();
+    *server.seen.fail_ranges_of.lock().unwrap() = Some(failing.clone());
+    let target = fixture.path("restored");
+    let url = url();
+    let mut child = cairn(
+        &fixture.path("no-store-here"),
+        &server,
+        &["--remote", &url, "restore", "latest", "--to", target.to_str().unwrap()],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the restore still runs after 120 s: something waits for a range that will not come");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("container {failing}")), "{stderr}");
+    assert!(server.seen.failed.load(Ordering::SeqCst) > 0);
+    let (mut restored, mut stack) = (0, vec![source.clone()]);
+    while let Some(dir) = stack.pop() {
+        for file in std::fs::read_dir(dir).unwrap() {
+            let file = file.unwrap().path();
+            if file.is_dir() {
+                stack.push(file);
+                continue;
+            }
+            let relative = file.strip_prefix(&source).unwrap();
+            if let Ok(bytes) = std::fs::read(target.join(relative)) {
+                assert_eq!(bytes, std::fs::read(&file).unwrap(), "{relative:?} was left partly written");
+                restored += 1;
+            }
+        }
+    }
+    eprintln!("{restored} files restored before the restore ended");
+}
+
 #[test]
 fn attached_store_backs_up_deduplicating_against_the_remote_and_pushes_back() {
     let fixture = Fixture::new();

@@ -88,6 +88,9 @@ pub struct Seen {
     /// Milliseconds every authenticated request waits before it is
     /// handled: a real S3's time to first byte (the benches set it).
     pub latency_ms: AtomicU64,
+    /// Ranged GETs of keys containing this fail with InternalError, every
+    /// time: a container that cannot be read in parts.
+    pub fail_ranges_of: Mutex<Option<String>>,
     /// Requests that create objects (PutObject, CompleteMultipartUpload)
     /// still being handled: a client killed mid-request may leave one
     /// finishing after it died.
@@ -167,6 +170,11 @@ impl S3Access for Hook {
             "GetObject" => {
                 self.seen.gets.fetch_add(1, Ordering::SeqCst);
                 let range = cx.headers().get("range").and_then(|v| v.to_str().ok()).and_then(parse_range);
+                let failing = self.seen.fail_ranges_of.lock().unwrap().clone();
+                if range.is_some() && failing.is_some_and(|part| key.contains(&part)) {
+                    self.seen.failed.fetch_add(1, Ordering::SeqCst);
+                    return Err(s3_error!(InternalError, "injected for this key"));
+                }
                 let bytes = match range {
                     Some((start, end)) => end - start + 1,
                     None => std::fs::metadata(self.root.join(&**bucket).join(&**key)).map_or(0, |m| m.len()),

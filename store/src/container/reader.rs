@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
 use crate::container::source::ContainerSource;
-use crate::container::staged::{StageReport, StagedRanges};
+use crate::container::staged::{StageReport, Staged, StagedRanges};
 use crate::error::{Error, Result};
 use crate::ids::{ContainerId, IdScheme};
 
@@ -29,8 +29,10 @@ pub struct ContainerFiles {
     open: Mutex<HashMap<ContainerId, Arc<File>>>,
     remote: OnceLock<Arc<dyn ContainerSource>>,
     fetched: Mutex<Fetched>,
-    /// Ranges of remote containers fetched ahead (`staged.rs`).
-    staged: RwLock<StagedRanges>,
+    /// Ranges of remote containers fetched ahead (`staged.rs`), and the
+    /// signal that one landed or was given up.
+    staged: Mutex<StagedRanges>,
+    landed: Condvar,
 }
 
 /// Where a record is: its container and offset.
@@ -97,7 +99,8 @@ impl ContainerFiles {
             open: Mutex::new(HashMap::new()),
             remote: OnceLock::new(),
             fetched: Mutex::default(),
-            staged: RwLock::default(),
+            staged: Mutex::default(),
+            landed: Condvar::new(),
         }
     }
 
@@ -106,28 +109,40 @@ impl ContainerFiles {
         let _ = self.remote.set(source);
     }
 
-    /// Fetches `ranges` `(container, start, len)` of remote containers
-    /// ahead, `jobs` requests at once, into files under `dir`: reads of
-    /// records inside them are local from then on, until [`unstage`].
-    ///
-    /// `after(n)` is called each time a range lands, with `n` the number
-    /// of ranges from the first that have all landed (staged, or failed and
-    /// left to be read from the source), so readers can start on them.
-    /// The first error is returned once every range has been tried.
-    ///
-    /// [`unstage`]: ContainerFiles::unstage
-    pub fn stage(
-        &self,
-        dir: &Path,
-        ranges: &[(ContainerId, u64, u64)],
-        jobs: usize,
-        after: &dyn Fn(usize),
-    ) -> Result<StageReport> {
+    /// Announces that `ranges` `(container, start, len)` of remote
+    /// containers are about to be fetched into files under `dir`: from now
+    /// on, a read of a record inside one waits for it to land rather than
+    /// asking the remote itself. [`stage`](ContainerFiles::stage) fetches
+    /// them; [`unstage`](ContainerFiles::unstage) forgets them.
+    pub fn begin_staging(&self, dir: &Path, ranges: &[(ContainerId, u64, u64)]) -> Result<()> {
+        if self.remote.get().is_none() {
+            return Ok(());
+        }
+        self.staged.lock().expect("staged ranges poisoned").begin(dir, ranges)
+    }
+
+    /// Fetches the ranges announced by
+    /// [`begin_staging`](ContainerFiles::begin_staging), `jobs` requests at
+    /// once, in the order given, each written to its file as it lands;
+    /// reads of records inside them are local from then on, until
+    /// [`unstage`](ContainerFiles::unstage). A range that fails is left to
+    /// be read from the source by whoever needs it; the first error is
+    /// returned once every range has been tried.
+    pub fn stage(&self, ranges: &[(ContainerId, u64, u64)], jobs: usize) -> Result<StageReport> {
+        // However staging ends, nothing more is coming: readers waiting on
+        // a range go to the source.
+        struct SettleAtEnd<'a>(&'a ContainerFiles);
+        impl Drop for SettleAtEnd<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut staged) = self.0.staged.lock() {
+                    staged.settle_all();
+                }
+                self.0.landed.notify_all();
+            }
+        }
+        let _settle = SettleAtEnd(self);
         let Some(source) = self.remote.get() else { return Ok(StageReport::default()) };
-        self.staged.write().expect("staged ranges poisoned").begin(dir)?;
         let mut report = StageReport::default();
-        let mut landed = vec![false; ranges.len()];
-        let mut prefix = 0;
         let mut failed = None;
         source.read_ranges_each(ranges, jobs, &mut |i, fetched| {
             let (container, start, _) = ranges[i];
@@ -136,18 +151,12 @@ impl ContainerFiles {
                     report.requests += 1;
                     report.bytes += len as u64;
                 }
-                // The range's records are read from the source by whoever
-                // needs them, and report their own errors; the rest is
-                // staged all the same.
                 Err(error) => {
                     failed.get_or_insert(error);
                 }
             }
-            landed[i] = true;
-            while landed.get(prefix) == Some(&true) {
-                prefix += 1;
-            }
-            after(prefix);
+            self.staged.lock().expect("staged ranges poisoned").settle(container, start);
+            self.landed.notify_all();
         });
         match failed {
             Some(error) => Err(error),
@@ -158,15 +167,15 @@ impl ContainerFiles {
     /// Writes one fetched range into its staging file (outside the lock:
     /// reads of what landed before go on), then makes it readable.
     fn stage_range(&self, container: ContainerId, start: u64, bytes: &[u8]) -> Result<()> {
-        let (file, path) = self.staged.write().expect("staged ranges poisoned").file(container)?;
+        let (file, path) = self.staged.lock().expect("staged ranges poisoned").file(container)?;
         file.write_all_at(bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
-        self.staged.write().expect("staged ranges poisoned").hold(container, start, start + bytes.len() as u64);
+        self.staged.lock().expect("staged ranges poisoned").hold(container, start, start + bytes.len() as u64);
         Ok(())
     }
 
     /// Forgets and removes what [`stage`](ContainerFiles::stage) fetched.
     pub fn unstage(&self) {
-        self.staged.write().expect("staged ranges poisoned").clear();
+        self.staged.lock().expect("staged ranges poisoned").clear();
     }
 
     /// A record of a remote container from its staged range, if it is in one.
@@ -175,8 +184,17 @@ impl ContainerFiles {
             Ok(range) => range,
             Err(error) => return Some(Err(error)),
         };
-        let staged = self.staged.read().expect("staged ranges poisoned");
-        let record = staged.read(container, start as u64, end - start)?;
+        let mut staged = self.staged.lock().expect("staged ranges poisoned");
+        let file = loop {
+            match staged.find(container, start as u64, end - start) {
+                Staged::Here(file) => break file,
+                Staged::Coming => staged = self.landed.wait(staged).expect("staged ranges poisoned"),
+                Staged::No => return None,
+            }
+        };
+        drop(staged);
+        let mut record = vec![0u8; end - start];
+        let record = file.read_exact_at(&mut record, start as u64).map(|()| record);
         Some(
             record
                 .map_err(|e| Error::io("reading a staged container", self.path(container), e))

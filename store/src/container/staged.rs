@@ -13,18 +13,29 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
-/// Staged ranges, by container: the file and the ranges `[start, end)` it holds.
+/// Staged ranges, by container: the file and the ranges `[start, end)` it
+/// holds; and the ranges planned that have not landed yet.
 #[derive(Default)]
 pub(crate) struct StagedRanges {
     dir: Option<PathBuf>,
     ranges: HashMap<ContainerId, (Arc<File>, Vec<(u64, u64)>)>,
+    pending: HashMap<ContainerId, Vec<(u64, u64)>>,
+}
+
+/// Where a record's bytes are, as far as staging knows.
+pub(crate) enum Staged {
+    /// In this file, at the record's own offset.
+    Here(Arc<File>),
+    /// In a range still being fetched: wait and ask again.
+    Coming,
+    /// Not staged, nor going to be.
+    No,
 }
 
 /// What staging fetched.
@@ -38,10 +49,28 @@ pub struct StageReport {
 
 impl StagedRanges {
     /// Makes `dir` (if missing) the home of the staged files.
-    pub(crate) fn begin(&mut self, dir: &Path) -> Result<()> {
+    /// The ranges `(container, start, len)` are about to be fetched:
+    /// reads inside them wait until each lands or is given up.
+    pub(crate) fn begin(&mut self, dir: &Path, planned: &[(ContainerId, u64, u64)]) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("making the staging directory", dir, e))?;
         self.dir = Some(dir.to_path_buf());
+        for &(container, start, len) in planned {
+            self.pending.entry(container).or_default().push((start, start.saturating_add(len)));
+        }
         Ok(())
+    }
+
+    /// The range fetched from `start` of `container` is not coming (it
+    /// landed, or failed): reads inside it stop waiting.
+    pub(crate) fn settle(&mut self, container: ContainerId, start: u64) {
+        if let Some(pending) = self.pending.get_mut(&container) {
+            pending.retain(|(from, _)| *from != start);
+        }
+    }
+
+    /// Nothing more is coming (staging ended, however it ended).
+    pub(crate) fn settle_all(&mut self) {
+        self.pending.clear();
     }
 
     /// The staging file of `container`, made empty on first use. Writing
@@ -70,20 +99,21 @@ impl StagedRanges {
         }
     }
 
-    /// The bytes `[offset, offset + len)` of `container`, if staged.
-    pub(crate) fn read(&self, container: ContainerId, offset: u64, len: usize) -> Option<std::io::Result<Vec<u8>>> {
-        let (file, held) = self.ranges.get(&container)?;
-        let end = offset.checked_add(len as u64)?;
-        if !held.iter().any(|(start, stop)| offset >= *start && end <= *stop) {
-            return None;
+    /// Where the bytes `[offset, offset + len)` of `container` are.
+    pub(crate) fn find(&self, container: ContainerId, offset: u64, len: usize) -> Staged {
+        let Some(end) = offset.checked_add(len as u64) else { return Staged::No };
+        let inside = |ranges: &Vec<(u64, u64)>| ranges.iter().any(|(start, stop)| offset >= *start && end <= *stop);
+        match (self.ranges.get(&container), self.pending.get(&container)) {
+            (Some((file, held)), _) if inside(held) => Staged::Here(file.clone()),
+            (_, Some(pending)) if inside(pending) => Staged::Coming,
+            _ => Staged::No,
         }
-        let mut bytes = vec![0u8; len];
-        Some(file.read_exact_at(&mut bytes, offset).map(|()| bytes))
     }
 
     /// Removes the staged files.
     pub(crate) fn clear(&mut self) {
         self.ranges.clear();
+        self.pending.clear();
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }

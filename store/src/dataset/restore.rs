@@ -325,19 +325,16 @@ impl Store {
                 files.par_chunks(LOCATE_WINDOW).try_for_each(|window| write_files(window, self.locate(window)))
             })?;
         } else {
-            let gate = super::stage::Gate::default();
+            self.begin_staging(&plan)?;
             let staged = std::thread::scope(|scope| {
-                let stager = scope.spawn(|| self.stage(&plan, options.jobs, &gate));
-                // Windows are taken in order as their ranges land, several
-                // at once as threads free up: no window waits for the
-                // slowest file of the one before it.
+                let stager = scope.spawn(|| self.stage(&plan, options.jobs));
+                // Windows in order, several at once as threads free up; a
+                // file whose bytes have not landed waits for them.
                 let written = pool.install(|| {
                     files
                         .chunks(LOCATE_WINDOW)
-                        .enumerate()
-                        .inspect(|(number, _)| gate.wait_for(*number))
                         .par_bridge()
-                        .try_for_each(|(_, window)| write_files(window, self.locate(window)))
+                        .try_for_each(|window| write_files(window, self.locate(window)))
                 });
                 let staged = stager.join().expect("the staging thread panicked");
                 written.map(|()| staged)

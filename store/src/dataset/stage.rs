@@ -10,8 +10,9 @@
 //! would ([`gap_budget`]): a full restore reads each container it needs
 //! in one range, a restore of one directory reads what it needs in a few.
 //! The ranges go in the order the restore's windows of files first need
-//! them, and each window is written as soon as its ranges have landed
-//! ([`Gate`]), while the rest are fetched: the restore then reads every
+//! them, and a read of a record in a range that has not landed waits for
+//! it (`container/staged.rs`), so each file is written as soon as its own
+//! bytes are here, while the rest are fetched: the restore reads every
 //! chunk locally, as from a local store.
 
 use std::collections::HashMap;
@@ -88,53 +89,9 @@ pub fn gap_budget() -> u64 {
 }
 
 /// The ranges to stage, in the order the restore's windows of files need
-/// them, with the first window that needs each.
+/// them.
 pub(crate) struct StagePlan {
     pub(crate) ranges: Vec<(ContainerId, u64, u64)>,
-    first_window: Vec<usize>,
-}
-
-impl StagePlan {
-    /// Every window before the one returned has all its ranges staged once
-    /// the first `done` ranges are.
-    pub(crate) fn ready_after(&self, done: usize) -> usize {
-        self.first_window.get(done).copied().unwrap_or(usize::MAX)
-    }
-}
-
-/// Windows of files the restore may write: the stager opens it as ranges
-/// land, the writer waits at it.
-#[derive(Default)]
-pub(crate) struct Gate {
-    ready: std::sync::Mutex<usize>,
-    opened: std::sync::Condvar,
-    /// How long the writer has waited, in µs (for the debug log).
-    waited_us: std::sync::atomic::AtomicU64,
-}
-
-impl Gate {
-    /// Windows below `upto` may be written.
-    pub(crate) fn open_to(&self, upto: usize) {
-        let mut ready = self.ready.lock().expect("gate poisoned");
-        *ready = (*ready).max(upto);
-        self.opened.notify_all();
-    }
-
-    /// Waits until window `window` may be written.
-    pub(crate) fn wait_for(&self, window: usize) {
-        let started = std::time::Instant::now();
-        let mut ready = self.ready.lock().expect("gate poisoned");
-        while *ready <= window {
-            ready = self.opened.wait(ready).expect("gate poisoned");
-        }
-        let waited = started.elapsed().as_micros() as u64;
-        self.waited_us.fetch_add(waited, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// How long the writer has waited at the gate so far.
-    pub(crate) fn waited(&self) -> std::time::Duration {
-        std::time::Duration::from_micros(self.waited_us.load(std::sync::atomic::Ordering::Relaxed))
-    }
 }
 
 impl Store {
@@ -142,7 +99,7 @@ impl Store {
     /// from remote containers, per the module's rule. Empty for a store
     /// with no remote.
     pub(crate) fn plan_stage(&self, files: &[(&PathBuf, &Entry)], window: usize) -> Result<StagePlan> {
-        let mut plan = StagePlan { ranges: Vec::new(), first_window: Vec::new() };
+        let mut plan = StagePlan { ranges: Vec::new() };
         if self.files().remote().is_none() {
             return Ok(plan);
         }
@@ -178,7 +135,6 @@ impl Store {
             })
             .collect();
         ranges.sort_unstable();
-        plan.first_window = ranges.iter().map(|r| r.0).collect();
         plan.ranges = ranges.into_iter().map(|(_, id, start, len)| (id, start, len)).collect();
         Ok(plan)
     }
@@ -203,30 +159,24 @@ impl Store {
         Ok(self.index().blobs(&ids)?.into_iter().flatten().filter(|e| !e.is_orphan()).collect())
     }
 
-    /// Stages `plan`'s ranges, `jobs` requests at once, into a directory of
-    /// this restore's own, opening `gate` to each window as its ranges land.
-    pub(crate) fn stage(&self, plan: &StagePlan, jobs: usize, gate: &Gate) -> Result<StageReport> {
-        // One directory per restore: two restores from one attached store
-        // must not share files. A writer's open removes what a killed
-        // restore left (`Store::recover`).
+    /// Announces `plan`'s ranges (reads inside them wait for them from
+    /// now on), in a staging directory of this restore's own. One
+    /// directory per restore: two restores from one attached store must
+    /// not share files. A writer's open removes what a killed restore left
+    /// (`Store::recover`).
+    pub(crate) fn begin_staging(&self, plan: &StagePlan) -> Result<()> {
         let dir = self.root().join("staging").join(format!("{}-{}", std::process::id(), crate::config::random_id()));
-        // However staging ends (an error, a panic), the writer goes on: it
-        // reads from the remote what did not land.
-        struct OpenAtEnd<'a>(&'a Gate);
-        impl Drop for OpenAtEnd<'_> {
-            fn drop(&mut self) {
-                self.0.open_to(usize::MAX);
-            }
-        }
-        let _open = OpenAtEnd(gate);
+        self.files().begin_staging(&dir, &plan.ranges)
+    }
+
+    /// Stages `plan`'s ranges, `jobs` requests at once, in order.
+    pub(crate) fn stage(&self, plan: &StagePlan, jobs: usize) -> Result<StageReport> {
         let started = std::time::Instant::now();
-        gate.open_to(plan.ready_after(0));
-        let report = self.files().stage(&dir, &plan.ranges, jobs, &|done| gate.open_to(plan.ready_after(done)))?;
+        let report = self.files().stage(&plan.ranges, jobs)?;
         tracing::debug!(
             requests = report.requests,
             bytes = report.bytes,
             seconds = started.elapsed().as_secs_f64(),
-            writer_waited = gate.waited().as_secs_f64(),
             "staged remote containers"
         );
         Ok(report)

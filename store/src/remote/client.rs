@@ -224,14 +224,28 @@ impl RemoteClient {
         jobs: usize,
         each: &mut dyn FnMut(usize, Result<Vec<u8>>),
     ) {
-        use futures_util::stream::{self, StreamExt};
-        let fetches = stream::iter(ranges.iter().enumerate())
-            .map(|(i, (key, start, len))| async move { (i, self.fetch_range(key, *start, *len).await) })
-            .buffer_unordered(jobs.max(1));
-        self.block_on(fetches.for_each(|(i, result)| {
-            each(i, result);
-            std::future::ready(())
-        }));
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        // Requests in flight share the link, so 32 started at once all land
+        // at about the same time, and whoever waits for the first waits
+        // for nearly all of them. Callers ask in the order they need the
+        // ranges: the first goes alone, and each landing lets two more
+        // start, up to `jobs` (1, 3, 5, ... in flight): the first ranges
+        // land first, and the link is full after a few round trips.
+        let jobs = jobs.max(1);
+        self.block_on(async {
+            let mut pending = ranges.iter().enumerate();
+            let mut in_flight = FuturesUnordered::new();
+            let mut limit = 1;
+            loop {
+                while in_flight.len() < limit {
+                    let Some((i, (key, start, len))) = pending.next() else { break };
+                    in_flight.push(async move { (i, self.fetch_range(key, *start, *len).await) });
+                }
+                let Some((i, result)) = in_flight.next().await else { break };
+                each(i, result);
+                limit = (limit + 2).min(jobs);
+            }
+        });
     }
 
     async fn fetch_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>> {
