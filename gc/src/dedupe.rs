@@ -1,13 +1,14 @@
 //! `cairn dedupe stats`: where the space goes, in the spirit of OneFS's
 //! `isi dedupe stats` and `isi_sstore stats`.
 //!
-//! Store-wide figures come from one scan of the index. What each dataset
+//! Store-wide figures, and the blobs by reference count, come from one
+//! scan of the index (`Store::stats_visiting`). What each dataset
 //! alone holds (what forgetting it would free) is a simulated cascade from
 //! its root ([`Cascade`]), so its cost follows what the dataset alone holds,
 //! not the size of the store.
 
-use cairn_store::index::{IndexEntry, cf};
-use cairn_store::{BlobId, Result, Store};
+use cairn_store::index::IndexEntry;
+use cairn_store::{Result, Store};
 use serde::Serialize;
 
 use crate::plan::Cascade;
@@ -85,7 +86,19 @@ pub struct DedupeStats {
 
 /// Computes the statistics.
 pub fn dedupe_stats(store: &Store) -> Result<DedupeStats> {
-    let stats = store.stats()?;
+    // Live blobs by reference count, from the same scan as the totals.
+    let mut refs: Vec<RefBucket> = Vec::new();
+    let stats = store.stats_visiting(&mut |entry: &IndexEntry| {
+        // Buckets 1, 2, 3–4, 5–8, ...: bucket k holds 2^(k-1)+1 ..= 2^k.
+        let k = 64 - (entry.refs as u64 - 1).leading_zeros() as usize;
+        while refs.len() <= k {
+            let j = refs.len();
+            let refs_from = if j == 0 { 1 } else { (1i64 << (j - 1)) + 1 };
+            refs.push(RefBucket { refs_from, refs_to: 1i64 << j, blobs: 0, stored_bytes: 0 });
+        }
+        refs[k].blobs += 1;
+        refs[k].stored_bytes += entry.stored_len as u64;
+    })?;
     let mut datasets = Vec::new();
     for record in store.datasets()? {
         let mut cascade = Cascade::new(store);
@@ -100,24 +113,6 @@ pub fn dedupe_stats(store: &Store) -> Result<DedupeStats> {
             alone_raw_bytes: cascade.data_raw_bytes,
             shared_bytes: record.logical_bytes.saturating_sub(cascade.data_raw_bytes),
         });
-    }
-
-    let mut refs: Vec<RefBucket> = Vec::new();
-    for item in store.index().scan(cf::BLOBS, b"") {
-        let (key, value) = item?;
-        let (Some(_), Some(entry)) = (BlobId::from_slice(&key), IndexEntry::decode(&value)) else { continue };
-        if entry.is_orphan() || entry.refs <= 0 {
-            continue;
-        }
-        // Buckets 1, 2, 3–4, 5–8, ...: bucket k holds 2^(k-1)+1 ..= 2^k.
-        let k = 64 - (entry.refs as u64 - 1).leading_zeros() as usize;
-        while refs.len() <= k {
-            let j = refs.len();
-            let refs_from = if j == 0 { 1 } else { (1i64 << (j - 1)) + 1 };
-            refs.push(RefBucket { refs_from, refs_to: 1i64 << j, blobs: 0, stored_bytes: 0 });
-        }
-        refs[k].blobs += 1;
-        refs[k].stored_bytes += entry.stored_len as u64;
     }
 
     let container_size = store.config().container_size.max(1);

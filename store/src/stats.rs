@@ -69,6 +69,13 @@ fn ratio(numerator: u64, denominator: u64) -> f64 {
 impl Store {
     /// Scans the index and returns the store's statistics.
     pub fn stats(&self) -> Result<StoreStats> {
+        self.stats_visiting(&mut |_| {})
+    }
+
+    /// [`stats`](Store::stats), showing `visit` every live blob entry on
+    /// the way: a caller that wants more figures from the blobs (`dedupe
+    /// stats`) gets them from the same scan instead of a second one.
+    pub fn stats_visiting(&self, visit: &mut dyn FnMut(&IndexEntry)) -> Result<StoreStats> {
         let index = self.index();
         let mut stats = StoreStats { tid: self.tid()?.0, ..StoreStats::default() };
         let mut kinds: Vec<KindStats> =
@@ -81,6 +88,7 @@ impl Store {
             }
             let kind = &mut kinds[entry.kind as usize];
             if entry.refs > 0 {
+                visit(&entry);
                 kind.blobs += 1;
                 kind.raw_bytes += entry.raw_len as u64;
                 kind.stored_bytes += entry.stored_len as u64;
