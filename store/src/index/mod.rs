@@ -311,6 +311,18 @@ impl Index {
         ingested.map(|()| written)
     }
 
+    /// What RocksDB's background compaction still owes the blob family:
+    /// the bytes it estimates it must rewrite, and the table files at
+    /// level 0 (each of which a lookup that misses must check). A store
+    /// filled faster than two cores compact shows its lookups at their
+    /// worst until this reaches zero.
+    pub fn compaction_debt(&self) -> Result<(u64, u64)> {
+        let property = |name: &str| {
+            self.db.property_int_value_cf(self.cf(cf::BLOBS), name).map(|v| v.unwrap_or(0)).map_err(|e| self.err(e))
+        };
+        Ok((property("rocksdb.estimate-pending-compaction-bytes")?, property("rocksdb.num-files-at-level0")?))
+    }
+
     /// The bytes the index's files take on disk.
     pub fn disk_bytes(&self) -> Result<u64> {
         let entries = std::fs::read_dir(&self.path).map_err(|e| Error::io("listing the index", &self.path, e))?;
