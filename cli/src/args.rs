@@ -299,7 +299,7 @@ pub enum Command {
         #[arg(long)]
         no_special: bool,
         /// From a remote: requests in flight at once.
-        #[arg(long, short = 'j', default_value_t = 32, value_name = "N")]
+        #[arg(long, short = 'j', default_value_t = cairn_store::dataset::STAGE_JOBS, value_name = "N")]
         jobs: usize,
     },
     /// Reclaim the space of what no dataset or object names any more:

@@ -146,16 +146,20 @@ impl ContainerFiles {
         let mut failed = None;
         source.read_ranges_each(ranges, jobs, &mut |i, fetched| {
             let (container, start, _) = ranges[i];
-            match fetched.and_then(|bytes| self.stage_range(container, start, &bytes).map(|()| bytes.len())) {
+            let landed =
+                fetched.and_then(|bytes| self.stage_range(container, start, &bytes).map(|()| bytes.len() as u64));
+            let end = match landed {
                 Ok(len) => {
                     report.requests += 1;
-                    report.bytes += len as u64;
+                    report.bytes += len;
+                    Some(start + len)
                 }
                 Err(error) => {
                     failed.get_or_insert(error);
+                    None
                 }
-            }
-            self.staged.lock().expect("staged ranges poisoned").settle(container, start);
+            };
+            self.staged.lock().expect("staged ranges poisoned").settle(container, start, end);
             self.landed.notify_all();
         });
         match failed {
@@ -164,13 +168,11 @@ impl ContainerFiles {
         }
     }
 
-    /// Writes one fetched range into its staging file (outside the lock:
-    /// reads of what landed before go on), then makes it readable.
+    /// Writes one fetched range into its staging file, outside the lock:
+    /// reads of what landed before go on meanwhile.
     fn stage_range(&self, container: ContainerId, start: u64, bytes: &[u8]) -> Result<()> {
         let (file, path) = self.staged.lock().expect("staged ranges poisoned").file(container)?;
-        file.write_all_at(bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
-        self.staged.lock().expect("staged ranges poisoned").hold(container, start, start + bytes.len() as u64);
-        Ok(())
+        file.write_all_at(bytes, start).map_err(|e| Error::io("staging a container", &path, e))
     }
 
     /// Forgets and removes what [`stage`](ContainerFiles::stage) fetched.

@@ -34,22 +34,13 @@ pub trait ContainerSource: Send + Sync + fmt::Display {
     fn read_ranges(&self, ranges: &[(ContainerId, u64, u64)]) -> Vec<Result<Vec<u8>>>;
 
     /// The same ranges, each passed to `each(index, result)` as soon as it
-    /// lands (any order, exactly once each), at most `jobs` at a time. The
-    /// default asks [`read_ranges`](ContainerSource::read_ranges) for
-    /// `jobs` at a time.
+    /// lands (any order, exactly once each), at most `jobs` at a time.
     fn read_ranges_each(
         &self,
         ranges: &[(ContainerId, u64, u64)],
         jobs: usize,
         each: &mut dyn FnMut(usize, Result<Vec<u8>>),
-    ) {
-        let jobs = jobs.max(1);
-        for (batch, chunk) in ranges.chunks(jobs).enumerate() {
-            for (i, result) in self.read_ranges(chunk).into_iter().enumerate() {
-                each(batch * jobs + i, result);
-            }
-        }
-    }
+    );
 
     /// A whole container.
     fn read_all(&self, id: ContainerId) -> Result<Vec<u8>>;

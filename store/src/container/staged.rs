@@ -48,8 +48,8 @@ pub struct StageReport {
 }
 
 impl StagedRanges {
-    /// Makes `dir` (if missing) the home of the staged files.
-    /// The ranges `(container, start, len)` are about to be fetched:
+    /// Makes `dir` (if missing) the home of the staged files, and notes
+    /// that the ranges `(container, start, len)` are about to be fetched:
     /// reads inside them wait until each lands or is given up.
     pub(crate) fn begin(&mut self, dir: &Path, planned: &[(ContainerId, u64, u64)]) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("making the staging directory", dir, e))?;
@@ -60,11 +60,15 @@ impl StagedRanges {
         Ok(())
     }
 
-    /// The range fetched from `start` of `container` is not coming (it
-    /// landed, or failed): reads inside it stop waiting.
-    pub(crate) fn settle(&mut self, container: ContainerId, start: u64) {
+    /// The range fetched from `start` of `container` is done waiting for:
+    /// it landed in its file up to `landed` (readable from now on), or,
+    /// with `None`, it failed. Reads inside it stop waiting either way.
+    pub(crate) fn settle(&mut self, container: ContainerId, start: u64, landed: Option<u64>) {
         if let Some(pending) = self.pending.get_mut(&container) {
             pending.retain(|(from, _)| *from != start);
+        }
+        if let (Some(end), Some((_, held))) = (landed, self.ranges.get_mut(&container)) {
+            held.push((start, end));
         }
     }
 
@@ -74,8 +78,8 @@ impl StagedRanges {
     }
 
     /// The staging file of `container`, made empty on first use. Writing
-    /// to it happens outside the lock; [`hold`](StagedRanges::hold) then
-    /// makes the range readable.
+    /// to it happens outside the lock; [`settle`](StagedRanges::settle)
+    /// then makes the range readable.
     pub(crate) fn file(&mut self, container: ContainerId) -> Result<(Arc<File>, PathBuf)> {
         let dir = self.dir.as_ref().expect("begin comes first");
         let path = dir.join(container.to_string());
@@ -90,13 +94,6 @@ impl StagedRanges {
             self.ranges.insert(container, (Arc::new(file), Vec::new()));
         }
         Ok((self.ranges[&container].0.clone(), path))
-    }
-
-    /// Bytes `[start, end)` of `container` are in its file.
-    pub(crate) fn hold(&mut self, container: ContainerId, start: u64, end: u64) {
-        if let Some((_, held)) = self.ranges.get_mut(&container) {
-            held.push((start, end));
-        }
     }
 
     /// Where the bytes `[offset, offset + len)` of `container` are.

@@ -31,6 +31,7 @@ pub use backup::{BackupOptions, BackupReport};
 pub use browse::{Change, ChangeKind, ChunkUse};
 pub use record::{DatasetId, DatasetRecord};
 pub use restore::{Overwrite, RestoreOptions, RestoreReport};
+pub use stage::STAGE_JOBS;
 pub use tree::{Entry, EntryKind, Tree};
 
 /// Counters a long backup or restore updates as it goes, for a progress

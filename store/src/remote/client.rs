@@ -85,9 +85,10 @@ impl aws_sdk_s3::config::Intercept for CountRequests {
     }
 }
 
-/// Ranged GETs in flight at once: with 10-50 ms before a response's first
-/// byte, this many keep a fast link busy (restoring stages containers in
-/// batches of this many, `dataset/stage.rs`).
+/// Ranged GETs in flight at once for `get_ranges` (what `cat` and `get`
+/// read through): with 10-50 ms before a response's first byte, this many
+/// keep a fast link busy. Staging for a restore takes its own count
+/// (`restore --jobs`).
 const RANGES_IN_FLIGHT: usize = 32;
 
 impl RemoteClient {
