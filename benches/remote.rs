@@ -11,10 +11,18 @@
 //! fetched beside what was needed.
 //!
 //! Local and remote full restores take turns (ABBA, CAIRN_BENCH_ROUNDS,
-//! 3 by default) and their medians are compared; the CPU seconds of cairn
-//! and of the server are printed beside them. CAIRN_BENCH_RESTORE_DIR puts
-//! the restores elsewhere (a tmpfs takes the file system's cost of making
-//! files out of the comparison).
+//! 3 by default) and their medians are compared; the CPU seconds and peak
+//! RSS of cairn and the CPU seconds of the server are printed beside them.
+//!
+//! Where restores write matters more than anything cairn does: on this
+//! disk's ext4 a restore right after another's files were deleted spends
+//! most of its time in the kernel skipping recently deleted inodes, and
+//! ratios between identical runs range from 0.5 to 3.6. So
+//! CAIRN_BENCH_RESTORE_FS=ext4 (as root) gives every restore, cairn's and
+//! restic's, a fresh ext4 file system of its own on a loop device backed
+//! by memory: the real cost of making files, the same for each.
+//! CAIRN_BENCH_RESTORE_DIR instead puts the restores in a directory (a
+//! tmpfs takes the file system's cost out of the comparison).
 //!
 //! `cargo bench --bench remote` (CAIRN_BENCH_MB=200 by default; the issue's
 //! figures use 1024). Under `cargo test` it runs on a small tree as a
@@ -25,14 +33,56 @@ mod common;
 #[allow(dead_code)]
 mod s3;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use common::tools::{du, generate, installed};
 use nix::sys::resource::{UsageWho, getrusage};
 use s3::{BUCKET, S3Server, credentials};
+
+/// Where one restore writes (see the module's doc), removed when dropped.
+struct Target {
+    path: PathBuf,
+    /// The mount point and the image of its own file system, if it has one.
+    own_fs: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+impl Target {
+    /// `name` under `dir`, or, with CAIRN_BENCH_RESTORE_FS=ext4, inside a
+    /// fresh ext4 file system big enough for `bytes`.
+    fn new(dir: &Path, name: &str, bytes: u64) -> Target {
+        if std::env::var("CAIRN_BENCH_RESTORE_FS").as_deref() != Ok("ext4") {
+            return Target { path: dir.join(name), own_fs: None };
+        }
+        let image = Path::new("/dev/shm").join(format!("cairn-bench-{}-{name}.img", std::process::id()));
+        let size = (bytes * 2).max(256 << 20);
+        std::fs::File::create(&image).unwrap().set_len(size).unwrap();
+        let ok = |command: &mut Command| assert!(command.status().unwrap().success(), "{command:?}");
+        ok(Command::new("mkfs.ext4").args(["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0"]).arg(&image));
+        let mount = tempfile::tempdir().unwrap();
+        ok(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(mount.path()));
+        Target { path: mount.path().join(name), own_fs: Some((mount, image)) }
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        match &self.own_fs {
+            Some((mount, image)) => {
+                let _ = Command::new("umount").arg(mount.path()).status();
+                let _ = std::fs::remove_file(image);
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+        }
+    }
+}
 
 fn aimed(mut command: Command) -> Command {
     credentials(&mut command).env("RESTIC_PASSWORD", "bench");
@@ -51,6 +101,8 @@ std::thread_local! {
     /// CPU seconds of the last timed step: the command's own, and this
     /// process's (the in-process S3 server's).
     static LAST_CPU: std::cell::Cell<(f64, f64)> = const { std::cell::Cell::new((0.0, 0.0)) };
+    /// Peak RSS of the last timed command, in bytes.
+    static LAST_PEAK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// User + system CPU seconds of `who`.
@@ -65,15 +117,15 @@ fn timed(mut command: Command) -> f64 {
     // this one by however much of it is left: start each from a clean slate.
     let _ = Command::new("sync").status();
     let (child, own) = (cpu(UsageWho::RUSAGE_CHILDREN), cpu(UsageWho::RUSAGE_SELF));
-    let started = Instant::now();
-    let output = command.output().unwrap();
+    let (output, seconds, peak) = common::peak::run_watched(&mut command, None);
     LAST_CPU.set((cpu(UsageWho::RUSAGE_CHILDREN) - child, cpu(UsageWho::RUSAGE_SELF) - own));
+    LAST_PEAK.set(peak);
     assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
     // CAIRN_LOG=debug (passed on to cairn) shows where the time went.
     if std::env::var_os("CAIRN_LOG").is_some() {
         eprint!("{}", String::from_utf8_lossy(&output.stderr));
     }
-    started.elapsed().as_secs_f64()
+    seconds
 }
 
 /// What one restore cost: wall seconds, GETs, bytes the server sent, CPU
@@ -83,6 +135,8 @@ struct Cost {
     gets: u64,
     bytes: u64,
     cpu: (f64, f64),
+    /// Peak RSS of cairn, bytes.
+    peak: u64,
 }
 
 /// Runs `cairn ARGS` and counts the server's GETs and bytes for it.
@@ -94,6 +148,7 @@ fn counted(server: &S3Server, run: impl FnOnce() -> f64) -> Cost {
         gets: server.seen.gets.load(Ordering::SeqCst),
         bytes: server.seen.downloaded.load(Ordering::SeqCst),
         cpu: LAST_CPU.get(),
+        peak: LAST_PEAK.get(),
     }
 }
 
@@ -121,17 +176,16 @@ fn main() {
         None => tempfile::tempdir_in(work.path()).unwrap(),
     };
     let none = work.path().join("none");
+    let tree_bytes = du(&tree);
     let direct = |what: &[&str], to: &str| {
         let mut args = vec!["--remote", &url, "restore", "latest"];
         args.extend(what);
-        let target = restores.path().join(to);
-        args.extend(["--to", target.to_str().unwrap()]);
+        let target = Target::new(restores.path(), to, tree_bytes);
+        args.extend(["--to", target.arg()]);
         counted(&server, || cairn(&none, &server, &args))
     };
-    // A restore's time is mostly the file system making files, and that
-    // cost drifts as the disk fills and as files are deleted (ext4 scans
-    // for inodes to reuse): local and remote restores take turns (ABBA),
-    // each round removes what it made, and the medians are compared.
+    // Local and remote restores take turns (ABBA), each removes what it
+    // made, and the medians are compared.
     let rounds: usize = if benchmarking {
         std::env::var("CAIRN_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
     } else {
@@ -139,10 +193,10 @@ fn main() {
     };
     let (mut locals, mut fulls) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let local_target = restores.path().join("local");
         let local = || {
-            let seconds = cairn(&store, &server, &["restore", "latest", "--to", local_target.to_str().unwrap()]);
-            (seconds, LAST_CPU.get().0)
+            let target = Target::new(restores.path(), "local", tree_bytes);
+            let seconds = cairn(&store, &server, &["restore", "latest", "--to", target.arg()]);
+            (seconds, LAST_CPU.get().0, LAST_PEAK.get())
         };
         if round % 2 == 0 {
             locals.push(local());
@@ -151,25 +205,21 @@ fn main() {
             fulls.push(direct(&[], "direct"));
             locals.push(local());
         }
-        for made in ["local", "direct"] {
-            std::fs::remove_dir_all(restores.path().join(made)).unwrap();
-        }
     }
     let ratios: Vec<String> = locals.iter().zip(&fulls).map(|(l, f)| format!("{:.2}", f.seconds / l.0)).collect();
     locals.sort_by(|a, b| a.0.total_cmp(&b.0));
     fulls.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    let (local, local_cpu) = locals[rounds / 2];
+    let (local, local_cpu, local_peak) = locals[rounds / 2];
     let full = fulls.swap_remove(rounds / 2);
     let dir = direct(&["/dir07"], "direct-dir");
     let dir_bytes = du(&tree.join("dir07"));
     let one = direct(&["/dir04/file000004.txt"], "direct-file");
     let attached = work.path().join("attached");
     let attach = counted(&server, || cairn(&attached, &server, &["attach", &url]));
-    let from_attached = cairn(
-        &attached,
-        &server,
-        &["restore", "latest", "--to", restores.path().join("from-attached").to_str().unwrap()],
-    );
+    let from_attached = {
+        let target = Target::new(restores.path(), "from-attached", tree_bytes);
+        cairn(&attached, &server, &["restore", "latest", "--to", target.arg()])
+    };
 
     let mib = mb as f64;
     let gib = mib / 1024.0;
@@ -180,9 +230,13 @@ fn main() {
     );
     println!("cairn backup (local)              {:8.1} MiB/s", mib / backup);
     println!("cairn push                        {:8.1} MiB/s of stored bytes", stored as f64 / 1048576.0 / push);
-    println!("cairn restore, local store        {:8.1} MiB/s  (median of {rounds}; CPU {local_cpu:.1} s)", mib / local);
     println!(
-        "cairn restore --remote, full      {:8.1} MiB/s  ({:.2}x local's time, medians; per round {}; {} GETs, {:.0} per GiB; fetched {:.2}x stored; CPU {:.1} s, server {:.1} s)",
+        "cairn restore, local store        {:8.1} MiB/s  (median of {rounds}; CPU {local_cpu:.1} s; peak RSS {:.0} MiB)",
+        mib / local,
+        local_peak as f64 / 1048576.0
+    );
+    println!(
+        "cairn restore --remote, full      {:8.1} MiB/s  ({:.2}x local's time, medians; per round {}; {} GETs, {:.0} per GiB; fetched {:.2}x stored; CPU {:.1} s, server {:.1} s; peak RSS {:.0} MiB)",
         mib / full.seconds,
         full.seconds / local,
         ratios.join(" "),
@@ -190,7 +244,8 @@ fn main() {
         full.gets as f64 / gib,
         full.bytes as f64 / stored as f64,
         full.cpu.0,
-        full.cpu.1
+        full.cpu.1,
+        full.peak as f64 / 1048576.0
     );
     println!(
         "cairn restore --remote, one dir   {:8.2} s      ({} GETs; fetched {:.2}x the directory's bytes)",
@@ -216,9 +271,8 @@ fn main() {
         };
         restic(&["init"]);
         let restic_backup = restic(&["backup", tree.to_str().unwrap()]);
-        let restore = counted(&server, || {
-            restic(&["restore", "latest", "--target", restores.path().join("restic").to_str().unwrap()])
-        });
+        let target = Target::new(restores.path(), "restic", tree_bytes);
+        let restore = counted(&server, || restic(&["restore", "latest", "--target", target.arg()]));
         println!(
             "restic backup to S3               {:8.1} MiB/s  (cairn backup + push: {:.2}x faster)",
             mib / restic_backup,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod peak;
 pub mod tools;
 
 /// The bench's working directory: removed at the end, unless

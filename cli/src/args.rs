@@ -301,6 +301,10 @@ pub enum Command {
         /// From a remote: requests in flight at once.
         #[arg(long, short = 'j', default_value_t = cairn_store::dataset::STAGE_JOBS, value_name = "N")]
         jobs: usize,
+        /// From a remote: bytes fetched ahead to hold in memory at most
+        /// (past that, they wait in files under the store's staging/).
+        #[arg(long, default_value = "256MiB", value_name = "SIZE")]
+        memory: bytesize::ByteSize,
     },
     /// Reclaim the space of what no dataset or object names any more:
     /// collect blobs whose references reached zero, then rewrite containers

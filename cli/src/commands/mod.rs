@@ -293,9 +293,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let options = cairn_gc::GcOptions { compact_threshold, batch_blobs: batch, ..Default::default() };
             gc::gc(&globals, &options, dry_run, every)
         }
-        Command::Restore { dataset, paths, to, overwrite, dry_run, no_owner, no_xattrs, no_special, jobs } => {
+        Command::Restore { dataset, paths, to, overwrite, dry_run, no_owner, no_xattrs, no_special, jobs, memory } => {
             let leave_out = restore::LeaveOut { owners: no_owner, xattrs: no_xattrs, special: no_special };
-            restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run, leave_out, jobs)
+            let fetching = restore::Fetching { jobs, memory: memory.as_u64() };
+            restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run, leave_out, fetching)
         }
     }
 }

@@ -22,6 +22,14 @@ pub struct LeaveOut {
     pub special: bool,
 }
 
+/// How a restore from a remote fetches: `--jobs` and `--memory`.
+pub struct Fetching {
+    /// Requests in flight at once.
+    pub jobs: usize,
+    /// Bytes fetched ahead held in memory at most.
+    pub memory: u64,
+}
+
 /// Restores `paths` of `dataset` under `to`; exits [`EXIT_PARTIAL`] when
 /// something could not be put back.
 pub fn restore(
@@ -32,7 +40,7 @@ pub fn restore(
     overwrite: OverwriteArg,
     dry_run: bool,
     leave_out: LeaveOut,
-    jobs: usize,
+    fetching: Fetching,
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let store = globals.open_read()?;
@@ -48,7 +56,8 @@ pub fn restore(
         xattrs: !leave_out.xattrs,
         special: !leave_out.special,
         on_warning: Some(|warning| eprintln!("cairn: warning: {warning}")),
-        jobs: jobs.max(1),
+        jobs: fetching.jobs.max(1),
+        memory: usize::try_from(fetching.memory).unwrap_or(usize::MAX),
     };
     let progress = Progress::default();
     let report = track(globals.progress && !dry_run, "restore", &progress, || {

@@ -23,7 +23,7 @@ pub use format::{
 pub(crate) use reader::parse_table;
 pub use reader::{ContainerFiles, read_table, verify_container};
 pub use source::ContainerSource;
-pub use staged::StageReport;
+pub use staged::{PlannedRange, STAGE_MEMORY, StageReport};
 pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};
 
 use std::collections::HashSet;

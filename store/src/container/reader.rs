@@ -11,7 +11,7 @@ use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
 use crate::container::source::ContainerSource;
-use crate::container::staged::{StageReport, Staged, StagedRanges};
+use crate::container::staged::{Admit, Held, PlannedRange, StageReport, Staged, StagedRanges};
 use crate::error::{Error, Result};
 use crate::ids::{ContainerId, IdScheme};
 
@@ -109,26 +109,28 @@ impl ContainerFiles {
         let _ = self.remote.set(source);
     }
 
-    /// Announces that `ranges` `(container, start, len)` of remote
-    /// containers are about to be fetched into files under `dir`: from now
-    /// on, a read of a record inside one waits for it to land rather than
-    /// asking the remote itself. [`stage`](ContainerFiles::stage) fetches
-    /// them; [`unstage`](ContainerFiles::unstage) forgets them.
-    pub fn begin_staging(&self, dir: &Path, ranges: &[(ContainerId, u64, u64)]) -> Result<()> {
-        if self.remote.get().is_none() {
-            return Ok(());
+    /// Announces that the `planned` ranges of remote containers are about
+    /// to be fetched, held in memory up to `memory` bytes and in files
+    /// under `dir` past that (`staged.rs`): from now on, a read of a record
+    /// inside one waits for it to land rather than asking the remote
+    /// itself. [`stage`](ContainerFiles::stage) fetches them,
+    /// [`window_written`](ContainerFiles::window_written) releases them,
+    /// [`unstage`](ContainerFiles::unstage) forgets them.
+    pub fn begin_staging(&self, dir: &Path, planned: &[PlannedRange], memory: usize) {
+        if self.remote.get().is_some() {
+            self.staged.lock().expect("staged ranges poisoned").begin(dir, planned, memory);
         }
-        self.staged.lock().expect("staged ranges poisoned").begin(dir, ranges)
     }
 
     /// Fetches the ranges announced by
     /// [`begin_staging`](ContainerFiles::begin_staging), `jobs` requests at
-    /// once, in the order given, each written to its file as it lands;
-    /// reads of records inside them are local from then on, until
-    /// [`unstage`](ContainerFiles::unstage). A range that fails is left to
-    /// be read from the source by whoever needs it; the first error is
-    /// returned once every range has been tried.
-    pub fn stage(&self, ranges: &[(ContainerId, u64, u64)], jobs: usize) -> Result<StageReport> {
+    /// once, in the order given, each held as it lands; reads of records
+    /// inside them are local from then on, until the last window that
+    /// needs each is written. While memory is full, no more is asked for.
+    /// A range that fails is left to be read from the source by whoever
+    /// needs it; the first error is returned once every range has been
+    /// tried.
+    pub fn stage(&self, planned: &[PlannedRange], jobs: usize) -> Result<StageReport> {
         // However staging ends, nothing more is coming: readers waiting on
         // a range go to the source.
         struct SettleAtEnd<'a>(&'a ContainerFiles);
@@ -142,24 +144,32 @@ impl ContainerFiles {
         }
         let _settle = SettleAtEnd(self);
         let Some(source) = self.remote.get() else { return Ok(StageReport::default()) };
+        let ranges: Vec<(ContainerId, u64, u64)> = planned.iter().map(|r| (r.container, r.start, r.len)).collect();
         let mut report = StageReport::default();
         let mut failed = None;
-        source.read_ranges_each(ranges, jobs, &mut |i, fetched| {
+        // Waiting here, inside the source's callback, is what stops more
+        // requests going out while memory is full.
+        source.read_ranges_each(&ranges, jobs, &mut |i, fetched| {
             let (container, start, _) = ranges[i];
-            let landed =
-                fetched.and_then(|bytes| self.stage_range(container, start, &bytes).map(|()| bytes.len() as u64));
-            let end = match landed {
-                Ok(len) => {
-                    report.requests += 1;
-                    report.bytes += len;
-                    Some(start + len)
-                }
-                Err(error) => {
-                    failed.get_or_insert(error);
-                    None
-                }
-            };
-            self.staged.lock().expect("staged ranges poisoned").settle(container, start, end);
+            let landed = fetched.and_then(|bytes| {
+                let len = bytes.len() as u64;
+                report.requests += 1;
+                report.bytes += len;
+                let held = match self.admit(bytes.len()) {
+                    Admit::Memory => Some(Held::Memory(Arc::new(bytes))),
+                    Admit::File => {
+                        report.spilled += len;
+                        Some(self.stage_to_file(container, start, &bytes)?)
+                    }
+                    Admit::Drop | Admit::Wait => None,
+                };
+                Ok(held.map(|held| (start + len, held)))
+            });
+            let landed = landed.unwrap_or_else(|error| {
+                failed.get_or_insert(error);
+                None
+            });
+            self.staged.lock().expect("staged ranges poisoned").settle(container, start, landed);
             self.landed.notify_all();
         });
         match failed {
@@ -168,11 +178,39 @@ impl ContainerFiles {
         }
     }
 
+    /// Where a range of `len` bytes that landed goes, waiting while memory
+    /// is full and no reader is waiting for anything.
+    fn admit(&self, len: usize) -> Admit {
+        let mut staged = self.staged.lock().expect("staged ranges poisoned");
+        loop {
+            match staged.admit(len) {
+                Admit::Wait => staged = self.landed.wait(staged).expect("staged ranges poisoned"),
+                admit => return admit,
+            }
+        }
+    }
+
     /// Writes one fetched range into its staging file, outside the lock:
     /// reads of what landed before go on meanwhile.
-    fn stage_range(&self, container: ContainerId, start: u64, bytes: &[u8]) -> Result<()> {
+    fn stage_to_file(&self, container: ContainerId, start: u64, bytes: &[u8]) -> Result<Held> {
         let (file, path) = self.staged.lock().expect("staged ranges poisoned").file(container)?;
-        file.write_all_at(bytes, start).map_err(|e| Error::io("staging a container", &path, e))
+        file.write_all_at(bytes, start).map_err(|e| Error::io("staging a container", &path, e))?;
+        Ok(Held::File(file))
+    }
+
+    /// Window `window` of a restore's files is written: what staging held
+    /// for it alone is released, and the fetcher may go on.
+    pub fn window_written(&self, window: usize) {
+        if self.staged.lock().expect("staged ranges poisoned").written(window) {
+            self.landed.notify_all();
+        }
+    }
+
+    /// The restore's writers are done (however they ended): whatever lands
+    /// from now on is dropped, so the fetcher never waits for them.
+    pub fn writers_done(&self) {
+        self.staged.lock().expect("staged ranges poisoned").close();
+        self.landed.notify_all();
     }
 
     /// Forgets and removes what [`stage`](ContainerFiles::stage) fetched.
@@ -187,16 +225,22 @@ impl ContainerFiles {
             Err(error) => return Some(Err(error)),
         };
         let mut staged = self.staged.lock().expect("staged ranges poisoned");
-        let file = loop {
+        let (held, from) = loop {
             match staged.find(container, start as u64, end - start) {
-                Staged::Here(file) => break file,
-                Staged::Coming => staged = self.landed.wait(staged).expect("staged ranges poisoned"),
+                Staged::Here(held, from) => break (held, from),
+                Staged::Coming => {
+                    // A fetcher held back by a full memory budget must know
+                    // someone waits, or both would wait for each other.
+                    staged.waiting += 1;
+                    self.landed.notify_all();
+                    staged = self.landed.wait(staged).expect("staged ranges poisoned");
+                    staged.waiting -= 1;
+                }
                 Staged::No => return None,
             }
         };
         drop(staged);
-        let mut record = vec![0u8; end - start];
-        let record = file.read_exact_at(&mut record, start as u64).map(|()| record);
+        let record = held.read(from, start as u64, end - start);
         Some(
             record
                 .map_err(|e| Error::io("reading a staged container", self.path(container), e))

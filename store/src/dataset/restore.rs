@@ -134,6 +134,8 @@ pub struct RestoreOptions {
     pub on_warning: Option<fn(&str)>,
     /// From a remote: requests in flight at once while staging.
     pub jobs: usize,
+    /// From a remote: bytes of fetched ranges held in memory at most.
+    pub memory: usize,
 }
 
 impl Default for RestoreOptions {
@@ -148,6 +150,7 @@ impl Default for RestoreOptions {
             special: true,
             on_warning: None,
             jobs: super::stage::STAGE_JOBS,
+            memory: crate::container::STAGE_MEMORY,
         }
     }
 }
@@ -288,7 +291,7 @@ impl Store {
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), "directories made");
         crate::fault::pause_point("restore:dirs-made", None);
         // Files, in parallel; each checks every chunk.
-        let files: Vec<(&PathBuf, &Entry)> = steps
+        let mut files: Vec<(&PathBuf, &Entry)> = steps
             .iter()
             .filter_map(|s| match s {
                 Step::File(path, entry) => Some((path, entry)),
@@ -305,13 +308,14 @@ impl Store {
             .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
             .build()
             .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?;
-        // From a remote, the ranges of its containers that the files need
-        // are fetched many at once (`stage.rs`) into local files that stay
-        // until the restore ends (hard links below may read them too), in
-        // the order the windows of files need them; each window is written
-        // once its ranges have landed, while the next are fetched.
+        // From a remote, files are written in the order their bytes were
+        // stored, and the ranges of its containers that they need are
+        // fetched many at once (`stage.rs`) and held in memory, in the
+        // order the windows of files need them, until the last window that
+        // needs each is written; each file is written once its bytes have
+        // landed, while the next are fetched.
         let _staged = Unstage(self);
-        let plan = self.plan_stage(&files, LOCATE_WINDOW)?;
+        let plan = self.plan_stage(&mut files, LOCATE_WINDOW)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), ranges = plan.ranges.len(), "planned the restore");
         if plan.ranges.is_empty() {
             // More files at once than cores: each waits in turn for its
@@ -325,17 +329,22 @@ impl Store {
                 files.par_chunks(LOCATE_WINDOW).try_for_each(|window| write_files(window, self.locate(window)))
             })?;
         } else {
-            self.begin_staging(&plan)?;
+            self.begin_staging(&plan, options.memory);
             let staged = std::thread::scope(|scope| {
                 let stager = scope.spawn(|| self.stage(&plan, options.jobs));
                 // Windows in order, several at once as threads free up; a
-                // file whose bytes have not landed waits for them.
+                // file whose bytes have not landed waits for them, and a
+                // written window releases what only it needed.
                 let written = pool.install(|| {
-                    files
-                        .chunks(LOCATE_WINDOW)
-                        .par_bridge()
-                        .try_for_each(|window| write_files(window, self.locate(window)))
+                    files.chunks(LOCATE_WINDOW).enumerate().par_bridge().try_for_each(|(number, window)| {
+                        write_files(window, self.locate(window))?;
+                        self.files().window_written(number);
+                        Ok::<(), Error>(())
+                    })
                 });
+                // However the writers ended, the fetcher must not wait for
+                // them to release memory.
+                self.files().writers_done();
                 let staged = stager.join().expect("the staging thread panicked");
                 written.map(|()| staged)
             })?;

@@ -9,18 +9,20 @@
 //! joined when the unneeded bytes between them cost less than a round trip
 //! would ([`gap_budget`]): a full restore reads each container it needs
 //! in one range, a restore of one directory reads what it needs in a few.
-//! The ranges go in the order the restore's windows of files first need
-//! them, and a read of a record in a range that has not landed waits for
-//! it (`container/staged.rs`), so each file is written as soon as its own
-//! bytes are here, while the rest are fetched: the restore reads every
-//! chunk locally, as from a local store.
+//! Files are written in the order their first chunks were stored, in
+//! windows; the ranges go in the order the windows first need them, each
+//! with the last window that needs it, so it can be dropped once that
+//! window is written (`container/staged.rs` holds them in memory). A read
+//! of a record in a range that has not landed waits for it, so each file
+//! is written as soon as its own bytes are here, while the rest are
+//! fetched: the restore reads every chunk locally, as from a local store.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use crate::container::StageReport;
+use crate::container::{PlannedRange, StageReport};
 use crate::content::ContentReader;
 use crate::dataset::tree::Entry;
 use crate::error::Result;
@@ -88,63 +90,109 @@ pub fn gap_budget() -> u64 {
     read("CAIRN_REMOTE_LATENCY_MS", 20).saturating_mul(read("CAIRN_REMOTE_MBPS", 100)).saturating_mul(1000)
 }
 
-/// The ranges to stage, in the order the restore's windows of files need
-/// them.
+/// What a window of files reads: each file's chunks, and their index
+/// entries.
+type WindowChunks = (Vec<Vec<BlobId>>, HashMap<BlobId, IndexEntry>);
+
+/// What one file reads from remote containers: where its first remote
+/// chunk is (the order files are written in), and the containers it reads.
+struct FileReads {
+    first: (ContainerId, u64),
+    containers: Vec<ContainerId>,
+}
+
+/// The ranges to stage, in the order the restore's windows of files first
+/// need them, each with the last window that needs it.
 pub(crate) struct StagePlan {
-    pub(crate) ranges: Vec<(ContainerId, u64, u64)>,
+    pub(crate) ranges: Vec<PlannedRange>,
 }
 
 impl Store {
     /// Plans what restoring `files`, in windows of `window` files, reads
-    /// from remote containers, per the module's rule. Empty for a store
-    /// with no remote.
-    pub(crate) fn plan_stage(&self, files: &[(&PathBuf, &Entry)], window: usize) -> Result<StagePlan> {
+    /// from remote containers, per the module's rule, and puts `files` in
+    /// the order they should be written: by where their first remote chunk
+    /// is. Empty for a store with no remote.
+    pub(crate) fn plan_stage(&self, files: &mut [(&PathBuf, &Entry)], window: usize) -> Result<StagePlan> {
         let mut plan = StagePlan { ranges: Vec::new() };
         if self.files().remote().is_none() {
             return Ok(plan);
         }
-        let mut needed: HashMap<ContainerId, (Needed, usize)> = HashMap::new();
+        let mut needed: HashMap<ContainerId, Needed> = HashMap::new();
         let mut local: HashMap<ContainerId, bool> = HashMap::new();
+        let mut reads: Vec<FileReads> = Vec::with_capacity(files.len());
         // Windows are looked up several at once (each lookup is one
         // thread's batched read of the index), a bounded number at a time.
         let group = window * 4 * rayon::current_num_threads();
-        for (first, files) in files.chunks(group).enumerate() {
-            let windows: Vec<Vec<IndexEntry>> =
+        for files in files.chunks(group) {
+            let windows: Vec<WindowChunks> =
                 files.par_chunks(window).map(|files| self.window_chunks(files)).collect::<Result<_>>()?;
-            for (i, entries) in windows.into_iter().enumerate() {
-                let number = first * (group / window) + i;
-                for entry in entries {
-                    let is_local =
-                        *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container));
-                    if !is_local {
+            for (chunks_of_files, entries) in windows {
+                for chunks in chunks_of_files {
+                    let mut file = FileReads { first: (ContainerId(0), 0), containers: Vec::new() };
+                    for entry in chunks.iter().filter_map(|id| entries.get(id)) {
+                        let is_local =
+                            *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container));
+                        if is_local {
+                            continue;
+                        }
                         let end = entry.offset.saturating_add(entry.record_len());
-                        needed
-                            .entry(entry.container)
-                            .or_insert_with(|| (Needed::default(), number))
-                            .0
-                            .mark(entry.offset, end);
+                        needed.entry(entry.container).or_default().mark(entry.offset, end);
+                        if file.containers.is_empty() {
+                            file.first = (entry.container, entry.offset);
+                        }
+                        if file.containers.last() != Some(&entry.container) {
+                            file.containers.push(entry.container);
+                        }
                     }
+                    file.containers.sort_unstable();
+                    file.containers.dedup();
+                    reads.push(file);
                 }
             }
         }
+        // Files are written in the order their bytes were stored, not in
+        // the tree's: a backup's threads fill containers together, so
+        // files far apart in the tree share containers (one thread works
+        // from each end of a directory), and in the tree's order every
+        // container would be needed from the start of the restore to its
+        // end. Measured on the remote bench's 1 GiB tree, restoring to a
+        // fresh ext4: 1.72x a local restore's time in the tree's order,
+        // 1.42x in this one.
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.sort_by_key(|&i| reads[i].first);
+        let sorted: Vec<(&PathBuf, &Entry)> = order.iter().map(|&i| files[i]).collect();
+        files.copy_from_slice(&sorted);
+        // The first and last windows that read from each container.
+        let mut windows: HashMap<ContainerId, (usize, usize)> = HashMap::new();
+        for (at, &i) in order.iter().enumerate() {
+            let number = at / window;
+            for container in &reads[i].containers {
+                windows.entry(*container).or_insert((number, number)).1 = number;
+            }
+        }
         let budget = gap_budget();
-        let mut ranges: Vec<(usize, ContainerId, u64, u64)> = needed
+        let mut ranges: Vec<(usize, PlannedRange)> = needed
             .iter()
-            .flat_map(|(id, (needed, first))| {
-                needed.ranges(budget).into_iter().map(move |(start, end)| (*first, *id, start, end - start))
+            .flat_map(|(&container, needed)| {
+                let (first, last_window) = windows[&container];
+                needed
+                    .ranges(budget)
+                    .into_iter()
+                    .map(move |(start, end)| (first, PlannedRange { container, start, len: end - start, last_window }))
             })
             .collect();
-        ranges.sort_unstable();
-        plan.ranges = ranges.into_iter().map(|(_, id, start, len)| (id, start, len)).collect();
+        ranges.sort_unstable_by_key(|(first, range)| (*first, range.container, range.start));
+        plan.ranges = ranges.into_iter().map(|(_, range)| range).collect();
         Ok(plan)
     }
 
-    /// The index entries of every distinct chunk of `files` (content lists
-    /// are metadata: local, or downloaded up front by the attach).
-    fn window_chunks(&self, files: &[(&PathBuf, &Entry)]) -> Result<Vec<IndexEntry>> {
-        let mut ids: Vec<BlobId> = files
+    /// The chunks of each of `files` (content lists are metadata: local,
+    /// or downloaded up front by the attach), and the index entries of
+    /// them all, looked up in one batch.
+    fn window_chunks(&self, files: &[(&PathBuf, &Entry)]) -> Result<WindowChunks> {
+        let chunks: Vec<Vec<BlobId>> = files
             .iter()
-            .flat_map(|(_, entry)| {
+            .map(|(_, entry)| {
                 let mut chunks = Vec::new();
                 if let Some(Ok(mut reader)) = entry.blob.map(|root| ContentReader::new(self, root)) {
                     while let Ok(Some(chunk)) = reader.next_chunk() {
@@ -154,9 +202,12 @@ impl Store {
                 chunks
             })
             .collect();
+        let mut ids: Vec<BlobId> = chunks.iter().flatten().copied().collect();
         ids.sort_unstable();
         ids.dedup();
-        Ok(self.index().blobs(&ids)?.into_iter().flatten().filter(|e| !e.is_orphan()).collect())
+        let entries = self.index().blobs(&ids)?;
+        let entries = ids.into_iter().zip(entries).filter_map(|(id, e)| Some((id, e?))).filter(|(_, e)| !e.is_orphan());
+        Ok((chunks, entries.collect()))
     }
 
     /// Announces `plan`'s ranges (reads inside them wait for them from
@@ -164,9 +215,9 @@ impl Store {
     /// directory per restore: two restores from one attached store must
     /// not share files. A writer's open removes what a killed restore left
     /// (`Store::recover`).
-    pub(crate) fn begin_staging(&self, plan: &StagePlan) -> Result<()> {
+    pub(crate) fn begin_staging(&self, plan: &StagePlan, memory: usize) {
         let dir = self.root().join("staging").join(format!("{}-{}", std::process::id(), crate::config::random_id()));
-        self.files().begin_staging(&dir, &plan.ranges)
+        self.files().begin_staging(&dir, &plan.ranges, memory);
     }
 
     /// Stages `plan`'s ranges, `jobs` requests at once, in order.
@@ -176,6 +227,7 @@ impl Store {
         tracing::debug!(
             requests = report.requests,
             bytes = report.bytes,
+            spilled = report.spilled,
             seconds = started.elapsed().as_secs_f64(),
             "staged remote containers"
         );
