@@ -201,14 +201,10 @@ fn ten_versions_pushed_attach_and_restore_identical_and_read_straight_from_s3() 
     crate::util::assert_recount_matches(&attached_store);
 }
 
-/// A range a `--remote` restore stages that cannot be fetched: the files
-/// that need it read it from the remote themselves, the remote refuses
-/// them too, and the restore ends naming the container (a remote that
-/// cannot be read ends a restore, as it always has). What matters here:
-/// nothing waits for bytes that will not come (reads inside a range still
-/// being fetched wait for it), and every file left behind is whole.
-#[test]
-fn a_staged_range_that_cannot_be_fetched_ends_the_restore_without_hanging() {
+/// A store of small containers (many ranges to stage) holding one backup
+/// of a generated tree, pushed to a new test server: the fixture, the
+/// server, the store and the tree.
+fn pushed_in_small_containers() -> (Fixture, S3Server, std::path::PathBuf, std::path::PathBuf) {
     let fixture = Fixture::new();
     let server = S3Server::start(&fixture.path("s3"));
     let store = fixture.store();
@@ -217,6 +213,18 @@ fn a_staged_range_that_cannot_be_fetched_ends_the_restore_without_hanging() {
     generate(&source, 200, 5);
     add_remote(&store, &server, &[]);
     succeed(cairn(&store, &server, &["backup", source.to_str().unwrap(), "--push", "s3"]));
+    (fixture, server, store, source)
+}
+
+/// A range a `--remote` restore stages that cannot be fetched: the files
+/// that need it read it from the remote themselves, the remote refuses
+/// them too, and the restore ends naming the container (a remote that
+/// cannot be read ends a restore, as it always has). What matters here:
+/// nothing waits for bytes that will not come (reads inside a range still
+/// being fetched wait for it), and every file left behind is whole.
+#[test]
+fn a_staged_range_that_cannot_be_fetched_ends_the_restore_without_hanging() {
+    let (fixture, server, store, source) = pushed_in_small_containers();
     let containers: Value = serde_json::from_str(&succeed(command_on(&store, &["--json", "containers"]))).unwrap();
     let data: Vec<&str> = containers
         .as_array()
@@ -288,14 +296,7 @@ fn finish_within(mut command: Command) -> (std::process::ExitStatus, String) {
 /// while one does. Without that second rule each would wait for the other.
 #[test]
 fn a_restore_with_almost_no_memory_for_fetching_ahead_is_exact_and_never_stalls() {
-    let fixture = Fixture::new();
-    let server = S3Server::start(&fixture.path("s3"));
-    let store = fixture.store();
-    succeed(command_on(&store, &["init", "--container-size", "256KiB"]));
-    let source = fixture.path("source");
-    generate(&source, 200, 5);
-    add_remote(&store, &server, &[]);
-    succeed(cairn(&store, &server, &["backup", source.to_str().unwrap(), "--push", "s3"]));
+    let (fixture, server, _store, source) = pushed_in_small_containers();
     let target = fixture.path("restored");
     let url = url();
     let mut command = cairn(

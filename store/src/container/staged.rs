@@ -336,13 +336,20 @@ mod tests {
         PlannedRange { container: ContainerId(container), start, len, last_window }
     }
 
-    #[test]
-    fn memory_is_given_back_when_the_last_window_that_needs_a_range_is_written() {
+    /// Staging `planned` with `budget` bytes of memory, the first range
+    /// (container 1, 100 bytes at 0) landed in memory.
+    fn holding_the_first(planned: &[PlannedRange], budget: usize) -> (tempfile::TempDir, StagedRanges) {
         let dir = tempfile::tempdir().unwrap();
         let mut staged = StagedRanges::default();
-        staged.begin(dir.path(), &[range(1, 0, 100, 0), range(2, 0, 100, 2)], 150);
+        staged.begin(dir.path(), planned, budget);
         assert_eq!(staged.admit(100), Admit::Memory);
         staged.settle(ContainerId(1), 0, Some((100, Held::Memory(Arc::new(vec![7; 100])))));
+        (dir, staged)
+    }
+
+    #[test]
+    fn memory_is_given_back_when_the_last_window_that_needs_a_range_is_written() {
+        let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, 0), range(2, 0, 100, 2)], 150);
         // Full, and nobody waits: the fetcher waits.
         assert_eq!(staged.admit(100), Admit::Wait);
         assert!(matches!(staged.find(ContainerId(1), 10, 5), Staged::Here(_, 0)));
@@ -356,11 +363,7 @@ mod tests {
 
     #[test]
     fn a_waiting_reader_sends_what_lands_to_a_file_and_closing_drops_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut staged = StagedRanges::default();
-        staged.begin(dir.path(), &[range(1, 0, 100, 5), range(2, 0, 100, 0)], 100);
-        assert_eq!(staged.admit(100), Admit::Memory);
-        staged.settle(ContainerId(1), 0, Some((100, Held::Memory(Arc::new(vec![7; 100])))));
+        let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, 5), range(2, 0, 100, 0)], 100);
         staged.waiting += 1;
         assert_eq!(staged.admit(100), Admit::File);
         let (file, _) = staged.file(ContainerId(2)).unwrap();
