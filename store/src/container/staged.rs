@@ -35,8 +35,8 @@ use crate::ids::ContainerId;
 /// link, small beside what a restore of terabytes would otherwise stage.
 pub const STAGE_MEMORY: usize = 256 << 20;
 
-/// A range planned for staging: its place in its container, and the last
-/// window of files (in the restore's order) that reads from it.
+/// A range planned for staging: its place in its container, and the first
+/// and last windows of files (in the restore's order) that read from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlannedRange {
     /// The remote container.
@@ -45,6 +45,8 @@ pub struct PlannedRange {
     pub start: u64,
     /// Its length in bytes.
     pub len: u64,
+    /// The first window of files that reads from it.
+    pub first_window: usize,
     /// The last window of files that reads from it.
     pub last_window: usize,
 }
@@ -62,7 +64,7 @@ pub(crate) enum Held {
 struct Landed {
     start: u64,
     end: u64,
-    last_window: usize,
+    windows: (usize, usize),
     held: Held,
 }
 
@@ -71,7 +73,7 @@ struct Landed {
 pub(crate) struct StagedRanges {
     dir: Option<PathBuf>,
     landed: HashMap<ContainerId, Vec<Landed>>,
-    pending: HashMap<ContainerId, Vec<(u64, u64, usize)>>,
+    pending: HashMap<ContainerId, Vec<(u64, u64, (usize, usize))>>,
     files: HashMap<ContainerId, Arc<File>>,
     /// Bytes of landed ranges in memory, and how many may be.
     memory: usize,
@@ -149,7 +151,7 @@ impl StagedRanges {
             self.pending.entry(range.container).or_default().push((
                 range.start,
                 range.start.saturating_add(range.len),
-                range.last_window,
+                (range.first_window, range.last_window),
             ));
         }
     }
@@ -176,10 +178,10 @@ impl StagedRanges {
     pub(crate) fn settle(&mut self, container: ContainerId, start: u64, landed: Option<(u64, Held)>) {
         let Some(pending) = self.pending.get_mut(&container) else { return };
         let Some(at) = pending.iter().position(|(from, _, _)| *from == start) else { return };
-        let (_, _, last_window) = pending.swap_remove(at);
+        let (_, _, windows) = pending.swap_remove(at);
         if let Some((end, held)) = landed {
-            let range = Landed { start, end, last_window, held };
-            if last_window < self.written_below {
+            let range = Landed { start, end, windows, held };
+            if self.all_written(windows) {
                 // Every window that needed it is written already (they
                 // read around it): keep nothing.
                 self.release(container, range);
@@ -200,38 +202,41 @@ impl StagedRanges {
     }
 
     /// Window `window` of the restore's files is written: drops every
-    /// range that no window left to write needs. Whether anything was
-    /// dropped.
+    /// range whose windows are all written (a window that takes long, one
+    /// large file, holds back only the ranges it reads). Whether anything
+    /// was dropped.
     pub(crate) fn written(&mut self, window: usize) -> bool {
-        if window < self.written_below {
+        if window < self.written_below || !self.written_past.insert(window) {
             return false;
         }
-        self.written_past.insert(window);
-        let before = self.written_below;
         while self.written_past.remove(&self.written_below) {
             self.written_below += 1;
         }
-        if self.written_below == before {
-            return false;
-        }
-        let below = self.written_below;
         let mut done = Vec::new();
-        for (container, ranges) in self.landed.iter_mut() {
+        let mut landed = std::mem::take(&mut self.landed);
+        for (container, ranges) in landed.iter_mut() {
             let mut i = 0;
             while i < ranges.len() {
-                if ranges[i].last_window < below {
+                if self.all_written(ranges[i].windows) {
                     done.push((*container, ranges.swap_remove(i)));
                 } else {
                     i += 1;
                 }
             }
         }
-        self.landed.retain(|_, ranges| !ranges.is_empty());
+        landed.retain(|_, ranges| !ranges.is_empty());
+        self.landed = landed;
         let released = !done.is_empty();
         for (container, range) in done {
             self.release(container, range);
         }
         released
+    }
+
+    /// Whether every window from `first` to `last` is written.
+    fn all_written(&self, (first, last): (usize, usize)) -> bool {
+        last < self.written_below
+            || (first.max(self.written_below)..=last).all(|window| self.written_past.contains(&window))
     }
 
     /// Gives back what a landed range held.
@@ -332,8 +337,8 @@ impl Drop for StagedRanges {
 mod tests {
     use super::*;
 
-    fn range(container: u64, start: u64, len: u64, last_window: usize) -> PlannedRange {
-        PlannedRange { container: ContainerId(container), start, len, last_window }
+    fn range(container: u64, start: u64, len: u64, windows: (usize, usize)) -> PlannedRange {
+        PlannedRange { container: ContainerId(container), start, len, first_window: windows.0, last_window: windows.1 }
     }
 
     /// Staging `planned` with `budget` bytes of memory, the first range
@@ -349,7 +354,7 @@ mod tests {
 
     #[test]
     fn memory_is_given_back_when_the_last_window_that_needs_a_range_is_written() {
-        let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, 0), range(2, 0, 100, 2)], 150);
+        let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, (0, 1)), range(2, 0, 100, (2, 2))], 150);
         // Full, and nobody waits: the fetcher waits.
         assert_eq!(staged.admit(100), Admit::Wait);
         assert!(matches!(staged.find(ContainerId(1), 10, 5), Staged::Here(_, 0)));
@@ -362,8 +367,18 @@ mod tests {
     }
 
     #[test]
+    fn a_range_goes_once_its_own_windows_are_written_whatever_came_before() {
+        let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, (3, 4)), range(2, 0, 100, (0, 0))], 1000);
+        assert!(!staged.written(3));
+        // Window 0 is still being written (one large file, say): the
+        // range of windows 3 and 4 goes all the same.
+        assert!(staged.written(4));
+        assert!(matches!(staged.find(ContainerId(1), 10, 5), Staged::No));
+    }
+
+    #[test]
     fn a_waiting_reader_sends_what_lands_to_a_file_and_closing_drops_it() {
-        let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, 5), range(2, 0, 100, 0)], 100);
+        let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, (5, 5)), range(2, 0, 100, (0, 0))], 100);
         staged.waiting += 1;
         assert_eq!(staged.admit(100), Admit::File);
         let (file, _) = staged.file(ContainerId(2)).unwrap();

@@ -175,10 +175,9 @@ impl Store {
             .iter()
             .flat_map(|(&container, needed)| {
                 let (first, last_window) = windows[&container];
-                needed
-                    .ranges(budget)
-                    .into_iter()
-                    .map(move |(start, end)| (first, PlannedRange { container, start, len: end - start, last_window }))
+                needed.ranges(budget).into_iter().map(move |(start, end)| {
+                    (first, PlannedRange { container, start, len: end - start, first_window: first, last_window })
+                })
             })
             .collect();
         ranges.sort_unstable_by_key(|(first, range)| (*first, range.container, range.start));
