@@ -1,7 +1,8 @@
 //! Peak memory of the writing commands as the data grows: `cairn put` of
 //! 2, 8 and 32 GiB of incompressible bytes (generated here, BLAKE3's
 //! output stream, and piped in: no disk read), each into a new store, and
-//! `cairn backup` of a generated tree of a million small files. For each:
+//! `cairn backup` of a generated tree of a million small files, then
+//! `cairn dedupe assess` of that tree against the store. For each:
 //! peak RSS of the cairn process (its `VmHWM`, read from /proc while it
 //! runs) and throughput. Issue "Flat memory" wants the peak at 32 GiB no
 //! more than 1.25x the peak at 2 GiB, and under 300 MiB.
@@ -110,6 +111,15 @@ fn main() {
     println!(
         "backup of {files} small files ({:.0} MiB, made in {made:.0} s)   peak RSS {:7.1} MiB   {:7.0} files/s",
         mib(bytes),
+        mib(peak),
+        files as f64 / seconds
+    );
+    // What a first backup into that store would add: every chunk already
+    // there. Without a store it would count all of them as new; with one
+    // it also looks each distinct chunk up.
+    let (seconds, peak) = measured(cairn(&store, &["dedupe", "assess", tree.path().to_str().unwrap()]), None);
+    println!(
+        "dedupe assess of the same files            peak RSS {:7.1} MiB   {:7.0} files/s",
         mib(peak),
         files as f64 / seconds
     );

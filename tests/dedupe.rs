@@ -139,3 +139,33 @@ fn assess_estimates_what_a_backup_stores() {
     let missing = fixture.fails(&["dedupe", "assess", Path::new("/nonexistent/x").to_str().unwrap()]);
     assert!(missing.contains("/nonexistent/x"), "{missing}");
 }
+
+/// More files than one batch of the walk, a file of more chunks than one
+/// write to the scratch map, and more distinct chunks than one lookup in
+/// the store's index: every chunk counted once, and after a backup every
+/// one found in the store.
+#[test]
+fn assess_counts_every_chunk_once_across_batches() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    fs::create_dir(&source).unwrap();
+    // Small files are one chunk each; 300 of them are copies of others.
+    for i in 0..600u64 {
+        let bytes = noise(1024, 1000 + i);
+        fs::write(source.join(format!("f{i:04}")), &bytes).unwrap();
+        if i % 2 == 0 {
+            fs::write(source.join(format!("copy{i:04}")), &bytes).unwrap();
+        }
+    }
+    fs::write(source.join("big.bin"), noise(96 << 20, 7)).unwrap();
+    let before = json(&fixture, &["dedupe", "assess", source.to_str().unwrap()]);
+    assert_eq!(before["files"], 901, "{before}");
+    let (chunks, unique) = (before["chunks"].as_u64().unwrap(), before["unique_chunks"].as_u64().unwrap());
+    assert!(unique > 8192 + 600, "the big file alone is more than one write: {before}");
+    assert_eq!(chunks, unique + 300, "only the copies repeat: {before}");
+    assert_eq!(before["logical_bytes"], (96 << 20) + 900 * 1024, "{before}");
+    json(&fixture, &["backup", source.to_str().unwrap()]);
+    let after = json(&fixture, &["dedupe", "assess", source.to_str().unwrap()]);
+    assert_eq!(after["unique_chunks"], before["unique_chunks"], "{after}");
+    assert_eq!(after["already_stored_bytes"], after["compressed_bytes"], "everything is in the store now: {after}");
+}

@@ -4,10 +4,15 @@
 //! Every regular file is chunked with the store's chunker and compressed
 //! with its codec (or the defaults), hashed on all cores; unique chunks are counted
 //! once. With a store, chunks it already holds are counted too, which says
-//! what a first backup into it would add. Memory: about 80 bytes per
-//! distinct chunk (10 GiB of unique data at 8 KiB chunks: ~100 MB).
+//! what a first backup into it would add.
+//!
+//! Memory stays flat in the size of the tree: files are taken in batches
+//! as the walk finds them, and each chunk's id and lengths go to a map on
+//! disk (`cairn_store::scratch`, about 40 bytes a distinct chunk under
+//! `TMPDIR`), read back once in order at the end, with the store's index
+//! looked up a sorted batch at a time. It used to be a hash map in memory:
+//! about 80 bytes a distinct chunk, 10 GB for 1 TiB of unique data.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,6 +20,7 @@ use std::sync::Mutex;
 use cairn_store::config::DEFAULT_CODEC;
 use cairn_store::container::{Codec, encode_blob};
 use cairn_store::ids::{IdKeys, IdScheme};
+use cairn_store::scratch::ScratchMap;
 use cairn_store::{BlobId, BlobKind, ChunkerConfig, Error, Result, Store};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -44,8 +50,11 @@ pub struct Assessment {
     pub unreadable: Vec<String>,
 }
 
-/// Per distinct chunk: plaintext and compressed length.
-type Seen = HashMap<BlobId, (u32, u32)>;
+/// Files chunked at once: a batch of the walk.
+const FILES_PER_BATCH: usize = 256;
+
+/// Chunks of one file written to the scratch map at once.
+const CHUNKS_PER_WRITE: usize = 8192;
 
 /// Assesses `root` (a file or a directory, recursively; symlinks are not
 /// followed). `store`, when given, supplies the chunker and the chunks it
@@ -55,55 +64,67 @@ pub fn assess(root: &Path, store: Option<&Store>, progress: &(dyn Fn(u64) + Sync
     let codec = store.map_or(DEFAULT_CODEC, Store::codec);
     // Chunks are named as the store names them, so "already stored" compares like with like.
     let ids = store.map_or_else(|| IdScheme::Keyed(IdKeys::public()), |s| s.ids().clone());
-    let mut files = Vec::new();
-    let mut unreadable = Vec::new();
-    list_files(root, &mut files, &mut unreadable)?;
-    let seen: Mutex<Seen> = Mutex::new(HashMap::new());
+    // Per distinct chunk: its plaintext and compressed lengths.
+    let seen = ScratchMap::new("making scratch space for the assessment")?;
     let totals = Mutex::new((0u64, 0u64, 0u64)); // files, bytes, chunks
-    let failures = Mutex::new(unreadable);
-    files.par_iter().for_each(|path| match chunk_file(&chunker, codec, &ids, path) {
-        Ok(chunks) => {
-            let bytes: u64 = chunks.iter().map(|(_, raw, _)| *raw as u64).sum();
-            let read_so_far = {
-                let mut totals = totals.lock().expect("totals poisoned");
-                totals.0 += 1;
-                totals.1 += bytes;
-                totals.2 += chunks.len() as u64;
-                totals.1
-            };
-            let mut seen = seen.lock().expect("chunk set poisoned");
-            for (id, raw, compressed) in chunks {
-                seen.entry(id).or_insert((raw, compressed));
-            }
-            drop(seen);
-            progress(read_so_far);
-        }
-        Err(error) => failures.lock().expect("failures poisoned").push(error.to_string()),
-    });
-    let seen = seen.into_inner().expect("chunk set poisoned");
-    let (files, logical_bytes, chunks) = totals.into_inner().expect("totals poisoned");
-    let mut report = Assessment {
-        files,
-        logical_bytes,
-        chunks,
-        unique_chunks: seen.len() as u64,
-        unreadable: failures.into_inner().expect("failures poisoned"),
-        ..Assessment::default()
-    };
-    for (raw, compressed) in seen.values() {
-        report.unique_bytes += *raw as u64;
-        report.compressed_bytes += *compressed as u64;
-    }
-    if let Some(store) = store {
-        let ids: Vec<BlobId> = seen.keys().copied().collect();
-        for batch in ids.chunks(4096) {
-            for (id, entry) in batch.iter().zip(store.index().blobs(batch)?) {
-                if entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()) {
-                    report.already_stored_bytes += seen[id].1 as u64;
+    let failures = Mutex::new(Vec::new());
+    let mut unlisted = Vec::new();
+    walk_files(root, &mut unlisted, &mut |batch| {
+        batch.par_iter().try_for_each(|path| {
+            match chunk_file(&chunker, codec, &ids, path, &seen) {
+                Ok((bytes, chunks)) => {
+                    let read_so_far = {
+                        let mut totals = totals.lock().expect("totals poisoned");
+                        totals.0 += 1;
+                        totals.1 += bytes;
+                        totals.2 += chunks;
+                        totals.1
+                    };
+                    progress(read_so_far);
                 }
+                // The scratch map failing (a full TMPDIR) ends the
+                // assessment; a file that cannot be read is listed.
+                Err(error @ Error::Io { .. }) => return Err(error),
+                Err(error) => failures.lock().expect("failures poisoned").push(error.to_string()),
             }
+            Ok(())
+        })
+    })?;
+    let (files, logical_bytes, chunks) = totals.into_inner().expect("totals poisoned");
+    let mut unreadable = failures.into_inner().expect("failures poisoned");
+    unreadable.append(&mut unlisted);
+    let mut report = Assessment { files, logical_bytes, chunks, unreadable, ..Assessment::default() };
+    // One pass over the distinct chunks, in id order; with a store, its
+    // index is asked about a sorted batch at a time.
+    let mut batch: Vec<(BlobId, u32)> = Vec::with_capacity(4096);
+    let already_stored = |batch: &mut Vec<(BlobId, u32)>| -> Result<u64> {
+        let Some(store) = store else { return Ok(0) };
+        let ids: Vec<BlobId> = batch.iter().map(|(id, _)| *id).collect();
+        let entries = store.index().blobs(&ids)?;
+        let bytes = batch
+            .drain(..)
+            .zip(entries)
+            .filter(|(_, entry)| entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()))
+            .map(|((_, compressed), _)| u64::from(compressed))
+            .sum();
+        Ok(bytes)
+    };
+    seen.for_each(|key, value| {
+        let (Ok(id), Some(raw), Some(compressed)) = (<[u8; 32]>::try_from(key), value.get(..4), value.get(4..8)) else {
+            return Ok(());
+        };
+        let raw = u32::from_le_bytes(raw.try_into().expect("4 bytes"));
+        let compressed = u32::from_le_bytes(compressed.try_into().expect("4 bytes"));
+        report.unique_chunks += 1;
+        report.unique_bytes += u64::from(raw);
+        report.compressed_bytes += u64::from(compressed);
+        batch.push((BlobId(id), compressed));
+        if batch.len() == batch.capacity() {
+            report.already_stored_bytes += already_stored(&mut batch)?;
         }
-    }
+        Ok(())
+    })?;
+    report.already_stored_bytes += already_stored(&mut batch)?;
     report.dedup_ratio = ratio(report.logical_bytes, report.unique_bytes);
     report.compression_ratio = ratio(report.unique_bytes, report.compressed_bytes);
     report.unreadable.sort();
@@ -114,29 +135,55 @@ fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 1.0 } else { a as f64 / b as f64 }
 }
 
-/// Each chunk of a file: id, plaintext length, compressed length.
-fn chunk_file(chunker: &ChunkerConfig, codec: Codec, ids: &IdScheme, path: &Path) -> Result<Vec<(BlobId, u32, u32)>> {
+/// Chunks one file into `seen` (id to plaintext and compressed length);
+/// its bytes and chunks. A file that cannot be read is `Error::Input`.
+fn chunk_file(
+    chunker: &ChunkerConfig,
+    codec: Codec,
+    ids: &IdScheme,
+    path: &Path,
+    seen: &ScratchMap,
+) -> Result<(u64, u64)> {
     let what = || path.display().to_string();
     let file = File::open(path).map_err(|cause| Error::Input { what: what(), cause })?;
-    let mut out = Vec::new();
+    let (mut bytes, mut chunks) = (0u64, 0u64);
+    let mut pending: Vec<([u8; 32], [u8; 8])> = Vec::new();
+    let write = |pending: &mut Vec<([u8; 32], [u8; 8])>| {
+        let written = seen.insert(pending.iter().map(|(key, value)| (&key[..], &value[..])));
+        pending.clear();
+        written
+    };
     for chunk in chunker.stream(file) {
         let chunk = chunk.map_err(|cause| Error::Input { what: what(), cause })?;
         let id = ids.id(BlobKind::Data, &chunk.data);
         let raw = chunk.data.len() as u32;
         let encoded = encode_blob(id, BlobKind::Data, &chunk.data, codec);
-        out.push((id, raw, encoded.bytes.len() as u32));
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&raw.to_le_bytes());
+        value[4..].copy_from_slice(&(encoded.bytes.len() as u32).to_le_bytes());
+        pending.push((id.0, value));
+        (bytes, chunks) = (bytes + u64::from(raw), chunks + 1);
+        if pending.len() == CHUNKS_PER_WRITE {
+            write(&mut pending)?;
+        }
     }
-    Ok(out)
+    write(&mut pending)?;
+    Ok((bytes, chunks))
 }
 
-/// Regular files under `root`, not following symlinks; what cannot be
-/// listed goes to `unreadable`. A missing `root` is an error.
-fn list_files(root: &Path, out: &mut Vec<PathBuf>, unreadable: &mut Vec<String>) -> Result<()> {
+/// Regular files under `root`, not following symlinks, handed to `batch`
+/// a few hundred at a time as the walk finds them; what cannot be listed
+/// goes to `unreadable`. A missing `root` is an error.
+fn walk_files(
+    root: &Path,
+    unreadable: &mut Vec<String>,
+    batch: &mut dyn FnMut(&[PathBuf]) -> Result<()>,
+) -> Result<()> {
     let meta = std::fs::symlink_metadata(root).map_err(|e| Error::io("assessing", root, e))?;
     if meta.is_file() {
-        out.push(root.to_path_buf());
-        return Ok(());
+        return batch(&[root.to_path_buf()]);
     }
+    let mut files = Vec::with_capacity(FILES_PER_BATCH);
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let entries = match std::fs::read_dir(&dir) {
@@ -150,10 +197,14 @@ fn list_files(root: &Path, out: &mut Vec<PathBuf>, unreadable: &mut Vec<String>)
             let Ok(entry) = entry else { continue };
             match entry.file_type() {
                 Ok(t) if t.is_dir() => stack.push(entry.path()),
-                Ok(t) if t.is_file() => out.push(entry.path()),
+                Ok(t) if t.is_file() => files.push(entry.path()),
                 _ => {}
+            }
+            if files.len() == FILES_PER_BATCH {
+                batch(&files)?;
+                files.clear();
             }
         }
     }
-    Ok(())
+    batch(&files)
 }

@@ -27,6 +27,7 @@ pub mod objects;
 pub mod reclaim;
 pub mod refs;
 pub mod remote;
+pub mod scratch;
 pub mod session;
 pub mod stats;
 mod store;

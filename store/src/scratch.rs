@@ -1,0 +1,106 @@
+//! [`ScratchMap`]: a map of keys to small values on disk, in a throwaway
+//! RocksDB under the temporary directory, for work that meets every chunk
+//! of something large once (`dedupe assess` counting distinct chunks) and
+//! must not hold one entry per chunk in memory.
+//!
+//! Memory is RocksDB's memtables (two of [`MEMTABLE_BYTES`]) and a small
+//! block cache, whatever the number of keys; disk is about the keys and
+//! values themselves, for as long as the map lives. A key inserted twice
+//! keeps its last value. Nothing here needs to survive a crash: no
+//! write-ahead log, and the directory goes when the map is dropped.
+
+use std::path::Path;
+
+use rocksdb::{DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::error::{Error, Result};
+
+/// Bytes a memtable holds before it is written out.
+const MEMTABLE_BYTES: usize = 32 << 20;
+
+/// A temporary on-disk map (see the module's doc).
+pub struct ScratchMap {
+    db: DB,
+    // Dropped after the database (fields drop in order): its files go last.
+    _dir: tempfile::TempDir,
+}
+
+impl ScratchMap {
+    /// A new, empty map under the system's temporary directory (`TMPDIR`).
+    pub fn new(what: &'static str) -> Result<ScratchMap> {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-scratch-")
+            .tempdir()
+            .map_err(|e| Error::io(what, &std::env::temp_dir(), e))?;
+        ScratchMap::new_in(dir, what)
+    }
+
+    fn new_in(dir: tempfile::TempDir, what: &'static str) -> Result<ScratchMap> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.set_write_buffer_size(MEMTABLE_BYTES);
+        options.set_max_write_buffer_number(2);
+        options.set_compression_type(DBCompressionType::None);
+        options.set_log_level(rocksdb::LogLevel::Warn);
+        options.set_keep_log_file_num(1);
+        options.set_max_open_files(256);
+        let db = DB::open(&options, dir.path()).map_err(|e| scratch_error(what, dir.path(), e))?;
+        Ok(ScratchMap { db, _dir: dir })
+    }
+
+    /// Inserts `items` in one batch.
+    pub fn insert<'a>(&self, items: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (key, value) in items {
+            batch.put(key, value);
+        }
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db.write_opt(batch, &options).map_err(|e| scratch_error("writing", self._dir.path(), e))
+    }
+
+    /// Calls `each(key, value)` for every key, in key order, each once.
+    pub fn for_each(&self, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        for item in self.db.iterator(IteratorMode::From(&[], Direction::Forward)) {
+            let (key, value) = item.map_err(|e| scratch_error("reading", self._dir.path(), e))?;
+            each(&key, &value)?;
+        }
+        Ok(())
+    }
+}
+
+fn scratch_error(what: &'static str, dir: &Path, error: rocksdb::Error) -> Error {
+    Error::io(
+        what,
+        dir,
+        std::io::Error::other(format!("{error} (scratch space under TMPDIR; set TMPDIR to a place with room)")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_back_once_each_in_order_with_their_last_value() {
+        let map = ScratchMap::new("testing").unwrap();
+        map.insert([(&b"b"[..], &b"1"[..]), (&b"a"[..], &b"2"[..])]).unwrap();
+        map.insert([(&b"b"[..], &b"3"[..])]).unwrap();
+        let mut seen = Vec::new();
+        map.for_each(|key, value| {
+            seen.push((key.to_vec(), value.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(b"a".to_vec(), b"2".to_vec()), (b"b".to_vec(), b"3".to_vec())]);
+    }
+
+    #[test]
+    fn its_directory_goes_with_it() {
+        let map = ScratchMap::new("testing").unwrap();
+        let dir = map._dir.path().to_path_buf();
+        assert!(dir.exists());
+        drop(map);
+        assert!(!dir.exists());
+    }
+}
