@@ -69,37 +69,6 @@ pub struct Index {
     secondary: Option<SecondaryDir>,
 }
 
-/// A writer leaving more than this in its memtables writes them out to
-/// table files when it closes.
-const FLUSH_AT_CLOSE_BYTES: u64 = 4 << 20;
-
-impl Drop for Index {
-    /// Whatever a writer left in its memtables lives only in the
-    /// write-ahead log, which every later open replays into memory: a
-    /// reader of a store just given a million files (18 MB of log for
-    /// 250,000) peaked at 101 MiB, most of it that replay. Writing the
-    /// memtables out once, here, costs the writer a fraction of a second
-    /// and spares every open after it. Small writes (a `put`, a `forget`)
-    /// leave it to RocksDB.
-    fn drop(&mut self) {
-        if self.read_only {
-            return;
-        }
-        let held: u64 = cf::ALL
-            .iter()
-            .filter_map(|name| self.db.cf_handle(name))
-            .filter_map(|family| {
-                self.db.property_int_value_cf(&family, "rocksdb.cur-size-all-mem-tables").ok().flatten()
-            })
-            .sum();
-        if held > FLUSH_AT_CLOSE_BYTES
-            && let Err(error) = self.flush()
-        {
-            tracing::warn!(%error, "could not write the index's memtables out at close; the next open replays its log");
-        }
-    }
-}
-
 /// A reader opens the index as a RocksDB *secondary* instance, which can
 /// catch up with the writer's later commits (`Index::catch_up`): a reader
 /// whose blob was moved by a concurrent gc finds its new place. The
