@@ -125,8 +125,8 @@ impl ContainerFiles {
     /// Fetches the ranges announced by
     /// [`begin_staging`](ContainerFiles::begin_staging), `jobs` requests at
     /// once, in the order given, each held as it lands; reads of records
-    /// inside them are local from then on, until the last window that
-    /// needs each is written. While memory is full, no more is asked for.
+    /// inside them are local from then on, until the windows that need
+    /// each are written. While memory is full, no more is asked for.
     /// A range that fails is left to be read from the source by whoever
     /// needs it; the first error is returned once every range has been
     /// tried.
@@ -161,6 +161,7 @@ impl ContainerFiles {
                         report.spilled += len;
                         Some(self.stage_to_file(container, start, &bytes)?)
                     }
+                    // (`admit` never answers Wait: it waits itself.)
                     Admit::Drop | Admit::Wait => None,
                 };
                 Ok(held.map(|held| (start + len, held)))

@@ -11,8 +11,8 @@
 //! in one range, a restore of one directory reads what it needs in a few.
 //! Files are written in the order their first chunks were stored, in
 //! windows; the ranges go in the order the windows first need them, each
-//! with the last window that needs it, so it can be dropped once that
-//! window is written (`container/staged.rs` holds them in memory). A read
+//! with the first and last windows that need it, so it can be dropped once
+//! those are written (`container/staged.rs` holds them in memory). A read
 //! of a record in a range that has not landed waits for it, so each file
 //! is written as soon as its own bytes are here, while the rest are
 //! fetched: the restore reads every chunk locally, as from a local store.
@@ -102,7 +102,7 @@ struct FileReads {
 }
 
 /// The ranges to stage, in the order the restore's windows of files first
-/// need them, each with the last window that needs it.
+/// need them, each with the first and last windows that need it.
 pub(crate) struct StagePlan {
     pub(crate) ranges: Vec<PlannedRange>,
 }
