@@ -20,6 +20,7 @@
 //! entries of `[id 32][length u64]`, little-endian.
 
 use crate::error::{Error, Result};
+use crate::index::entry::IndexEntry;
 use crate::ids::{BlobId, BlobKind};
 use crate::session::WriteSession;
 use crate::store::Store;
@@ -208,7 +209,11 @@ impl ContentBuilder {
 /// The piece at `root`; for content of one chunk (a data blob as root),
 /// a level-0 piece listing it.
 pub fn root_piece(store: &Store, root: BlobId) -> Result<Piece> {
-    let entry = store.entry(&root)?;
+    root_piece_at(store, root, store.entry(&root)?)
+}
+
+/// [`root_piece`], with the root's index entry already looked up.
+fn root_piece_at(store: &Store, root: BlobId, entry: IndexEntry) -> Result<Piece> {
     if entry.kind == BlobKind::Data {
         return Ok(Piece { level: 0, entries: vec![ContentEntry { id: root, len: entry.raw_len.into() }] });
     }
@@ -226,6 +231,13 @@ impl<'a> ContentReader<'a> {
     /// Starts at the root: a piece, or the only chunk.
     pub fn new(store: &'a Store, root: BlobId) -> Result<ContentReader<'a>> {
         let piece = root_piece(store, root)?;
+        Ok(ContentReader { store, stack: vec![(piece, 0)] })
+    }
+
+    /// [`new`](ContentReader::new), with the root's index entry already
+    /// looked up (in a batch with others').
+    pub fn at(store: &'a Store, root: BlobId, entry: IndexEntry) -> Result<ContentReader<'a>> {
+        let piece = root_piece_at(store, root, entry)?;
         Ok(ContentReader { store, stack: vec![(piece, 0)] })
     }
 

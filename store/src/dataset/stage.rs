@@ -19,6 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -58,6 +59,24 @@ impl Needed {
                 self.blocks.resize(word + 1, 0);
             }
             self.blocks[word] |= 1 << bit;
+        }
+    }
+
+    /// Adds `other`'s marks to these.
+    fn merge(&mut self, other: Needed) {
+        if other.blocks.is_empty() {
+            return;
+        }
+        if self.blocks.is_empty() {
+            *self = other;
+            return;
+        }
+        (self.start, self.end) = (self.start.min(other.start), self.end.max(other.end));
+        if self.blocks.len() < other.blocks.len() {
+            self.blocks.resize(other.blocks.len(), 0);
+        }
+        for (word, bits) in self.blocks.iter_mut().zip(other.blocks) {
+            *word |= bits;
         }
     }
 
@@ -117,39 +136,26 @@ impl Store {
         if self.files().remote().is_none() {
             return Ok(plan);
         }
-        let mut needed: HashMap<ContainerId, Needed> = HashMap::new();
-        let mut local: HashMap<ContainerId, bool> = HashMap::new();
-        let mut reads: Vec<FileReads> = Vec::with_capacity(files.len());
-        // Windows are looked up several at once (each lookup is one
-        // thread's batched read of the index), a bounded number at a time.
-        let group = window * 4 * rayon::current_num_threads();
-        for files in files.chunks(group) {
-            let windows: Vec<WindowChunks> =
-                files.par_chunks(window).map(|files| self.window_chunks(files)).collect::<Result<_>>()?;
-            for (chunks_of_files, entries) in windows {
-                for chunks in chunks_of_files {
-                    let mut file = FileReads { first: (ContainerId(0), 0), containers: Vec::new() };
-                    for entry in chunks.iter().filter_map(|id| entries.get(id)) {
-                        let is_local =
-                            *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container));
-                        if is_local {
-                            continue;
-                        }
-                        let end = entry.offset.saturating_add(entry.record_len());
-                        needed.entry(entry.container).or_default().mark(entry.offset, end);
-                        if file.containers.is_empty() {
-                            file.first = (entry.container, entry.offset);
-                        }
-                        if file.containers.last() != Some(&entry.container) {
-                            file.containers.push(entry.container);
-                        }
-                    }
-                    file.containers.sort_unstable();
-                    file.containers.dedup();
-                    reads.push(file);
+        // Each window's chunks are looked up and marked by one thread (the
+        // lookups are batched per window), on every core; the marks are
+        // merged under a lock, once per window. Done in one pass and not
+        // in groups with the marking after each, which left one core idle
+        // for half the plan.
+        let needed: Mutex<HashMap<ContainerId, Needed>> = Mutex::new(HashMap::new());
+        let reads: Vec<Vec<FileReads>> = files
+            .par_chunks(window)
+            .map(|files| {
+                let (chunks_of_files, entries) = self.window_chunks(files)?;
+                let (reads, marked) = self.window_reads(&chunks_of_files, &entries);
+                let mut needed = needed.lock().expect("plan poisoned");
+                for (container, marks) in marked {
+                    needed.entry(container).or_default().merge(marks);
                 }
-            }
-        }
+                Ok(reads)
+            })
+            .collect::<Result<_>>()?;
+        let reads: Vec<FileReads> = reads.into_iter().flatten().collect();
+        let needed = needed.into_inner().expect("plan poisoned");
         // Files are written in the order their bytes were stored, not in
         // the tree's: a backup's threads fill containers together, so
         // files far apart in the tree share containers (one thread works
@@ -185,15 +191,57 @@ impl Store {
         Ok(plan)
     }
 
+    /// What each file of a window reads from remote containers, and the
+    /// blocks of each of those containers that the window needs.
+    fn window_reads(
+        &self,
+        chunks_of_files: &[Vec<BlobId>],
+        entries: &HashMap<BlobId, IndexEntry>,
+    ) -> (Vec<FileReads>, HashMap<ContainerId, Needed>) {
+        let mut needed: HashMap<ContainerId, Needed> = HashMap::new();
+        let mut local: HashMap<ContainerId, bool> = HashMap::new();
+        let reads = chunks_of_files
+            .iter()
+            .map(|chunks| {
+                let mut file = FileReads { first: (ContainerId(0), 0), containers: Vec::new() };
+                for entry in chunks.iter().filter_map(|id| entries.get(id)) {
+                    if *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container)) {
+                        continue;
+                    }
+                    let end = entry.offset.saturating_add(entry.record_len());
+                    needed.entry(entry.container).or_default().mark(entry.offset, end);
+                    if file.containers.is_empty() {
+                        file.first = (entry.container, entry.offset);
+                    }
+                    if file.containers.last() != Some(&entry.container) {
+                        file.containers.push(entry.container);
+                    }
+                }
+                file.containers.sort_unstable();
+                file.containers.dedup();
+                file
+            })
+            .collect();
+        (reads, needed)
+    }
+
     /// The chunks of each of `files` (content lists are metadata: local,
     /// or downloaded up front by the attach), and the index entries of
-    /// them all, looked up in one batch.
+    /// them all. The files' roots are looked up in one batch and their
+    /// chunks in another: most files are one chunk, their own root, so
+    /// looking each root up alone (as `ContentReader::new` does) was half
+    /// the plan's lookups, one at a time.
     fn window_chunks(&self, files: &[(&PathBuf, &Entry)]) -> Result<WindowChunks> {
+        let mut roots: Vec<BlobId> = files.iter().filter_map(|(_, entry)| entry.blob).collect();
+        roots.sort_unstable();
+        roots.dedup();
+        let mut entries: HashMap<BlobId, IndexEntry> = self.found(&roots)?.collect();
         let chunks: Vec<Vec<BlobId>> = files
             .iter()
             .map(|(_, entry)| {
                 let mut chunks = Vec::new();
-                if let Some(Ok(mut reader)) = entry.blob.map(|root| ContentReader::new(self, root)) {
+                let root = entry.blob.and_then(|root| Some((root, *entries.get(&root)?)));
+                if let Some(Ok(mut reader)) = root.map(|(root, entry)| ContentReader::at(self, root, entry)) {
                     while let Ok(Some(chunk)) = reader.next_chunk() {
                         chunks.push(chunk.id);
                     }
@@ -201,12 +249,17 @@ impl Store {
                 chunks
             })
             .collect();
-        let mut ids: Vec<BlobId> = chunks.iter().flatten().copied().collect();
+        let mut ids: Vec<BlobId> = chunks.iter().flatten().filter(|id| !entries.contains_key(id)).copied().collect();
         ids.sort_unstable();
         ids.dedup();
-        let entries = self.index().blobs(&ids)?;
-        let entries = ids.into_iter().zip(entries).filter_map(|(id, e)| Some((id, e?))).filter(|(_, e)| !e.is_orphan());
-        Ok((chunks, entries.collect()))
+        entries.extend(self.found(&ids)?);
+        Ok((chunks, entries))
+    }
+
+    /// The live index entries of the sorted `ids` that have one.
+    fn found(&self, ids: &[BlobId]) -> Result<impl Iterator<Item = (BlobId, IndexEntry)>> {
+        let entries = self.index().blobs(ids)?;
+        Ok(ids.iter().copied().zip(entries).filter_map(|(id, e)| Some((id, e?))).filter(|(_, e)| !e.is_orphan()))
     }
 
     /// Announces `plan`'s ranges (reads inside them wait for them from
