@@ -123,3 +123,27 @@ fn replacing_and_removing_objects_keeps_counts_exact() {
     assert!(stats["kinds"][1]["garbage_blobs"].as_u64().unwrap() >= 2, "{stats}");
     fixture.ok(&["check"]);
 }
+
+/// A writer that leaves megabytes of write-ahead log writes the index's
+/// memtables out when it closes: otherwise its entries live only in the
+/// log, and every later reader's open (each `ls`, `stats`, restore)
+/// replays the log into memory.
+#[test]
+fn a_large_put_leaves_its_index_entries_in_table_files_not_only_in_the_log() {
+    let fixture = Fixture::new();
+    // About 20,000 chunks: over 1 MiB of log.
+    fixture.put("big", &noise(160 << 20, 3));
+    let (mut log_bytes, mut tables) = (0, 0);
+    for file in std::fs::read_dir(fixture.store().join("index")).unwrap() {
+        let file = file.unwrap();
+        let name = file.file_name().into_string().unwrap();
+        if name.ends_with(".log") {
+            log_bytes += file.metadata().unwrap().len();
+        } else if name.ends_with(".sst") {
+            tables += 1;
+        }
+    }
+    assert!(tables > 0, "no table file: the entries are only in the log");
+    assert!(log_bytes < 1 << 20, "the write-ahead log still holds {log_bytes} bytes");
+    assert_eq!(fixture.get("big"), noise(160 << 20, 3));
+}

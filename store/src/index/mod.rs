@@ -69,6 +69,41 @@ pub struct Index {
     secondary: Option<SecondaryDir>,
 }
 
+/// A writer leaving more write-ahead log than this writes its memtables
+/// out to table files when it closes.
+const FLUSH_AT_CLOSE_LOG_BYTES: u64 = 1 << 20;
+
+impl Drop for Index {
+    /// Whatever a writer left in its memtables lives only in the
+    /// write-ahead log, which every later open by a reader replays into
+    /// memory (a writer's open writes it out; a reader's cannot): after a
+    /// backup of 250,000 files (18 MB of log, no table file) `stats`
+    /// peaked at 101 MiB, most of it that replay. Writing the memtables
+    /// out once, here, costs the writer a fraction of a second and spares
+    /// every reader after it. Measured on the log files themselves, not on
+    /// the memtables' size, which counts the arenas every family allocates
+    /// up front (several MiB for an empty index). Small writes (a `put`, a
+    /// `forget`) leave it to RocksDB.
+    fn drop(&mut self) {
+        if self.read_only {
+            return;
+        }
+        let log_bytes: u64 = std::fs::read_dir(&self.path)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|meta| meta.len())
+            .sum();
+        if log_bytes > FLUSH_AT_CLOSE_LOG_BYTES
+            && let Err(error) = self.flush()
+        {
+            tracing::warn!(%error, "could not write the index's memtables out at close; the next open replays its log");
+        }
+    }
+}
+
 /// A reader opens the index as a RocksDB *secondary* instance, which can
 /// catch up with the writer's later commits (`Index::catch_up`): a reader
 /// whose blob was moved by a concurrent gc finds its new place. The
