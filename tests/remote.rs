@@ -500,6 +500,17 @@ fn wrong_key_missing_bucket_and_unreachable_endpoint_fail_clearly_leaving_the_st
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refused the credentials") && stderr.contains("AWS_SECRET_ACCESS_KEY"), "{stderr}");
 
+    // No credentials anywhere (the instance metadata service allowed, as
+    // on a user's machine): cairn's own error says what to set, and the
+    // SDK's warnings about each source it tried are not shown.
+    let mut none = cairn(&store, &server, &["push"]);
+    none.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY").env_remove("AWS_EC2_METADATA_DISABLED");
+    let output = none.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no AWS credentials found") && stderr.contains("AWS_ACCESS_KEY_ID"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "the SDK's warnings reach the user: {stderr}");
+
     succeed(cairn(&store, &server, &["remote", "add", "nobucket", "s3://no-such-bucket/x"]));
     let output = cairn(&store, &server, &["push", "nobucket"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

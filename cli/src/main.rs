@@ -33,7 +33,12 @@ fn main() -> ExitCode {
     match asked {
         // Diagnostics asked for: each line says when, from the start.
         Ok(filter) => logs.with_env_filter(filter).with_timer(tracing_subscriber::fmt::time::uptime()).init(),
-        Err(_) => logs.with_env_filter(tracing_subscriber::EnvFilter::new("warn")).without_time().init(),
+        // The S3 SDK's providers warn about every source of a region or of
+        // credentials that is not there (the EC2 metadata service on any
+        // machine that is not on EC2: six lines before every `--remote`
+        // command); what matters reaches the user as cairn's own error
+        // (no credentials, no such bucket), with what to do.
+        Err(_) => logs.with_env_filter(tracing_subscriber::EnvFilter::new("warn,aws_config=error")).without_time().init(),
     }
     match commands::run(cli) {
         Ok(code) => code,
