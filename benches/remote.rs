@@ -24,6 +24,8 @@
 //! CAIRN_BENCH_RESTORE_DIR instead puts the restores in a directory (a
 //! tmpfs takes the file system's cost out of the comparison).
 //!
+//! CAIRN_BENCH_RESTORE_MEMORY sets the restores' `--memory`.
+//!
 //! `cargo bench --bench remote` (CAIRN_BENCH_MB=200 by default; the issue's
 //! figures use 1024). Under `cargo test` it runs on a small tree as a
 //! smoke test.
@@ -177,9 +179,14 @@ fn main() {
     };
     let none = work.path().join("none");
     let tree_bytes = du(&tree);
+    // CAIRN_BENCH_RESTORE_MEMORY: the `--memory` of restores from S3.
+    let memory = std::env::var("CAIRN_BENCH_RESTORE_MEMORY").ok();
     let direct = |what: &[&str], to: &str| {
         let mut args = vec!["--remote", &url, "restore", "latest"];
         args.extend(what);
+        if let Some(memory) = &memory {
+            args.extend(["--memory", memory]);
+        }
         let target = Target::new(restores.path(), to, tree_bytes);
         args.extend(["--to", target.arg()]);
         counted(&server, || cairn(&none, &server, &args))
