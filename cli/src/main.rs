@@ -38,7 +38,9 @@ fn main() -> ExitCode {
         // machine that is not on EC2: six lines before every `--remote`
         // command); what matters reaches the user as cairn's own error
         // (no credentials, no such bucket), with what to do.
-        Err(_) => logs.with_env_filter(tracing_subscriber::EnvFilter::new("warn,aws_config=error")).without_time().init(),
+        Err(_) => {
+            logs.with_env_filter(tracing_subscriber::EnvFilter::new("warn,aws_config=error")).without_time().init()
+        }
     }
     match commands::run(cli) {
         Ok(code) => code,

@@ -20,8 +20,8 @@
 //! entries of `[id 32][length u64]`, little-endian.
 
 use crate::error::{Error, Result};
-use crate::index::entry::IndexEntry;
 use crate::ids::{BlobId, BlobKind};
+use crate::index::entry::IndexEntry;
 use crate::session::WriteSession;
 use crate::store::Store;
 
