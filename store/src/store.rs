@@ -13,7 +13,7 @@
 //!                  ahead (`dataset/stage.rs`)
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -304,6 +304,16 @@ impl Store {
             },
             result => result,
         }
+    }
+
+    /// The live index entries of `ids` (sorted and deduplicated in place,
+    /// then looked up in one batch), by id; missing and orphaned ones left
+    /// out.
+    pub(crate) fn live_entries(&self, ids: &mut Vec<BlobId>) -> Result<HashMap<BlobId, IndexEntry>> {
+        ids.sort_unstable();
+        ids.dedup();
+        let found = self.inner.index.blobs(ids)?;
+        Ok(ids.iter().zip(found).filter_map(|(id, e)| e.filter(|e| !e.is_orphan()).map(|e| (*id, e))).collect())
     }
 
     /// A blob's index entry, or an error when it is missing.

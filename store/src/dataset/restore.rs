@@ -66,12 +66,8 @@ impl Store {
     /// content cannot be read here, get `None` and are read the usual way
     /// (which reports any damage for the file).
     fn locate(&self, files: &[(&PathBuf, &Entry)]) -> Vec<Option<Located>> {
-        let entries = |ids: &mut Vec<BlobId>| -> HashMap<BlobId, IndexEntry> {
-            ids.sort_unstable();
-            ids.dedup();
-            let found = self.index().blobs(ids).unwrap_or_default();
-            ids.iter().zip(found).filter_map(|(id, e)| e.filter(|e| !e.is_orphan()).map(|e| (*id, e))).collect()
-        };
+        // A failed lookup leaves the files to be read the usual way.
+        let entries = |ids: &mut Vec<BlobId>| self.live_entries(ids).unwrap_or_default();
         let mut roots: Vec<BlobId> = files.iter().filter_map(|(_, e)| e.blob).collect();
         let roots = entries(&mut roots);
         // Each file's chunk list: its root itself (one chunk), or the

@@ -233,9 +233,7 @@ impl Store {
     /// the plan's lookups, one at a time.
     fn window_chunks(&self, files: &[(&PathBuf, &Entry)]) -> Result<WindowChunks> {
         let mut roots: Vec<BlobId> = files.iter().filter_map(|(_, entry)| entry.blob).collect();
-        roots.sort_unstable();
-        roots.dedup();
-        let mut entries: HashMap<BlobId, IndexEntry> = self.found(&roots)?.collect();
+        let mut entries = self.live_entries(&mut roots)?;
         let chunks: Vec<Vec<BlobId>> = files
             .iter()
             .map(|(_, entry)| {
@@ -250,16 +248,8 @@ impl Store {
             })
             .collect();
         let mut ids: Vec<BlobId> = chunks.iter().flatten().filter(|id| !entries.contains_key(id)).copied().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        entries.extend(self.found(&ids)?);
+        entries.extend(self.live_entries(&mut ids)?);
         Ok((chunks, entries))
-    }
-
-    /// The live index entries of the sorted `ids` that have one.
-    fn found(&self, ids: &[BlobId]) -> Result<impl Iterator<Item = (BlobId, IndexEntry)>> {
-        let entries = self.index().blobs(ids)?;
-        Ok(ids.iter().copied().zip(entries).filter_map(|(id, e)| Some((id, e?))).filter(|(_, e)| !e.is_orphan()))
     }
 
     /// Announces `plan`'s ranges (reads inside them wait for them from
