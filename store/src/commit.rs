@@ -6,8 +6,8 @@
 //!
 //! - If the index already has an entry for `b` (committed by someone else, or
 //!   an older copy still there, even at refs 0 and not yet collected), `b` gets
-//!   +1 as a merge delta and nothing below it changes: its children are already
-//!   counted by that entry. Any copy this session wrote is dead bytes.
+//!   +1 and nothing below it changes: its children are already counted by
+//!   that entry. Any copy this session wrote is dead bytes.
 //! - Otherwise, if this session wrote `b`, an entry is inserted with refs 1,
 //!   and each child `b` names gets +1 in turn, recursively.
 //! - Otherwise `b` is named by nobody's bytes: the commit fails (nothing is
@@ -18,15 +18,24 @@
 //! at zero queues the blob in `zero` for the delete job.
 //!
 //! All of this runs under the commit lock: no other commit and no delete-job
-//! step can change an entry between the read here and the batch write.
+//! step can change an entry between the read here and the batch write. So
+//! the resolution writes each changed entry whole, its new count included,
+//! rather than a delta: entries that can be put twice without harm, which
+//! is what lets a commit too large for one batch be applied in pieces
+//! (`apply.rs`). The resolution's memory is bounded ([`Stage`]): a walk
+//! holds one list of children per level, and the stage spills.
+//!
+//! What changes a count: a commit (whole entries, under the lock) and the
+//! delete job's cascade (merge deltas, under the lock). The merge operator
+//! also reads the deltas that stores written before this left.
 
 use std::collections::HashMap;
 
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, Tid};
-use crate::index::{Index, IndexEntry, cf, merge};
+use crate::ids::{BlobId, ContainerId, Tid};
+use crate::index::{Index, IndexEntry, cf};
 use crate::log::{Change, Family};
 use crate::session::Written;
 
@@ -168,106 +177,187 @@ pub fn root_of(family: &str, key: &[u8], value: &[u8]) -> Result<Option<BlobId>>
     }
 }
 
-/// The index changes a commit's references amount to.
-pub(crate) struct Resolution {
-    /// New entries (this session's copies that won).
-    inserted: HashMap<BlobId, IndexEntry>,
-    /// Deltas on entries that existed before the commit.
-    deltas: HashMap<BlobId, i64>,
-    /// Blobs whose count this commit brings to zero.
-    zeroed: Vec<BlobId>,
+/// What the committing session wrote, as the resolution asks for it.
+pub(crate) trait SessionBlobs {
+    /// Where the session wrote each id, if it did.
+    fn written(&self, ids: &[BlobId]) -> Result<Vec<Option<Written>>>;
+    /// The children of metadata blobs the session wrote.
+    fn children(&self, ids: &[BlobId]) -> Result<Vec<Vec<BlobId>>>;
 }
 
-impl Resolution {
+/// The index changes a commit's references amount to: every entry it
+/// inserts or whose count it changes, as the whole new entry, in a
+/// [`Stage`]; and the blobs whose count ends at zero.
+pub(crate) struct Resolution<'a> {
+    stage: Stage<'a>,
+    /// Blobs whose count this commit brings to zero.
+    zeroed: Vec<BlobId>,
+    /// Record bytes of the session's copies that became entries, by container.
+    live: HashMap<ContainerId, u64>,
+}
+
+impl<'a> Resolution<'a> {
+    /// Resolves `commit`'s references top down. Each batch of ids (a
+    /// blob's children) is looked up at once: in the stage (already
+    /// counted by this commit), in what the session wrote, in the index.
+    /// Memory holds the stage's overlay and one list of children per
+    /// level of the walk, whatever the commit's size.
     pub(crate) fn resolve(
-        index: &Index,
+        index: &'a Index,
         commit: &Commit<'_>,
-        written: &HashMap<BlobId, Written>,
-        children: &HashMap<BlobId, Vec<BlobId>>,
+        session: &dyn SessionBlobs,
         unchanged_since_start: bool,
-    ) -> Result<Resolution> {
-        let mut resolution = Resolution { inserted: HashMap::new(), deltas: HashMap::new(), zeroed: Vec::new() };
-        // Existing entries' counts as read from the index (merges applied).
-        let mut existing: HashMap<BlobId, i64> = HashMap::new();
+    ) -> Result<Resolution<'a>> {
+        let mut resolution = Resolution { stage: Stage::new(index), zeroed: Vec::new(), live: HashMap::new() };
         let mut pending: Vec<Vec<BlobId>> = vec![commit.adds.clone()];
-        while let Some(ids) = pending.pop() {
-            // Blobs this session found absent need no lookup when no commit
-            // came between (the bulk of a backup of new data).
-            let still_absent = |id: &BlobId| unchanged_since_start && written.get(id).is_some_and(|w| w.absent);
-            let mut unknown: Vec<BlobId> = ids
-                .iter()
-                .filter(|id| !resolution.inserted.contains_key(id) && !existing.contains_key(id) && !still_absent(id))
-                .copied()
-                .collect();
-            unknown.sort_unstable();
-            for (id, entry) in unknown.iter().zip(index.blobs(&unknown)?) {
-                if let Some(entry) = entry.filter(|e| !e.is_orphan()) {
-                    existing.insert(*id, entry.refs);
+        while let Some(mut ids) = pending.pop() {
+            ids.sort_unstable();
+            let mut unique: Vec<(BlobId, i64)> = Vec::with_capacity(ids.len());
+            for id in ids {
+                match unique.last_mut() {
+                    Some((last, n)) if *last == id => *n += 1,
+                    _ => unique.push((id, 1)),
                 }
             }
-            for id in ids {
-                if let Some(entry) = resolution.inserted.get_mut(&id) {
-                    entry.refs += 1;
-                } else if existing.contains_key(&id) {
-                    *resolution.deltas.entry(id).or_default() += 1;
+            let ids: Vec<BlobId> = unique.iter().map(|(id, _)| *id).collect();
+            let staged = resolution.stage.get_many(&ids)?;
+            // Not counted by this commit yet: the session's copy, unless
+            // the index has an entry (any count, even 0).
+            let fresh: Vec<BlobId> = ids.iter().zip(&staged).filter(|(_, s)| s.is_none()).map(|(id, _)| *id).collect();
+            let written: HashMap<BlobId, Written> =
+                fresh.iter().zip(session.written(&fresh)?).filter_map(|(id, w)| Some((*id, w?))).collect();
+            // Blobs the session found absent need no lookup when no commit
+            // came between (the bulk of a backup of new data).
+            let still_absent = |id: &BlobId| unchanged_since_start && written.get(id).is_some_and(|w| w.absent);
+            let unknown: Vec<BlobId> = fresh.iter().filter(|id| !still_absent(id)).copied().collect();
+            let existing: HashMap<BlobId, IndexEntry> = unknown
+                .iter()
+                .zip(index.blobs(&unknown)?)
+                .filter_map(|(id, e)| Some((*id, e.filter(|e| !e.is_orphan())?)))
+                .collect();
+            let mut new_metadata = Vec::new();
+            for ((id, n), staged) in unique.into_iter().zip(staged) {
+                let entry = if let Some(mut entry) = staged.or_else(|| existing.get(&id).copied()) {
+                    entry.refs += n;
+                    entry
                 } else if let Some(written) = written.get(&id) {
-                    resolution.inserted.insert(id, IndexEntry::new(written.container, &written.record, 1));
-                    if let Some(kids) = children.get(&id) {
-                        pending.push(kids.clone());
+                    *resolution.live.entry(written.container).or_default() += written.record.record_len();
+                    if written.record.kind.is_metadata() {
+                        new_metadata.push(id);
                     }
+                    IndexEntry::new(written.container, &written.record, n)
                 } else {
                     return Err(Error::MissingBlob(id));
-                }
+                };
+                resolution.stage.set(id, entry)?;
+            }
+            if !new_metadata.is_empty() {
+                // Each child once per time its new parent names it.
+                pending.extend(session.children(&new_metadata)?.into_iter().filter(|kids| !kids.is_empty()));
             }
         }
         for id in &commit.drops {
-            let refs = if let Some(entry) = resolution.inserted.get_mut(id) {
-                entry.refs -= 1;
-                entry.refs
-            } else {
-                let base = match existing.get(id) {
-                    Some(refs) => *refs,
-                    None => {
-                        let refs = index.blob(id)?.filter(|e| !e.is_orphan()).ok_or(Error::MissingBlob(*id))?.refs;
-                        existing.insert(*id, refs);
-                        refs
-                    }
-                };
-                let delta = resolution.deltas.entry(*id).or_default();
-                *delta -= 1;
-                base + *delta
+            let mut entry = match resolution.stage.get_many(std::slice::from_ref(id))?.pop().flatten() {
+                Some(entry) => entry,
+                None => index.blob(id)?.filter(|e| !e.is_orphan()).ok_or(Error::MissingBlob(*id))?,
             };
-            if refs == 0 {
+            entry.refs -= 1;
+            resolution.stage.set(*id, entry)?;
+            if entry.refs == 0 {
                 resolution.zeroed.push(*id);
-            } else if refs < 0 {
-                tracing::warn!(blob = %id, refs, "reference count went below zero; run `cairn check`");
+            } else if entry.refs < 0 {
+                tracing::warn!(blob = %id, refs = entry.refs, "reference count went below zero; run `cairn check`");
             }
         }
         Ok(resolution)
     }
 
-    /// Whether the session's copy of `id` became the index entry.
-    pub(crate) fn inserted(&self, id: &BlobId) -> bool {
-        self.inserted.contains_key(id)
+    /// Record bytes of the session's copies in `container` that became entries.
+    pub(crate) fn live_bytes(&self, container: ContainerId) -> u64 {
+        self.live.get(&container).copied().unwrap_or(0)
     }
 
-    /// Adds the entries, deltas and zero-queue entries to `batch`.
-    pub(crate) fn write_to(&self, index: &Index, batch: &mut WriteBatch, tid: Tid) {
-        let blobs = index.cf(cf::BLOBS);
-        // In key order: RocksDB's memtable inserts sorted keys much faster
-        // (each insert starts from where the last one ended).
-        let mut inserted: Vec<_> = self.inserted.iter().collect();
-        inserted.sort_unstable_by_key(|(id, _)| **id);
-        for (id, entry) in inserted {
-            batch.put_cf(blobs, id.as_bytes(), entry.encode());
-        }
-        for (id, delta) in &self.deltas {
-            if *delta != 0 {
-                batch.merge_cf(blobs, id.as_bytes(), merge::delta(*delta));
-            }
-        }
+    /// Counts `bytes` in `container` as live (a compaction's moved copies).
+    pub(crate) fn add_live(&mut self, container: ContainerId, bytes: u64) {
+        *self.live.entry(container).or_default() += bytes;
+    }
+
+    /// Adds the zero-queue entries to `batch`, and the entries too unless
+    /// the stage spilled (then [`crate::apply`] applies them from the
+    /// stage); returns the stage if it did.
+    pub(crate) fn write_to(self, batch: &mut WriteBatch, tid: Tid) -> Result<Option<Stage<'a>>> {
+        let index = self.stage.index;
         for id in &self.zeroed {
             batch.put_cf(index.cf(cf::ZERO), id.as_bytes(), tid.0.to_le_bytes());
         }
+        if self.stage.spilled {
+            let mut stage = self.stage;
+            stage.spill()?;
+            return Ok(Some(stage));
+        }
+        // In key order: RocksDB's memtable inserts sorted keys much faster
+        // (each insert starts from where the last one ended).
+        let mut entries: Vec<_> = self.stage.overlay.into_iter().collect();
+        entries.sort_unstable_by_key(|(id, _)| *id);
+        for (id, entry) in entries {
+            batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), entry.encode());
+        }
+        Ok(None)
+    }
+}
+
+/// The entries a commit will put, each the whole new entry (its count
+/// already includes the commit's references). Held in memory up to
+/// [`crate::apply::stage_limit`] (100,000: about 10 MB), beyond
+/// which they go to the index's `stage` family, written without its log
+/// (the commit makes them durable before relying on them, `apply.rs`).
+/// Under the commit lock nothing else changes a count, so the whole entry
+/// can be written where a delta used to be.
+pub(crate) struct Stage<'a> {
+    index: &'a Index,
+    overlay: HashMap<BlobId, IndexEntry>,
+    limit: usize,
+    spilled: bool,
+}
+
+impl<'a> Stage<'a> {
+    fn new(index: &'a Index) -> Stage<'a> {
+        Stage { index, overlay: HashMap::new(), limit: crate::apply::stage_limit(), spilled: false }
+    }
+
+    fn get_many(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
+        let mut found: Vec<Option<IndexEntry>> = ids.iter().map(|id| self.overlay.get(id).copied()).collect();
+        if self.spilled {
+            let missing: Vec<usize> = (0..ids.len()).filter(|&i| found[i].is_none()).collect();
+            let keys: Vec<&[u8]> = missing.iter().map(|&i| ids[i].as_bytes().as_slice()).collect();
+            for (&i, value) in missing.iter().zip(self.index.get_many(cf::STAGE, &keys, keys.is_sorted())?) {
+                found[i] = value.map(|bytes| crate::index::decode_entry(&ids[i], &bytes)).transpose()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn set(&mut self, id: BlobId, entry: IndexEntry) -> Result<()> {
+        self.overlay.insert(id, entry);
+        if self.overlay.len() >= self.limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the overlay to the family (emptied first by the first spill:
+    /// an earlier commit that failed may have left entries there).
+    pub(crate) fn spill(&mut self) -> Result<()> {
+        if !self.spilled {
+            crate::apply::clear_stage(self.index, false)?;
+            self.spilled = true;
+        }
+        let mut entries: Vec<_> = self.overlay.drain().collect();
+        entries.sort_unstable_by_key(|(id, _)| *id);
+        let mut batch = WriteBatch::default();
+        for (id, entry) in entries {
+            batch.put_cf(self.index.cf(cf::STAGE), id.as_bytes(), entry.encode());
+        }
+        self.index.write_unlogged(batch)
     }
 }

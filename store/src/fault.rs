@@ -22,6 +22,11 @@ pub const CRASH_POINTS: [&str; 5] =
 /// index batch is not.
 pub const LOGGED_CRASH_POINTS: [&str; 2] = ["commit:logged", "commit:resolved"];
 
+/// A commit too large for one batch (`apply.rs`): its final batch saved
+/// beside its durable stage, and its first entries applied. The next
+/// writer's open finishes it.
+pub const STAGED_CRASH_POINTS: [&str; 2] = ["commit:staged", "commit:applying"];
+
 /// Redoing a commit at open, and `cairn repair`: before and after the
 /// redo's batch; the rebuilt index complete beside the old; the old moved
 /// aside before the new takes its place.
@@ -52,6 +57,7 @@ pub fn crash_point(name: &'static str) {
             || GC_CRASH_POINTS.contains(&name)
             || ATTACH_CRASH_POINTS.contains(&name)
             || REPAIR_CRASH_POINTS.contains(&name)
+            || STAGED_CRASH_POINTS.contains(&name)
     );
     if AT.get_or_init(|| std::env::var("CAIRN_CRASH_AT").ok()).as_deref() == Some(name) {
         // `CAIRN_CRASH_MODE=panic` panics instead: for the test that a
@@ -66,7 +72,8 @@ pub fn crash_point(name: &'static str) {
 
 /// Whether `CAIRN_FAULT` is `skip-sync:WHAT`: the power-loss tests remove
 /// one fsync this way (`container`: a container's fdatasync at seal;
-/// `commit`: the commit batch's sync) to show that they then fail. Never
+/// `commit`: the commit batch's sync; `stage`: the flush that makes a
+/// large commit's staged entries durable) to show that they then fail. Never
 /// set it on a store you care about.
 pub fn skip_sync(what: &str) -> bool {
     fault().and_then(|f| f.strip_prefix("skip-sync:")) == Some(what)

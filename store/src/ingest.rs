@@ -74,7 +74,6 @@ pub fn ingest<R: Read + Send>(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(ContentRef, IngestStats)> {
     let chunker = session.chunker().clone();
-    let store = session.store();
     let mut builder = ContentBuilder::new();
     let mut stats = IngestStats::default();
     std::thread::scope(|scope| {
@@ -85,7 +84,7 @@ pub fn ingest<R: Read + Send>(
             for batch in raw_receiver {
                 let prepared = batch
                     .map_err(|source| Error::Input { what: what.to_string(), cause: source })
-                    .and_then(|batch| prepare(&store, &batch));
+                    .and_then(|batch| prepare(session, &batch));
                 let failed = prepared.is_err();
                 if prepared_sender.send(prepared).is_err() || failed {
                     return;
@@ -116,7 +115,6 @@ pub fn ingest_file<R: Read + Send>(
     what: &str,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(ContentRef, IngestStats)> {
-    let store = session.store();
     let chunker = session.chunker().clone();
     let mut builder = ContentBuilder::new();
     let mut stats = IngestStats::default();
@@ -127,14 +125,14 @@ pub fn ingest_file<R: Read + Send>(
         let batch_bytes = BATCH_BYTES.min(size as usize + 1);
         let mut stream = chunker.stream((&mut source).take(size + 1));
         while let Some(batch) = stream.next_batch(batch_bytes).map_err(input)? {
-            store_batch(session, &store, &mut builder, &mut stats, &batch, progress)?;
+            store_batch(session, &mut builder, &mut stats, &batch, progress)?;
         }
     } else {
         std::thread::scope(|scope| {
             let (sender, receiver) = sync_channel::<std::io::Result<ChunkBatch>>(QUEUE_DEPTH);
             scope.spawn(move || chunk_batches(chunker.stream(source), &sender));
             for batch in receiver {
-                store_batch(session, &store, &mut builder, &mut stats, &batch.map_err(input)?, progress)?;
+                store_batch(session, &mut builder, &mut stats, &batch.map_err(input)?, progress)?;
             }
             Ok::<(), Error>(())
         })?;
@@ -145,14 +143,13 @@ pub fn ingest_file<R: Read + Send>(
 /// Prepares a batch on all cores and stores it.
 fn store_batch(
     session: &WriteSession,
-    store: &Store,
     builder: &mut ContentBuilder,
     stats: &mut IngestStats,
     batch: &ChunkBatch,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let before = stats.bytes_read;
-    store_prepared(session, builder, stats, prepare(store, batch)?)?;
+    store_prepared(session, builder, stats, prepare(session, batch)?)?;
     progress(stats.bytes_read - before);
     Ok(())
 }
@@ -198,16 +195,17 @@ fn store_prepared(
 /// it does not have with a reference (in parallel, in order). The lookups
 /// are one sorted batched multi-get: several times cheaper than a get per
 /// chunk, which was a tenth of put's CPU.
-fn prepare(store: &Store, batch: &ChunkBatch) -> Result<Vec<Prepared>> {
+fn prepare(session: &WriteSession, batch: &ChunkBatch) -> Result<Vec<Prepared>> {
+    let store = session.store();
     let key = store.keys_for_writing()?.key(BlobKind::Data);
     let ids: Vec<BlobId> = (0..batch.len()).into_par_iter().map(|i| BlobId::keyed(key, batch.chunk(i))).collect();
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_unstable_by_key(|&i| ids[i]);
     let sorted: Vec<BlobId> = order.iter().map(|&i| ids[i]).collect();
     let (mut known, mut absent) = (vec![false; ids.len()], vec![false; ids.len()]);
-    for (&i, entry) in order.iter().zip(store.index().blobs(&sorted)?) {
-        known[i] = entry.is_some_and(|e| e.refs > 0 && !e.is_orphan());
-        absent[i] = entry.is_none();
+    for (&i, (missing, none)) in order.iter().zip(session.lookup(&sorted)?) {
+        known[i] = !missing;
+        absent[i] = none;
     }
     let codec = store.codec();
     Ok((0..batch.len())

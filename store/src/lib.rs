@@ -8,6 +8,7 @@
 //!
 //! The store knows nothing of retention policy or the command line.
 
+mod apply;
 pub mod check;
 pub mod clock;
 pub mod commit;
@@ -24,6 +25,7 @@ pub mod ingest;
 mod lock;
 pub mod log;
 pub mod objects;
+mod pending;
 pub mod reclaim;
 pub mod refs;
 pub mod remote;

@@ -24,22 +24,25 @@
 //! opening the store deletes them (`Store::recover`). A crash after it loses
 //! nothing. So nothing committed is lost and nothing uncommitted is visible.
 //!
-//! Memory: the session keeps the location of every blob it wrote (about 100
-//! bytes each: ~130 MB for 10 GiB of *new* data at 8 KiB chunks) and the child
-//! list of every metadata blob it wrote. Data it deduplicates costs nothing.
+//! Memory is flat in what the session writes: the blobs of its open
+//! containers are in memory, the rest in the index's `pending` family
+//! (`pending.rs`); a commit's resolution keeps at most a fixed number of
+//! entries in memory, and a larger one is staged and applied in pieces
+//! (`apply.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::commit::{Commit, Resolution};
+use crate::commit::{Commit, Resolution, SessionBlobs};
 use crate::container::{ContainerKind, ContainerWriter, EncodedBlob, TableEntry, encode_blob};
 use crate::error::{Error, Result};
 use crate::fault::{crash_point, lost_acknowledgement};
 use crate::ids::{BlobId, BlobKind, ContainerId, SessionId, Tid};
 use crate::index::{ContainerRecord, IndexEntry, cf, meta};
 use crate::log::{Body, LogRecord};
+use crate::pending::{self, Pending};
 use crate::store::{Store, StoreInner};
 
 /// Where a blob this session wrote lives.
@@ -88,8 +91,8 @@ struct SessionState {
     metadata: Option<ContainerWriter>,
     sealed: Vec<Sealed>,
     sealing: Vec<(ContainerId, JoinHandle<Result<Sealed>>)>,
-    written: HashMap<BlobId, Written>,
-    children: HashMap<BlobId, Vec<BlobId>>,
+    pending: Pending,
+    blobs_written: u64,
     bytes_written: u64,
 }
 
@@ -106,6 +109,8 @@ impl WriteSession {
     /// sealed those containers: for redoing their commit (`log/redo.rs`).
     /// Reads every metadata blob in them for its children.
     pub(crate) fn replaying(store: Arc<StoreInner>, found: &[Found]) -> Result<WriteSession> {
+        let id = SessionId(store.next_session.fetch_add(1, Ordering::SeqCst));
+        let start_tid = store.index.tid()?;
         let mut state = SessionState::default();
         for container in found {
             let metadata = container.table.iter().any(|t| t.kind.is_metadata());
@@ -113,18 +118,18 @@ impl WriteSession {
             let n_blobs = container.table.len() as u64;
             state.sealed.push(Sealed { id: container.id, kind, len: container.len, n_blobs });
             for entry in &container.table {
-                if state.written.contains_key(&entry.id) {
+                if state.pending.is_open(&entry.id) {
                     continue;
                 }
-                state.written.insert(entry.id, Written { container: container.id, record: *entry, absent: false });
                 if entry.kind.is_metadata() {
                     let bytes = store.files.read_blob(container.id, entry)?;
-                    state.children.insert(entry.id, crate::refs::children_of(entry.kind, entry.id, &bytes)?);
+                    state.pending.set_children(entry.id, crate::refs::children_of(entry.kind, entry.id, &bytes)?);
                 }
+                state.pending.insert(entry.id, Written { container: container.id, record: *entry, absent: false });
+                state.blobs_written += 1;
             }
+            state.pending.spill(&store.index, id, container.id)?;
         }
-        let id = SessionId(store.next_session.fetch_add(1, Ordering::SeqCst));
-        let start_tid = store.index.tid()?;
         Ok(WriteSession { store, id, start_tid, state: Mutex::new(state), finished: false })
     }
 
@@ -154,12 +159,32 @@ impl WriteSession {
     /// For each id, whether it must be written: true unless this session wrote
     /// it already or the index has it with at least one reference.
     pub fn missing(&self, ids: &[BlobId]) -> Result<Vec<bool>> {
+        Ok(self.lookup(ids)?.into_iter().map(|(missing, _)| missing).collect())
+    }
+
+    /// For each id: whether it must be written (as [`missing`](Self::missing)
+    /// says), and whether the index had no entry at all for it.
+    pub(crate) fn lookup(&self, ids: &[BlobId]) -> Result<Vec<(bool, bool)>> {
         let entries = self.store.index.blobs(ids)?;
-        let state = self.state();
+        let live = |e: &Option<IndexEntry>| e.is_some_and(|e| e.refs > 0 && !e.is_orphan());
+        let unknown: Vec<BlobId> = ids.iter().zip(&entries).filter(|(_, e)| !live(e)).map(|(id, _)| *id).collect();
+        let written = self.written(&unknown)?;
+        let mut written = unknown.iter().zip(written).filter(|(_, w)| w.is_some()).map(|(id, _)| *id);
+        let mut next = written.next();
+        // `unknown` is in the order of `ids`: walk both together.
         Ok(ids
             .iter()
-            .zip(entries)
-            .map(|(id, entry)| !state.written.contains_key(id) && !entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()))
+            .zip(&entries)
+            .map(|(id, entry)| {
+                if live(entry) {
+                    return (false, false);
+                }
+                let was_written = next == Some(*id);
+                if was_written {
+                    next = written.next();
+                }
+                (!was_written, entry.is_none())
+            })
             .collect())
     }
 
@@ -176,7 +201,7 @@ impl WriteSession {
     pub(crate) fn write_blob_seen(&self, blob: &EncodedBlob, absent: bool) -> Result<bool> {
         let mut state = self.state();
         let state = &mut *state;
-        if state.written.contains_key(&blob.id) {
+        if state.pending.is_open(&blob.id) {
             return Ok(false);
         }
         let container_size = self.store.config.container_size;
@@ -188,6 +213,11 @@ impl WriteSession {
         };
         if slot.as_ref().is_some_and(|w| !w.is_empty() && w.len() + record_len > container_size) {
             let full = slot.take().expect("checked above");
+            // Only a full container's blobs leave memory: the last ones
+            // stay until the commit, which then writes nothing to the
+            // family for a session that fits in one container (and so
+            // nothing that RocksDB would flush at close).
+            state.pending.spill(&self.store.index, self.id, full.id())?;
             self.seal_in_background(state, full)?;
         }
         let slot = match kind {
@@ -201,7 +231,8 @@ impl WriteSession {
         let writer = slot.as_mut().expect("created above");
         let record = writer.append(blob)?;
         state.bytes_written += record_len;
-        state.written.insert(blob.id, Written { container: writer.id(), record, absent });
+        state.blobs_written += 1;
+        state.pending.insert(blob.id, Written { container: writer.id(), record, absent });
         Ok(true)
     }
 
@@ -218,13 +249,13 @@ impl WriteSession {
             });
         }
         let id = self.store.keys_for_writing()?.id(kind, &raw);
-        let entry = self.store.index.blob(&id)?;
-        if entry.is_some_and(|e| e.refs > 0 && !e.is_orphan()) || self.state().written.contains_key(&id) {
+        let [(missing, absent)] = self.lookup(&[id])?[..] else { unreachable!("one id, one answer") };
+        if !missing {
             return Ok(id);
         }
         // Children first: whoever sees the blob written also finds its children.
-        self.state().children.insert(id, children);
-        self.write_blob_seen(&encode_blob(id, kind, &raw, self.store.codec), entry.is_none())?;
+        self.state().pending.set_children(id, children);
+        self.write_blob_seen(&encode_blob(id, kind, &raw, self.store.codec), absent)?;
         Ok(id)
     }
 
@@ -304,20 +335,15 @@ impl WriteSession {
         // Nothing committed since this session began: what it found absent
         // is absent still (entries are only ever inserted by commits).
         let unchanged_since_start = tid.0 == self.start_tid.0 + 1;
-        let resolution = {
-            let state = self.state();
-            Resolution::resolve(index, &commit, &state.written, &state.children, unchanged_since_start)?
-        };
+        let resolution = Resolution::resolve(index, &commit, &self, unchanged_since_start)?;
         let resolve_seconds = started.elapsed().as_secs_f64();
         // The log record is durable before the batch: from here on the
         // commit is (see `log/mod.rs`).
         self.seal_open(false)?;
         crash_point("commit:logged");
         let state = self.state.get_mut().expect("session state poisoned");
-        let mut batch = commit.into_batch();
-        resolution.write_to(index, &mut batch, tid);
-        let written = write_batch(&store, state, batch, tid, |id| resolution.inserted(id), COMMIT_POINTS);
-        let blobs = state.written.len();
+        let written = write_batch(&store, &state.sealed, commit.into_batch(), tid, resolution, COMMIT_POINTS);
+        let blobs = state.blobs_written;
         self.settle(written, tid)?;
         tracing::debug!(resolve_seconds, total_seconds = started.elapsed().as_secs_f64(), blobs, "commit {tid}");
         Ok((tid, value))
@@ -345,17 +371,15 @@ impl WriteSession {
             }
         }
         crate::log::write::log_ops(&mut commit, log_id, log.checkpoint.is_some())?;
-        let state = self.state.get_mut().expect("session state poisoned");
-        let resolution = match Resolution::resolve(index, &commit, &state.written, &state.children, false) {
+        let resolution = match Resolution::resolve(index, &commit, &self, false) {
             Err(error @ Error::MissingBlob(_)) => {
                 self.finished = false;
                 return Err(error);
             }
             result => result?,
         };
-        let mut batch = commit.into_batch();
-        resolution.write_to(index, &mut batch, tid);
-        let written = write_batch(&store, state, batch, tid, |id| resolution.inserted(id), REDO_POINTS);
+        let state = self.state.get_mut().expect("session state poisoned");
+        let written = write_batch(&store, &state.sealed, commit.into_batch(), tid, resolution, REDO_POINTS);
         self.settle(written, tid)?;
         Ok(tid)
     }
@@ -389,7 +413,7 @@ impl WriteSession {
         // into one of them is repointed at this session's copy.
         let candidates =
             tables.iter().filter(|(c, _)| old.contains(c)).flat_map(|(_, table)| table.iter().map(|t| t.id)).collect();
-        let moves = repoint(&store, old, candidates, &self.state().written)?;
+        let moves = repoint(&store, old, candidates, &self)?;
         let body = Body::Relocation {
             containers: self.container_ids(),
             old: old.iter().map(|c| c.0).collect(),
@@ -397,20 +421,15 @@ impl WriteSession {
         };
         let mut commit = Commit::new(index, tid);
         self.append_log(&mut commit, body, String::new(), false)?;
-        let resolution = {
-            let state = self.state();
-            Resolution::resolve(index, &commit, &state.written, &state.children, false)?
-        };
+        let mut resolution = Resolution::resolve(index, &commit, &self, false)?;
         self.seal_open(false)?;
         crash_point("compact:logged");
         let state = self.state.get_mut().expect("session state poisoned");
-        let batch = relocation_batch(index, commit, &resolution, &moves, old, tid);
-        let moved: std::collections::HashSet<BlobId> = moves.iter().map(|(id, _)| *id).collect();
+        let batch = relocation_batch(index, commit, &mut resolution, &moves, old);
         let sealed = state.sealed.iter().map(|s| s.id).collect();
-        let kept = |id: &BlobId| moved.contains(id) || resolution.inserted(id);
-        let written = write_batch(&store, state, batch, tid, kept, COMPACT_POINTS);
+        let written = write_batch(&store, &state.sealed, batch, tid, resolution, COMPACT_POINTS);
         self.settle(written, tid)?;
-        Ok(Relocation { moved: moved.len() as u64, new_containers: sealed })
+        Ok(Relocation { moved: moves.len() as u64, new_containers: sealed })
     }
 
     /// Redoes a compaction whose log record `log` is durable but whose
@@ -424,16 +443,16 @@ impl WriteSession {
         let _guard = store.lock_commits();
         let index = &store.index;
         let tid = log.tid();
-        let candidates = self.state().written.keys().copied().collect();
-        let moves = repoint(&store, &old, candidates, &self.state().written)?;
+        // A replaying session holds nothing in memory: every blob it
+        // found is in the family.
+        let candidates = pending::spilled_ids(index, self.id)?;
+        let moves = repoint(&store, &old, candidates, &self)?;
         let mut commit = Commit::new(index, tid);
         crate::log::write::log_ops(&mut commit, log_id, log.checkpoint.is_some())?;
+        let mut resolution = Resolution::resolve(index, &commit, &self, false)?;
+        let batch = relocation_batch(index, commit, &mut resolution, &moves, &old);
         let state = self.state.get_mut().expect("session state poisoned");
-        let resolution = Resolution::resolve(index, &commit, &state.written, &state.children, false)?;
-        let batch = relocation_batch(index, commit, &resolution, &moves, &old, tid);
-        let moved: std::collections::HashSet<BlobId> = moves.iter().map(|(id, _)| *id).collect();
-        let kept = |id: &BlobId| moved.contains(id) || resolution.inserted(id);
-        let written = write_batch(&store, state, batch, tid, kept, REDO_POINTS);
+        let written = write_batch(&store, &state.sealed, batch, tid, resolution, REDO_POINTS);
         self.settle(written, tid)?;
         for container in &old {
             crate::compact::remove_container_file(&store.files, *container)?;
@@ -449,6 +468,9 @@ impl WriteSession {
     /// and this process takes no more commits.
     fn settle(&mut self, written: Result<()>, tid: Tid) -> Result<()> {
         self.finished = true;
+        if written.is_ok() {
+            self.clear_pending();
+        }
         written.map_err(|error| {
             self.store.poison();
             Error::CommitUnknown { tid, cause: error.to_string() }
@@ -457,6 +479,20 @@ impl WriteSession {
 
     /// Gives up: deletes the session's containers. Same as dropping it.
     pub fn abort(self) {}
+
+    /// Empties the session's part of the `pending` family (best effort: a
+    /// writer's next open empties the whole family anyway).
+    fn clear_pending(&self) {
+        let (spilled, large) = match self.state.lock() {
+            Ok(state) => (state.pending.spilled(), state.blobs_written > 100_000),
+            Err(_) => (true, true),
+        };
+        // After a large session, compacting the range frees its table
+        // files at once instead of leaving them to RocksDB.
+        if spilled && let Err(error) = pending::clear(&self.store.index, self.id, large) {
+            tracing::warn!(%error, session = %self.id, "could not empty the session's scratch entries");
+        }
+    }
 
     fn cleanup(&mut self) -> Result<()> {
         let state = self.state.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -484,42 +520,43 @@ fn repoint(
     store: &StoreInner,
     old: &[ContainerId],
     mut candidates: Vec<BlobId>,
-    written: &HashMap<BlobId, Written>,
-) -> Result<Vec<(BlobId, IndexEntry)>> {
+    session: &dyn SessionBlobs,
+) -> Result<Vec<(BlobId, IndexEntry, u64)>> {
     candidates.sort_unstable();
     candidates.dedup();
+    let written = session.written(&candidates)?;
     let mut moves = Vec::new();
-    for (id, entry) in candidates.iter().zip(store.index.blobs(&candidates)?) {
+    for ((id, entry), written) in candidates.iter().zip(store.index.blobs(&candidates)?).zip(written) {
         let Some(entry) = entry.filter(|e| !e.is_orphan() && old.contains(&e.container)) else { continue };
-        let Some(written) = written.get(id) else {
+        let Some(written) = written else {
             return Err(Error::BadStore {
                 path: store.files.path(entry.container),
                 reason: format!("compaction did not copy live blob {id}; nothing was changed"),
             });
         };
-        moves.push((*id, IndexEntry::new(written.container, &written.record, entry.refs)));
+        moves.push((*id, IndexEntry::new(written.container, &written.record, entry.refs), written.record.record_len()));
     }
     Ok(moves)
 }
 
-/// A relocation's batch: the log's changes, the repointed entries, the old
-/// containers' records deleted, and the log record's own entry.
+/// A relocation's batch: the log's changes, the repointed entries (whose
+/// copies count as live), and the old containers' records deleted; the
+/// log record's own entry follows with the resolution.
 fn relocation_batch(
     index: &crate::index::Index,
     commit: Commit<'_>,
-    resolution: &Resolution,
-    moves: &[(BlobId, IndexEntry)],
+    resolution: &mut Resolution<'_>,
+    moves: &[(BlobId, IndexEntry, u64)],
     old: &[ContainerId],
-    tid: Tid,
 ) -> rocksdb::WriteBatch {
     let mut batch = commit.into_batch();
-    for (id, entry) in moves {
+    for (id, entry, record_len) in moves {
         batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), entry.encode());
+        resolution.add_live(entry.container, *record_len);
     }
     for container in old {
         batch.delete_cf(index.cf(cf::CONTAINERS), container.key());
     }
-    resolution.write_to(index, &mut batch, tid);
     batch
 }
 
@@ -538,48 +575,66 @@ pub(crate) struct Relocation {
 }
 
 /// The end of every commit, under the commit lock: the session's sealed
-/// containers get their records (with the bytes of copies that no entry
-/// names, `kept` being false for them, counted as dead), the tid and the
-/// container counter move on, and the batch is written and synced. The two
-/// crash points surround the write.
+/// containers get their records (the bytes of copies that no entry names,
+/// the ones the resolution did not count live, counted as dead), the tid
+/// and the container counter move on, and the batch is written and
+/// synced, with the resolution's entries in it or, when they spilled,
+/// applied from the stage first (`apply.rs`). The two crash points
+/// surround the final write.
 fn write_batch(
     store: &StoreInner,
-    state: &SessionState,
+    sealed: &[Sealed],
     mut batch: rocksdb::WriteBatch,
     tid: Tid,
-    kept: impl Fn(&BlobId) -> bool,
+    resolution: Resolution<'_>,
     crash_points: [&'static str; 2],
 ) -> Result<()> {
     let index = &store.index;
-    let mut dead: HashMap<ContainerId, u64> = HashMap::new();
-    for (id, written) in &state.written {
-        if !kept(id) {
-            *dead.entry(written.container).or_default() += written.record.record_len();
-        }
-    }
-    for sealed in &state.sealed {
-        let record = ContainerRecord {
+    for sealed in sealed {
+        let mut record = ContainerRecord {
             kind: sealed.kind,
             committed_tid: tid,
             n_blobs: sealed.n_blobs,
             stored_bytes: sealed.len,
-            dead_bytes: dead.get(&sealed.id).copied().unwrap_or(0),
+            dead_bytes: 0,
             uploaded: false,
         };
+        record.dead_bytes = record.record_bytes().saturating_sub(resolution.live_bytes(sealed.id));
         batch.put_cf(index.cf(cf::CONTAINERS), sealed.id.key(), record.encode());
     }
     batch.put_cf(index.cf(cf::META), meta::TID, tid.0.to_le_bytes());
     let next_container = store.next_container.load(Ordering::SeqCst);
     batch.put_cf(index.cf(cf::META), meta::NEXT_CONTAINER, next_container.to_le_bytes());
+    let sync = !crate::fault::skip_sync("commit");
+    if resolution.write_to(&mut batch, tid)?.is_some() {
+        return crate::apply::commit_staged(index, batch, sync, crash_points);
+    }
     crash_point(crash_points[0]);
-    index.write(batch, !crate::fault::skip_sync("commit"))?;
+    index.write(batch, sync)?;
     crash_point(crash_points[1]);
     lost_acknowledgement(crash_points[1])
+}
+
+impl SessionBlobs for WriteSession {
+    fn written(&self, ids: &[BlobId]) -> Result<Vec<Option<Written>>> {
+        let (mut found, spilled) = self.state().pending.in_memory(ids);
+        if spilled {
+            pending::written_spilled(&self.store.index, self.id, ids, &mut found)?;
+        }
+        Ok(found)
+    }
+
+    fn children(&self, ids: &[BlobId]) -> Result<Vec<Vec<BlobId>>> {
+        let mut found = self.state().pending.children_in_memory(ids);
+        pending::children_spilled(&self.store.index, self.id, ids, &mut found)?;
+        Ok(found.into_iter().map(Option::unwrap_or_default).collect())
+    }
 }
 
 impl Drop for WriteSession {
     fn drop(&mut self) {
         if !self.finished {
+            self.clear_pending();
             // Best effort: a file left behind is removed by the next open.
             if let Err(error) = self.cleanup() {
                 tracing::warn!(%error, session = %self.id, "could not remove an abandoned session's containers");

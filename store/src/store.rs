@@ -178,6 +178,16 @@ impl Store {
             redone: Mutex::new(Vec::new()),
             _lock: lock,
         };
+        if mode == OpenMode::Write {
+            // First, a large commit that a crash interrupted while it was
+            // applied is finished (`apply.rs`): its containers get their
+            // records, so what follows does not take them for orphans.
+            if crate::apply::resume(&inner.index)? {
+                let line = "a large commit was interrupted while its entries were applied; finished it".to_string();
+                inner.redone.lock().expect("redone list poisoned").push(line);
+            }
+            crate::pending::clear_all(&inner.index)?;
+        }
         let (next, orphans) = if mode == OpenMode::Write { inner.recover()? } else { (0, Vec::new()) };
         inner.next_container.store(next, Ordering::SeqCst);
         let store = Store { inner: Arc::new(inner) };

@@ -386,6 +386,20 @@ fn power_cuts_during_and_after_every_kind_of_write_lose_nothing_committed() {
     assert!(rig.fs.state().syncs > 0, "nothing was ever synced");
 }
 
+/// The same with every commit of more than 16 blobs staged and applied in
+/// pieces (`CAIRN_STAGE_ENTRIES`; `apply.rs`), so that cuts land in that
+/// path too: before the stage is durable, between the applied pieces, and
+/// around the final batch.
+#[test]
+fn power_cuts_during_staged_commits_lose_nothing_committed() {
+    let seed = seed("power cuts, staged commits");
+    let mut rig = Rig::new(&[("CAIRN_STAGE_ENTRIES", "16")]);
+    let (cuts, interrupted) = workload(&mut rig, seed, 40);
+    eprintln!("power cuts, staged commits: {cuts} cuts, {interrupted} of them inside a command");
+    assert!(cuts >= 40, "{cuts} cuts");
+    assert!(interrupted >= 4, "only {interrupted} cuts came inside a command");
+}
+
 /// The harness must be able to fail: with the container seal's fdatasync
 /// skipped, a put reported committed loses its data at the next cut.
 #[test]

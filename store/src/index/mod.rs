@@ -9,6 +9,8 @@
 //! | `objects` | object key bytes | object record (JSON) |
 //! | `meta` | name | counters and settings |
 //! | `log` | tid (u64 BE) | id of the live log record of that commit |
+//! | `pending` | session (u64 BE), tag, BlobId | what a running session wrote (scratch, `pending.rs`) |
+//! | `stage` | BlobId | a large commit's entries before they are applied (`apply.rs`) |
 //!
 //! This module only encodes and decodes; the rules for who may change what,
 //! and when, live in `session` (commits) and the delete job.
@@ -44,8 +46,15 @@ pub mod cf {
     pub const META: &str = "meta";
     /// Tid → the live log record of that commit (since the newest checkpoint).
     pub const LOG: &str = "log";
+    /// Session id, tag, blob id → where a running session wrote a blob, or
+    /// a metadata blob's children: scratch that no reader consults, written
+    /// without the write-ahead log and emptied whenever a writer opens.
+    pub const PENDING: &str = "pending";
+    /// Blob id → the entry a commit too large for one batch will put
+    /// (`apply.rs`); empty except while such a commit is applied.
+    pub const STAGE: &str = "stage";
     /// Every family, in creation order.
-    pub const ALL: [&str; 7] = [BLOBS, CONTAINERS, ZERO, DATASETS, OBJECTS, META, LOG];
+    pub const ALL: [&str; 9] = [BLOBS, CONTAINERS, ZERO, DATASETS, OBJECTS, META, LOG, PENDING, STAGE];
 }
 
 /// Keys in the `meta` column family.
@@ -58,6 +67,12 @@ pub mod meta {
     pub const NEXT_DATASET: &[u8] = b"next_dataset";
     /// The id of the newest log record (32 bytes); absent before the first.
     pub const LOG_HEAD: &[u8] = b"log_head";
+    /// A staged commit's final batch (RocksDB's serialized write batch),
+    /// present from when its staged entries are durable until it is
+    /// applied: a writer's open finishes such a commit (`apply.rs`).
+    pub const STAGED: &[u8] = b"staged";
+    /// The last `stage` key a staged commit has applied to `blobs`.
+    pub const STAGED_THROUGH: &[u8] = b"staged_through";
 }
 
 /// The open RocksDB database.
@@ -228,6 +243,39 @@ impl Index {
                 }
             })
             .collect()
+    }
+
+    /// Raw values for many keys of one family at once (`sorted` if the
+    /// keys are in ascending order).
+    pub fn get_many<K: AsRef<[u8]>>(&self, family: &str, keys: &[K], sorted: bool) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .batched_multi_get_cf(self.cf(family), keys.iter().map(|k| k.as_ref()), sorted)
+            .into_iter()
+            .map(|result| result.map(|value| value.map(|v| v.to_vec())).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// Removes every key of a scratch family (`pending`, `stage`) from
+    /// `from` on, without the write-ahead log, and compacts the range away
+    /// when `compact` (after a large commit, so its tombstones and table
+    /// files go at once).
+    pub fn clear(&self, family: &str, from: &[u8], to: &[u8], compact: bool) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(family), from, to);
+        self.write_unlogged(batch)?;
+        if compact {
+            // Table files wholly in the range go at once; the rest are
+            // rewritten without the deleted keys.
+            self.db.delete_file_in_range_cf(self.cf(family), from, to).map_err(|e| self.err(e))?;
+            self.db.compact_range_cf(self.cf(family), Some(from), Some(to));
+        }
+        Ok(())
+    }
+
+    /// Writes one family's memtable out to table files (durable when it
+    /// returns): what makes writes made without the log survive a crash.
+    pub fn flush_family(&self, family: &str) -> Result<()> {
+        self.db.flush_cf(self.cf(family)).map_err(|e| self.err(e))
     }
 
     /// A raw value.
@@ -404,7 +452,7 @@ impl Index {
     }
 }
 
-fn decode_entry(id: &BlobId, bytes: &[u8]) -> Result<IndexEntry> {
+pub(crate) fn decode_entry(id: &BlobId, bytes: &[u8]) -> Result<IndexEntry> {
     IndexEntry::decode(bytes).ok_or_else(|| Error::BadEntry {
         what: format!("blob {id}"),
         reason: format!("{} bytes instead of {}", bytes.len(), entry::ENTRY_LEN),
@@ -436,7 +484,16 @@ fn family_options(name: &str, cache: &Cache) -> Options {
         // otherwise stay until the keys' level is rewritten).
         options.add_compact_on_deletion_collector_factory(1024, 256, 0.25);
     }
-    if name == cf::BLOBS {
+    if name == cf::PENDING || name == cf::STAGE {
+        // Scratch: hashes, never compressible, looked up by every write
+        // of a large session (mostly misses), and written out rather than
+        // held: small memtables with a bloom filter.
+        options.set_compression_type(DBCompressionType::None);
+        options.set_write_buffer_size(16 << 20);
+        options.set_memtable_whole_key_filtering(true);
+        options.set_memtable_prefix_bloom_ratio(0.1);
+        table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
+    } else if name == cf::BLOBS {
         // Keys are hashes and values mostly numbers: nothing to gain.
         options.set_compression_type(DBCompressionType::None);
         options.set_merge_operator(merge::NAME, merge::full_merge, merge::partial_merge);
