@@ -177,6 +177,18 @@ pub fn root_of(family: &str, key: &[u8], value: &[u8]) -> Result<Option<BlobId>>
     }
 }
 
+/// One step of the resolution's walk.
+enum Walk {
+    /// Ids that gain a reference each time they appear.
+    Count(Vec<BlobId>),
+    /// New metadata blobs whose children gain one.
+    Expand(Vec<BlobId>),
+}
+
+/// Children the walk gathers into one batch of lookups (more when one
+/// blob names more).
+const WALK_BATCH: usize = 4096;
+
 /// What the committing session wrote, as the resolution asks for it.
 pub(crate) trait SessionBlobs {
     /// Where the session wrote each id, if it did.
@@ -209,8 +221,31 @@ impl<'a> Resolution<'a> {
         unchanged_since_start: bool,
     ) -> Result<Resolution<'a>> {
         let mut resolution = Resolution { stage: Stage::new(index), zeroed: Vec::new(), live: HashMap::new() };
-        let mut pending: Vec<Vec<BlobId>> = vec![commit.adds.clone()];
-        while let Some(mut ids) = pending.pop() {
+        // Depth first: each level holds one batch of ids to count and the
+        // new metadata blobs whose children are still to be counted, taken
+        // a few at a time, so the walk's memory is bounded by the depth of
+        // the tree, not by its width (a directory of a thousand new
+        // subdirectories does not bring all their listings in at once).
+        let mut pending: Vec<Walk> = vec![Walk::Count(commit.adds.clone())];
+        while let Some(work) = pending.pop() {
+            let mut ids = match work {
+                Walk::Count(ids) => ids,
+                Walk::Expand(mut parents) => {
+                    let mut ids = Vec::new();
+                    while ids.len() < WALK_BATCH
+                        && let Some(parent) = parents.pop()
+                    {
+                        ids.extend(session.children(&[parent])?.pop().unwrap_or_default());
+                    }
+                    if !parents.is_empty() {
+                        pending.push(Walk::Expand(parents));
+                    }
+                    ids
+                }
+            };
+            if ids.is_empty() {
+                continue;
+            }
             ids.sort_unstable();
             let mut unique: Vec<(BlobId, i64)> = Vec::with_capacity(ids.len());
             for id in ids {
@@ -253,7 +288,7 @@ impl<'a> Resolution<'a> {
             }
             if !new_metadata.is_empty() {
                 // Each child once per time its new parent names it.
-                pending.extend(session.children(&new_metadata)?.into_iter().filter(|kids| !kids.is_empty()));
+                pending.push(Walk::Expand(new_metadata));
             }
         }
         for id in &commit.drops {

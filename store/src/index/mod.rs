@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
-    DataBlockIndexType, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+    DataBlockIndexType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 pub use entry::{ContainerRecord, IndexEntry};
@@ -155,6 +155,12 @@ impl Index {
         // A write-ahead log past this forces the memtables out to tables,
         // so the log stays bounded whatever a process writes.
         db_options.set_max_total_wal_size(64 << 20);
+        // All memtables together stay under this (the largest is written
+        // out first): a large session fills `pending`, then its commit
+        // `stage` and `blobs`, and each family's own budget (64 MiB, two
+        // of them, for `blobs`) would add up to the process's largest
+        // share of memory.
+        db_options.set_db_write_buffer_size(32 << 20);
         // A store made before a family existed lacks it until a writer
         // opens it (and creates it); a reader opens what there is.
         let existing = DB::list_cf(&db_options, path).unwrap_or_default();
@@ -249,7 +255,7 @@ impl Index {
     /// keys are in ascending order).
     pub fn get_many<K: AsRef<[u8]>>(&self, family: &str, keys: &[K], sorted: bool) -> Result<Vec<Option<Vec<u8>>>> {
         self.db
-            .batched_multi_get_cf(self.cf(family), keys.iter().map(|k| k.as_ref()), sorted)
+            .batched_multi_get_cf_opt(self.cf(family), keys.iter().map(|k| k.as_ref()), sorted, &read_options(family))
             .into_iter()
             .map(|result| result.map(|value| value.map(|v| v.to_vec())).map_err(|e| self.err(e)))
             .collect()
@@ -309,7 +315,7 @@ impl Index {
     /// Every key/value of a column family whose key starts with `prefix`, in key order.
     pub fn scan<'a>(&'a self, family: &str, prefix: &'a [u8]) -> impl Iterator<Item = Result<KeyValue>> + 'a {
         self.db
-            .iterator_cf(self.cf(family), IteratorMode::From(prefix, Direction::Forward))
+            .iterator_cf_opt(self.cf(family), read_options(family), IteratorMode::From(prefix, Direction::Forward))
             .map(|item| item.map_err(|e| self.err(e)))
             .take_while(move |item| item.as_ref().map_or(true, |(key, _)| key.starts_with(prefix)))
     }
@@ -326,7 +332,7 @@ impl Index {
             None => IteratorMode::Start,
         };
         self.db
-            .iterator_cf(self.cf(family), mode)
+            .iterator_cf_opt(self.cf(family), read_options(family), mode)
             .map(|item| item.map_err(|e| self.err(e)))
             .skip_while(move |item| item.as_ref().is_ok_and(|(key, _)| Some(&**key) == after))
     }
@@ -452,6 +458,18 @@ impl Index {
     }
 }
 
+/// Reads of the scratch families (`pending`, `stage`) touch each block
+/// about once, in a session's or a commit's own order: they would only
+/// push the blocks that lookups of `blobs` reuse out of the block cache,
+/// and grow the process by the cache's whole size on a large commit.
+fn read_options(family: &str) -> ReadOptions {
+    let mut options = ReadOptions::default();
+    if family == cf::PENDING || family == cf::STAGE {
+        options.fill_cache(false);
+    }
+    options
+}
+
 pub(crate) fn decode_entry(id: &BlobId, bytes: &[u8]) -> Result<IndexEntry> {
     IndexEntry::decode(bytes).ok_or_else(|| Error::BadEntry {
         what: format!("blob {id}"),
@@ -489,7 +507,7 @@ fn family_options(name: &str, cache: &Cache) -> Options {
         // of a large session (mostly misses), and written out rather than
         // held: small memtables with a bloom filter.
         options.set_compression_type(DBCompressionType::None);
-        options.set_write_buffer_size(16 << 20);
+        options.set_write_buffer_size(8 << 20);
         options.set_memtable_whole_key_filtering(true);
         options.set_memtable_prefix_bloom_ratio(0.1);
         table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
