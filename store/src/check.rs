@@ -12,6 +12,9 @@
 //!   piece names data chunks, ...);
 //! - every blob at zero references is queued for the delete job;
 //! - every object's content is as long as its record says;
+//! - every container's dead bytes are its records less those an entry
+//!   names (what compaction and `stats` go by; compared only when no
+//!   commit came during the check);
 //! - the log's chain reads from its head back to its checkpoint, and no
 //!   container holds a commit the index lacks (`log/chain.rs`).
 
@@ -71,6 +74,7 @@ impl Store {
     /// Checks the store; see the module documentation.
     pub fn check(&self, options: CheckOptions) -> Result<CheckReport> {
         let index = self.index();
+        let started_at = index.tid()?;
         let mut report = CheckReport::default();
         let mut containers: HashMap<ContainerId, ContainerRecord> = HashMap::new();
         for item in index.scan(cf::CONTAINERS, b"") {
@@ -144,6 +148,7 @@ impl Store {
             .filter_map(|item| item.ok().and_then(|(key, _)| BlobId::from_slice(&key)))
             .collect();
         let mut actual: HashMap<BlobId, IndexEntry> = HashMap::new();
+        let mut live: HashMap<ContainerId, u64> = HashMap::new();
         for item in index.scan(cf::BLOBS, b"") {
             let (key, value) = item?;
             let (Some(id), Some(entry)) = (BlobId::from_slice(&key), IndexEntry::decode(&value)) else {
@@ -187,7 +192,24 @@ impl Store {
                     Err(error) => report.problems.push(error.to_string()),
                 }
             }
+            *live.entry(entry.container).or_default() += entry.record_len();
             actual.insert(id, entry);
+        }
+        // Each container's dead bytes are its records less the ones an entry
+        // names (what compaction chooses by): comparable only if no commit
+        // came while the scans ran.
+        if index.tid()? == started_at {
+            let mut ids: Vec<&ContainerId> = containers.keys().collect();
+            ids.sort();
+            for id in ids {
+                let (record, named) = (&containers[id], live.get(id).copied().unwrap_or(0));
+                if record.live_bytes() != named {
+                    report.problems.push(format!(
+                        "container {id}: its record counts {} bytes of records live, its entries name {named}",
+                        record.live_bytes()
+                    ));
+                }
+            }
         }
         for (id, entry) in &actual {
             let named = expected.get(id);

@@ -508,6 +508,9 @@ fn family_options(name: &str, cache: &Cache) -> Options {
         // held: small memtables with a bloom filter.
         options.set_compression_type(DBCompressionType::None);
         options.set_write_buffer_size(8 << 20);
+        // Read a key at a time, in no order, outside the block cache:
+        // each lookup reads its whole block, so keep blocks small.
+        table.set_block_size(1024);
         options.set_memtable_whole_key_filtering(true);
         options.set_memtable_prefix_bloom_ratio(0.1);
         table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
