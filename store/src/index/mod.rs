@@ -84,6 +84,9 @@ pub struct Index {
     secondary: Option<SecondaryDir>,
 }
 
+/// The block cache of the scratch families (`pending`, `stage`).
+const SCRATCH_CACHE_BYTES: usize = 8 << 20;
+
 /// A writer leaving more write-ahead log than this writes its memtables
 /// out to table files when it closes.
 const FLUSH_AT_CLOSE_LOG_BYTES: u64 = 1 << 20;
@@ -165,7 +168,15 @@ impl Index {
         // opens it (and creates it); a reader opens what there is.
         let existing = DB::list_cf(&db_options, path).unwrap_or_default();
         let families = cf::ALL.iter().filter(|name| !read_only || existing.iter().any(|e| e == *name));
-        let descriptors = families.map(|name| ColumnFamilyDescriptor::new(*name, family_options(name, &cache)));
+        // The scratch families' index and filter blocks get a small cache
+        // of their own: a large session looks each of its blobs up there,
+        // and through the shared cache that filled it by 64 MiB over a
+        // 32 GiB put, blocks no later command reads.
+        let scratch_cache = Cache::new_lru_cache(SCRATCH_CACHE_BYTES);
+        let descriptors = families.map(|name| {
+            let cache = if *name == cf::PENDING || *name == cf::STAGE { &scratch_cache } else { &cache };
+            ColumnFamilyDescriptor::new(*name, family_options(name, cache))
+        });
         if read_only {
             // A secondary needs every table file kept open.
             db_options.set_max_open_files(-1);
