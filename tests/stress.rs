@@ -62,6 +62,10 @@ fn backups_forget_gc_and_restores_race_for_a_minute() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions { container_size: 256 * 1024, ..StoreOptions::default() };
     let store = Store::create(&dir.path().join("store"), &options).unwrap();
+    // Every backup of more than 64 changed entries is staged and applied
+    // in pieces (`apply.rs`) while forget and gc race it; smaller commits
+    // (forget, small backups) stay one batch.
+    store.set_stage_limit(64);
     let snapshots: Snapshots = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let deadline = Instant::now() + Duration::from_secs(seconds);

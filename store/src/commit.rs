@@ -195,6 +195,8 @@ pub(crate) trait SessionBlobs {
     fn written(&self, ids: &[BlobId]) -> Result<Vec<Option<Written>>>;
     /// The children of metadata blobs the session wrote.
     fn children(&self, ids: &[BlobId]) -> Result<Vec<Vec<BlobId>>>;
+    /// Entries the resolution may hold in memory before its stage spills.
+    fn stage_limit(&self) -> usize;
 }
 
 /// The index changes a commit's references amount to: every entry it
@@ -220,7 +222,8 @@ impl<'a> Resolution<'a> {
         session: &dyn SessionBlobs,
         unchanged_since_start: bool,
     ) -> Result<Resolution<'a>> {
-        let mut resolution = Resolution { stage: Stage::new(index), zeroed: Vec::new(), live: HashMap::new() };
+        let stage = Stage::new(index, session.stage_limit());
+        let mut resolution = Resolution { stage, zeroed: Vec::new(), live: HashMap::new() };
         // Depth first: each level holds one batch of ids to count and the
         // new metadata blobs whose children are still to be counted, taken
         // a few at a time, so the walk's memory is bounded by the depth of
@@ -356,8 +359,8 @@ pub(crate) struct Stage<'a> {
 }
 
 impl<'a> Stage<'a> {
-    fn new(index: &'a Index) -> Stage<'a> {
-        Stage { index, overlay: HashMap::new(), limit: crate::apply::stage_limit(), spilled: false }
+    fn new(index: &'a Index, limit: usize) -> Stage<'a> {
+        Stage { index, overlay: HashMap::new(), limit, spilled: false }
     }
 
     fn get_many(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {

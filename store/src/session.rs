@@ -624,6 +624,10 @@ impl SessionBlobs for WriteSession {
         Ok(found)
     }
 
+    fn stage_limit(&self) -> usize {
+        self.store.stage_limit.load(Ordering::SeqCst)
+    }
+
     fn children(&self, ids: &[BlobId]) -> Result<Vec<Vec<BlobId>>> {
         let mut found = self.state().pending.children_in_memory(ids);
         pending::children_spilled(&self.store.index, self.id, ids, &mut found)?;

@@ -66,6 +66,9 @@ pub(crate) struct StoreInner {
     /// Set when a commit's outcome is unknown (the index failed its write):
     /// what RocksDB holds is only known after reopening, so no more commits.
     poisoned: AtomicBool,
+    /// Entries a commit's resolution holds in memory before it spills to
+    /// the stage (`apply.rs`).
+    pub(crate) stage_limit: std::sync::atomic::AtomicUsize,
     /// Commits this open redid from the log (`log/redo.rs`), described.
     pub(crate) redone: Mutex<Vec<String>>,
     _lock: Option<WriterLock>,
@@ -175,6 +178,7 @@ impl Store {
             next_session: AtomicU64::new(1),
             sessions: Mutex::new(BTreeMap::new()),
             poisoned: AtomicBool::new(false),
+            stage_limit: std::sync::atomic::AtomicUsize::new(crate::apply::stage_limit()),
             redone: Mutex::new(Vec::new()),
             _lock: lock,
         };
@@ -222,6 +226,14 @@ impl Store {
     /// newest writes), one line each.
     pub fn redone(&self) -> Vec<String> {
         self.inner.redone.lock().expect("redone list poisoned").clone()
+    }
+
+    /// Makes commits of more than `entries` changed index entries go
+    /// through the stage (`CAIRN_STAGE_ENTRIES` does the same for a whole
+    /// process): for tests of that path with commits of test size.
+    #[doc(hidden)]
+    pub fn set_stage_limit(&self, entries: usize) {
+        self.inner.stage_limit.store(entries.max(1), Ordering::SeqCst);
     }
 
     /// The store directory.
