@@ -198,7 +198,13 @@ fn a_store_of_an_older_format_is_refused_by_name_for_new_blobs() {
 #[test]
 fn a_format_2_store_from_the_previous_cairn_reads_and_takes_no_new_blob() {
     let fixture = Fixture::new();
-    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format2-store.tar.gz");
+    // Read at run time: cargo sets it for `cargo test`, and a test binary
+    // built in another checkout sharing the target directory must still find
+    // this checkout's fixture.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let archive = root.join("tests/fixtures/format2-store.tar.gz");
     crate::util::succeed({
         let mut tar = std::process::Command::new("tar");
         tar.arg("xzf").arg(&archive).arg("-C").arg(fixture.dir.path());

@@ -321,9 +321,9 @@ impl<'a> Resolution<'a> {
     }
 
     /// Adds the zero-queue entries to `batch`, and the entries too unless
-    /// the stage spilled (then [`crate::apply`] applies them from the
-    /// stage); returns the stage if it did.
-    pub(crate) fn write_to(self, batch: &mut WriteBatch, tid: Tid) -> Result<Option<Stage<'a>>> {
+    /// the stage spilled (then they are all in the `stage` family, for
+    /// [`crate::apply`] to apply); returns whether it did.
+    pub(crate) fn write_to(self, batch: &mut WriteBatch, tid: Tid) -> Result<bool> {
         let index = self.stage.index;
         for id in &self.zeroed {
             batch.put_cf(index.cf(cf::ZERO), id.as_bytes(), tid.0.to_le_bytes());
@@ -331,7 +331,7 @@ impl<'a> Resolution<'a> {
         if self.stage.spilled {
             let mut stage = self.stage;
             stage.spill()?;
-            return Ok(Some(stage));
+            return Ok(true);
         }
         // In key order: RocksDB's memtable inserts sorted keys much faster
         // (each insert starts from where the last one ended).
@@ -340,7 +340,7 @@ impl<'a> Resolution<'a> {
         for (id, entry) in entries {
             batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), entry.encode());
         }
-        Ok(None)
+        Ok(false)
     }
 }
 
@@ -385,7 +385,7 @@ impl<'a> Stage<'a> {
 
     /// Moves the overlay to the family (emptied first by the first spill:
     /// an earlier commit that failed may have left entries there).
-    pub(crate) fn spill(&mut self) -> Result<()> {
+    fn spill(&mut self) -> Result<()> {
         if !self.spilled {
             crate::apply::clear_stage(self.index, false)?;
             self.spilled = true;

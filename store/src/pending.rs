@@ -144,11 +144,10 @@ impl Pending {
         Ok(())
     }
 
-    /// What memory says of each id: found, or to be looked up in the
-    /// family (`None` everywhere when nothing was spilled: then memory is
-    /// the whole answer).
-    pub(crate) fn in_memory(&self, ids: &[BlobId]) -> (Vec<Option<Written>>, bool) {
-        (ids.iter().map(|id| self.open.get(id).copied()).collect(), self.spilled)
+    /// Where memory says the session wrote each id (`None` for those to
+    /// look up in the family, if it [`spilled`](Self::spilled)).
+    pub(crate) fn in_memory(&self, ids: &[BlobId]) -> Vec<Option<Written>> {
+        ids.iter().map(|id| self.open.get(id).copied()).collect()
     }
 
     /// The children of metadata blobs the session wrote, from memory when
@@ -165,18 +164,7 @@ pub(crate) fn written_spilled(
     ids: &[BlobId],
     found: &mut [Option<Written>],
 ) -> Result<()> {
-    let missing: Vec<usize> = (0..ids.len()).filter(|&i| found[i].is_none()).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<[u8; KEY_LEN]> = missing.iter().map(|&i| key(session, WRITTEN, &ids[i])).collect();
-    let sorted = keys.is_sorted();
-    for (&i, value) in missing.iter().zip(index.get_many(cf::PENDING, &keys, sorted)?) {
-        if let Some(bytes) = value {
-            found[i] = Some(decode(ids[i], &bytes)?);
-        }
-    }
-    Ok(())
+    fill_from_family(index, session, WRITTEN, ids, found, |id, bytes| decode(id, &bytes).map(Some))
 }
 
 /// Completes `found` (children from memory) from the family; a metadata
@@ -188,20 +176,36 @@ pub(crate) fn children_spilled(
     ids: &[BlobId],
     found: &mut [Option<Vec<BlobId>>],
 ) -> Result<()> {
+    fill_from_family(index, session, CHILDREN, ids, found, |id, bytes| {
+        if bytes.len() % 32 != 0 {
+            return Err(Error::BadEntry {
+                what: format!("pending children of {id}"),
+                reason: format!("{} bytes are not a list of ids", bytes.len()),
+            });
+        }
+        Ok(Some(bytes.chunks_exact(32).filter_map(BlobId::from_slice).collect()))
+    })
+}
+
+/// Looks up, in one batch, the `tag` keys of the ids `found` lacks, and
+/// fills in what `decode` makes of each value found.
+fn fill_from_family<T>(
+    index: &Index,
+    session: SessionId,
+    tag: u8,
+    ids: &[BlobId],
+    found: &mut [Option<T>],
+    decode: impl Fn(BlobId, Vec<u8>) -> Result<Option<T>>,
+) -> Result<()> {
     let missing: Vec<usize> = (0..ids.len()).filter(|&i| found[i].is_none()).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let keys: Vec<[u8; KEY_LEN]> = missing.iter().map(|&i| key(session, CHILDREN, &ids[i])).collect();
+    let keys: Vec<[u8; KEY_LEN]> = missing.iter().map(|&i| key(session, tag, &ids[i])).collect();
     for (&i, value) in missing.iter().zip(index.get_many(cf::PENDING, &keys, keys.is_sorted())?) {
-        let bytes = value.unwrap_or_default();
-        if bytes.len() % 32 != 0 {
-            return Err(Error::BadEntry {
-                what: format!("pending children of {}", ids[i]),
-                reason: format!("{} bytes are not a list of ids", bytes.len()),
-            });
+        if let Some(bytes) = value {
+            found[i] = decode(ids[i], bytes)?;
         }
-        found[i] = Some(bytes.chunks_exact(32).filter_map(BlobId::from_slice).collect());
     }
     Ok(())
 }

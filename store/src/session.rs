@@ -71,6 +71,10 @@ struct Sealed {
 /// commit lock.
 const MAX_SEALING: usize = 4;
 
+/// Blobs past which a session, at its end, compacts its part of the
+/// `pending` family away at once instead of leaving it to RocksDB.
+const LARGE_SESSION_BLOBS: u64 = 100_000;
+
 /// One writer's unit of work; see the module documentation.
 ///
 /// Its methods take `&self`, so many threads can write through one session
@@ -168,23 +172,15 @@ impl WriteSession {
         let entries = self.store.index.blobs(ids)?;
         let live = |e: &Option<IndexEntry>| e.is_some_and(|e| e.refs > 0 && !e.is_orphan());
         let unknown: Vec<BlobId> = ids.iter().zip(&entries).filter(|(_, e)| !live(e)).map(|(id, _)| *id).collect();
-        let written = self.written(&unknown)?;
-        let mut written = unknown.iter().zip(written).filter(|(_, w)| w.is_some()).map(|(id, _)| *id);
-        let mut next = written.next();
-        // `unknown` is in the order of `ids`: walk both together.
-        Ok(ids
+        // One answer per id the index does not have live, in `ids`' order.
+        let mut written = self.written(&unknown)?.into_iter();
+        Ok(entries
             .iter()
-            .zip(&entries)
-            .map(|(id, entry)| {
-                if live(entry) {
-                    return (false, false);
-                }
-                let was_written = next == Some(*id);
-                if was_written {
-                    next = written.next();
-                }
-                (!was_written, entry.is_none())
-            })
+            .map(
+                |entry| {
+                    if live(entry) { (false, false) } else { (written.next().flatten().is_none(), entry.is_none()) }
+                },
+            )
             .collect())
     }
 
@@ -484,11 +480,9 @@ impl WriteSession {
     /// writer's next open empties the whole family anyway).
     fn clear_pending(&self) {
         let (spilled, large) = match self.state.lock() {
-            Ok(state) => (state.pending.spilled(), state.blobs_written > 100_000),
+            Ok(state) => (state.pending.spilled(), state.blobs_written > LARGE_SESSION_BLOBS),
             Err(_) => (true, true),
         };
-        // After a large session, compacting the range frees its table
-        // files at once instead of leaving them to RocksDB.
         if spilled && let Err(error) = pending::clear(&self.store.index, self.id, large) {
             tracing::warn!(%error, session = %self.id, "could not empty the session's scratch entries");
         }
@@ -606,7 +600,7 @@ fn write_batch(
     let next_container = store.next_container.load(Ordering::SeqCst);
     batch.put_cf(index.cf(cf::META), meta::NEXT_CONTAINER, next_container.to_le_bytes());
     let sync = !crate::fault::skip_sync("commit");
-    if resolution.write_to(&mut batch, tid)?.is_some() {
+    if resolution.write_to(&mut batch, tid)? {
         return crate::apply::commit_staged(index, batch, sync, crash_points);
     }
     crash_point(crash_points[0]);
@@ -617,7 +611,10 @@ fn write_batch(
 
 impl SessionBlobs for WriteSession {
     fn written(&self, ids: &[BlobId]) -> Result<Vec<Option<Written>>> {
-        let (mut found, spilled) = self.state().pending.in_memory(ids);
+        let (mut found, spilled) = {
+            let state = self.state();
+            (state.pending.in_memory(ids), state.pending.spilled())
+        };
         if spilled {
             pending::written_spilled(&self.store.index, self.id, ids, &mut found)?;
         }
