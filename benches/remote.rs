@@ -199,12 +199,29 @@ fn main() {
         1
     };
     let (mut locals, mut fulls) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let local = || {
-            let target = Target::new(restores.path(), "local", tree_bytes);
-            let seconds = cairn(&store, &server, &["restore", "latest", "--to", target.arg()]);
-            (seconds, LAST_CPU.get().0, LAST_PEAK.get())
+    let local = || {
+        let target = Target::new(restores.path(), "local", tree_bytes);
+        let seconds = cairn(&store, &server, &["restore", "latest", "--to", target.arg()]);
+        (seconds, LAST_CPU.get().0, LAST_PEAK.get())
+    };
+    // CAIRN_BENCH_ORDER (for example LLLRRR) first runs local (L) and
+    // remote (R) restores in that order and prints each one's time: to see
+    // whether a restore's time depends on what ran before it.
+    for (step, kind) in std::env::var("CAIRN_BENCH_ORDER").unwrap_or_default().chars().enumerate() {
+        let (seconds, cpu) = match kind {
+            'L' => {
+                let (seconds, cpu, _) = local();
+                (seconds, cpu)
+            }
+            'R' => {
+                let cost = direct(&[], "direct");
+                (cost.seconds, cost.cpu.0)
+            }
+            other => panic!("CAIRN_BENCH_ORDER: {other:?} is neither L nor R"),
         };
+        println!("order step {step} {kind}: {seconds:.2} s, CPU {cpu:.1} s");
+    }
+    for round in 0..rounds {
         if round % 2 == 0 {
             locals.push(local());
             fulls.push(direct(&[], "direct"));

@@ -22,7 +22,7 @@ pub use format::{
 #[cfg(test)]
 pub(crate) use reader::parse_table;
 pub use reader::{ContainerFiles, read_table, verify_container};
-pub use source::ContainerSource;
+pub use source::{ContainerSource, NextRange, RangeSink};
 pub use staged::{PlannedRange, STAGE_MEMORY, StageReport};
 pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};
 

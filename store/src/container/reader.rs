@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
 use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
-use crate::container::source::ContainerSource;
+use crate::container::source::{ContainerSource, NextRange, RangeSink};
 use crate::container::staged::{Admit, Held, PlannedRange, StageReport, Staged, StagedRanges};
 use crate::error::{Error, Result};
 use crate::ids::{ContainerId, IdScheme};
@@ -33,6 +33,71 @@ pub struct ContainerFiles {
     /// signal that one landed or was given up.
     staged: Mutex<StagedRanges>,
     landed: Condvar,
+}
+
+/// What [`ContainerFiles::stage`] gives the source: which range to fetch
+/// next, and where each that lands goes.
+struct Stager<'a> {
+    files: &'a ContainerFiles,
+    ranges: &'a [(ContainerId, u64, u64)],
+    report: StageReport,
+    failed: Option<Error>,
+}
+
+impl RangeSink for Stager<'_> {
+    fn next(&mut self) -> NextRange {
+        loop {
+            let mut staged = self.files.staged.lock().expect("staged ranges poisoned");
+            let next = staged.next_to_fetch();
+            if next != NextRange::NotYet {
+                return next;
+            }
+            // Memory is full: make room by moving a range that is past its
+            // main use to its file (`StagedRanges::evictable`), written
+            // outside the lock while readers go on reading it from memory.
+            let Some((container, start, bytes)) = staged.evictable() else { return next };
+            let Ok((file, _)) = staged.file(container) else { return next };
+            drop(staged);
+            if file.write_all_at(&bytes, start).is_err() {
+                // (A full disk: fetching ahead waits for the writers instead.)
+                return next;
+            }
+            if self.files.staged.lock().expect("staged ranges poisoned").evicted(container, start, &bytes, file) {
+                self.report.spilled += bytes.len() as u64;
+            }
+        }
+    }
+
+    fn landed(&mut self, index: usize, fetched: Result<Vec<u8>>) {
+        let Some(&(container, start, _)) = self.ranges.get(index) else { return };
+        let files = self.files;
+        let landed = fetched.and_then(|bytes| {
+            let len = bytes.len() as u64;
+            self.report.requests += 1;
+            self.report.bytes += len;
+            let admit = files.staged.lock().expect("staged ranges poisoned").admit(index, bytes.len());
+            let held = match admit {
+                Admit::Memory => Some(Held::Memory(Arc::new(bytes))),
+                Admit::File => {
+                    self.report.spilled += len;
+                    Some(files.stage_to_file(container, start, &bytes)?)
+                }
+                Admit::Drop => None,
+            };
+            Ok(held.map(|held| (start + len, held)))
+        });
+        let landed = landed.unwrap_or_else(|error| {
+            self.failed.get_or_insert(error);
+            None
+        });
+        let mut staged = files.staged.lock().expect("staged ranges poisoned");
+        if landed.is_none() {
+            staged.abandon(index);
+        }
+        staged.settle(container, start, landed);
+        drop(staged);
+        files.landed.notify_all();
+    }
 }
 
 /// Where a record is: its container and offset.
@@ -124,12 +189,12 @@ impl ContainerFiles {
 
     /// Fetches the ranges announced by
     /// [`begin_staging`](ContainerFiles::begin_staging), `jobs` requests at
-    /// once, in the order given, each held as it lands; reads of records
-    /// inside them are local from then on, until the windows that need
-    /// each are written. While memory is full, no more is asked for.
-    /// A range that fails is left to be read from the source by whoever
-    /// needs it; the first error is returned once every range has been
-    /// tried.
+    /// once, in the order given (a range a reader waits for first), each
+    /// held as it lands; reads of records inside them are local from then
+    /// on, until the windows that need each are written. While memory is
+    /// full (ranges in flight count), no more is asked for. A range that
+    /// fails is left to be read from the source by whoever needs it; the
+    /// first error is returned once every range has been tried.
     pub fn stage(&self, planned: &[PlannedRange], jobs: usize) -> Result<StageReport> {
         // However staging ends, nothing more is coming: readers waiting on
         // a range go to the source.
@@ -145,49 +210,11 @@ impl ContainerFiles {
         let _settle = SettleAtEnd(self);
         let Some(source) = self.remote.get() else { return Ok(StageReport::default()) };
         let ranges: Vec<(ContainerId, u64, u64)> = planned.iter().map(|r| (r.container, r.start, r.len)).collect();
-        let mut report = StageReport::default();
-        let mut failed = None;
-        // Waiting here, inside the source's callback, is what stops more
-        // requests going out while memory is full.
-        source.read_ranges_each(&ranges, jobs, &mut |i, fetched| {
-            let (container, start, _) = ranges[i];
-            let landed = fetched.and_then(|bytes| {
-                let len = bytes.len() as u64;
-                report.requests += 1;
-                report.bytes += len;
-                let held = match self.admit(bytes.len()) {
-                    Admit::Memory => Some(Held::Memory(Arc::new(bytes))),
-                    Admit::File => {
-                        report.spilled += len;
-                        Some(self.stage_to_file(container, start, &bytes)?)
-                    }
-                    // (`admit` never answers Wait: it waits itself.)
-                    Admit::Drop | Admit::Wait => None,
-                };
-                Ok(held.map(|held| (start + len, held)))
-            });
-            let landed = landed.unwrap_or_else(|error| {
-                failed.get_or_insert(error);
-                None
-            });
-            self.staged.lock().expect("staged ranges poisoned").settle(container, start, landed);
-            self.landed.notify_all();
-        });
-        match failed {
+        let mut sink = Stager { files: self, ranges: &ranges, report: StageReport::default(), failed: None };
+        source.read_ranges_each(&ranges, jobs, &mut sink);
+        match sink.failed {
             Some(error) => Err(error),
-            None => Ok(report),
-        }
-    }
-
-    /// Where a range of `len` bytes that landed goes, waiting while memory
-    /// is full and no reader is waiting for anything.
-    fn admit(&self, len: usize) -> Admit {
-        let mut staged = self.staged.lock().expect("staged ranges poisoned");
-        loop {
-            match staged.admit(len) {
-                Admit::Wait => staged = self.landed.wait(staged).expect("staged ranges poisoned"),
-                admit => return admit,
-            }
+            None => Ok(sink.report),
         }
     }
 
@@ -200,15 +227,13 @@ impl ContainerFiles {
     }
 
     /// Window `window` of a restore's files is written: what staging held
-    /// for it alone is released, and the fetcher may go on.
+    /// for it alone is released, and room is made for more requests.
     pub fn window_written(&self, window: usize) {
-        if self.staged.lock().expect("staged ranges poisoned").written(window) {
-            self.landed.notify_all();
-        }
+        self.staged.lock().expect("staged ranges poisoned").written(window);
     }
 
-    /// The restore's writers are done (however they ended): whatever lands
-    /// from now on is dropped, so the fetcher never waits for them.
+    /// The restore's writers are done (however they ended): nothing more
+    /// is asked for, and whatever lands from now on is dropped.
     pub fn writers_done(&self) {
         self.staged.lock().expect("staged ranges poisoned").close();
         self.landed.notify_all();
@@ -229,13 +254,13 @@ impl ContainerFiles {
         let (held, from) = loop {
             match staged.find(container, start as u64, end - start) {
                 Staged::Here(held, from) => break (held, from),
-                Staged::Coming => {
+                Staged::Coming(index) => {
                     // A fetcher held back by a full memory budget must know
-                    // someone waits, or both would wait for each other.
-                    staged.waiting += 1;
-                    self.landed.notify_all();
+                    // someone waits, or both would wait for each other: it
+                    // asks for this range next, over the budget if need be.
+                    staged.wait_for(index, true);
                     staged = self.landed.wait(staged).expect("staged ranges poisoned");
-                    staged.waiting -= 1;
+                    staged.wait_for(index, false);
                 }
                 Staged::No => return None,
             }

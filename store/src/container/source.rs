@@ -33,15 +33,37 @@ pub trait ContainerSource: Send + Sync + fmt::Display {
     /// Byte ranges `(container, start, len)`; results in the order asked.
     fn read_ranges(&self, ranges: &[(ContainerId, u64, u64)]) -> Vec<Result<Vec<u8>>>;
 
-    /// The same ranges, each passed to `each(index, result)` as soon as it
-    /// lands (any order, exactly once each), at most `jobs` at a time.
-    fn read_ranges_each(
-        &self,
-        ranges: &[(ContainerId, u64, u64)],
-        jobs: usize,
-        each: &mut dyn FnMut(usize, Result<Vec<u8>>),
-    );
+    /// The same ranges, at most `jobs` requests in flight, fetched when
+    /// and in the order `sink` asks ([`RangeSink::next`]), each passed to
+    /// [`RangeSink::landed`] as soon as it lands (any order, exactly once
+    /// for each range started). The sink never blocks the source: while it
+    /// answers [`NextRange::NotYet`], responses in flight keep landing and
+    /// it is asked again at least every few milliseconds.
+    fn read_ranges_each(&self, ranges: &[(ContainerId, u64, u64)], jobs: usize, sink: &mut dyn RangeSink);
 
     /// A whole container.
     fn read_all(&self, id: ContainerId) -> Result<Vec<u8>>;
+}
+
+/// What a [`RangeSink`] wants fetched next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextRange {
+    /// Start the range of this index now.
+    Start(usize),
+    /// Nothing for now (memory is full): ask again soon.
+    NotYet,
+    /// Nothing more: start no other range.
+    Done,
+}
+
+/// Where ranges that [`ContainerSource::read_ranges_each`] fetches go, and
+/// what it fetches next: the receiver decides, so that it can hold back
+/// requests while its memory is full and still ask at once for a range a
+/// reader waits for. Neither method may block: the source calls both from
+/// the loop that drives the requests in flight.
+pub trait RangeSink {
+    /// Which range to request next.
+    fn next(&mut self) -> NextRange;
+    /// Range `index` landed (or failed).
+    fn landed(&mut self, index: usize, result: Result<Vec<u8>>);
 }

@@ -13,10 +13,13 @@
 //! been written, so what is held follows the restore's progress, not the
 //! dataset's size.
 //!
-//! When the budget is full, the fetcher waits for windows to be written,
-//! which is what keeps memory flat. It waits only while no reader is
-//! waiting for a range: if one is (the budget is full of ranges that later
-//! windows need too), the range that landed goes to a sparse file of its
+//! A range's bytes are counted against the budget from the moment it is
+//! requested, not when it lands: responses in flight are memory too, and a
+//! range that lands always has room. When the budget is full, no more is
+//! requested until windows are written, which is what keeps memory flat.
+//! A reader that waits for a range not requested yet (the budget is full of
+//! ranges that later windows need too) has it requested at once, over the
+//! budget; if it lands with no room, it goes to a sparse file of its
 //! container under the staging directory instead, so the restore never
 //! stalls on its own budget. Such a range's bytes are released (a hole
 //! punched) when its windows are written, like a range in memory.
@@ -27,6 +30,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::container::source::NextRange;
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
@@ -68,18 +72,44 @@ struct Landed {
     held: Held,
 }
 
+/// A planned range that has not landed yet: `[start, end)` of its
+/// container, the windows that read it, and its place in the plan.
+struct Pending {
+    start: u64,
+    end: u64,
+    windows: (usize, usize),
+    index: usize,
+}
+
+/// How far a planned range got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fetch {
+    /// Not requested yet.
+    Queued,
+    /// Requested, with its bytes counted against the budget.
+    Reserved,
+    /// Requested over the budget, because a reader waits for it.
+    Unreserved,
+    /// Landed, failed or dropped.
+    Settled,
+}
+
 /// Staged ranges, by container: those that landed and are still needed,
 /// and those planned that have not landed yet.
 pub(crate) struct StagedRanges {
     dir: Option<PathBuf>,
     landed: HashMap<ContainerId, Vec<Landed>>,
-    pending: HashMap<ContainerId, Vec<(u64, u64, (usize, usize))>>,
+    pending: HashMap<ContainerId, Vec<Pending>>,
     files: HashMap<ContainerId, Arc<File>>,
-    /// Bytes of landed ranges in memory, and how many may be.
+    /// Each planned range's length and how far it got, in the order to
+    /// request them, and the first that may not have been requested yet.
+    order: Vec<(usize, Fetch)>,
+    cursor: usize,
+    /// Bytes of ranges in memory or requested into it, and how many may be.
     memory: usize,
     budget: usize,
-    /// Readers waiting for a range to land.
-    pub(crate) waiting: usize,
+    /// Readers waiting for a range to land, by the range's place in the plan.
+    waiting: HashMap<usize, usize>,
     /// Windows written: every one below `written_below`, and those past it.
     written_below: usize,
     written_past: BTreeSet<usize>,
@@ -94,9 +124,11 @@ impl Default for StagedRanges {
             landed: HashMap::new(),
             pending: HashMap::new(),
             files: HashMap::new(),
+            order: Vec::new(),
+            cursor: 0,
             memory: 0,
             budget: STAGE_MEMORY,
-            waiting: 0,
+            waiting: HashMap::new(),
             written_below: 0,
             written_past: BTreeSet::new(),
             closed: false,
@@ -108,8 +140,8 @@ impl Default for StagedRanges {
 pub(crate) enum Staged {
     /// In this landed range, which starts at the given offset.
     Here(Held, u64),
-    /// In a range still being fetched: wait and ask again.
-    Coming,
+    /// In a range still to land (its place in the plan): wait and ask again.
+    Coming(usize),
     /// Not staged, nor going to be.
     No,
 }
@@ -117,13 +149,11 @@ pub(crate) enum Staged {
 /// Where a range that just landed should go.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
-    /// In memory (its bytes are counted from now on).
+    /// In memory (its bytes are counted).
     Memory,
-    /// To its container's file: memory is full and a reader is waiting.
+    /// To its container's file: it was requested over the budget, for a
+    /// waiting reader, and memory is still full.
     File,
-    /// Nowhere: memory is full and no reader waits; ask again once a
-    /// window is written or a reader starts waiting.
-    Wait,
     /// Nowhere: the writers are done.
     Drop,
 }
@@ -142,32 +172,137 @@ pub struct StageReport {
 impl StagedRanges {
     /// Makes `dir` the home of staging files if any are needed, holds at
     /// most `budget` bytes in memory, and notes that the `planned` ranges
-    /// are about to be fetched: reads inside them wait until each lands or
-    /// is given up.
+    /// are about to be fetched, in that order: reads inside them wait until
+    /// each lands or is given up.
     pub(crate) fn begin(&mut self, dir: &Path, planned: &[PlannedRange], budget: usize) {
         self.clear();
         (self.dir, self.budget) = (Some(dir.to_path_buf()), budget);
-        for range in planned {
-            self.pending.entry(range.container).or_default().push((
-                range.start,
-                range.start.saturating_add(range.len),
-                (range.first_window, range.last_window),
-            ));
+        for (index, range) in planned.iter().enumerate() {
+            self.pending.entry(range.container).or_default().push(Pending {
+                start: range.start,
+                end: range.start.saturating_add(range.len),
+                windows: (range.first_window, range.last_window),
+                index,
+            });
+            self.order.push((usize::try_from(range.len).unwrap_or(usize::MAX), Fetch::Queued));
         }
     }
 
-    /// Where a range of `len` bytes that just landed should go.
-    pub(crate) fn admit(&mut self, len: usize) -> Admit {
+    /// Which planned range to request next: one a reader waits for, at
+    /// once; else the next in order, if the budget has room for it (or
+    /// holds nothing: a range larger than the whole budget still goes).
+    pub(crate) fn next_to_fetch(&mut self) -> NextRange {
         if self.closed {
+            return NextRange::Done;
+        }
+        let order = &self.order;
+        let awaited =
+            self.waiting.keys().copied().filter(|&i| order.get(i).is_some_and(|(_, f)| *f == Fetch::Queued)).min();
+        if let Some(index) = awaited {
+            self.reserve(index, true);
+            return NextRange::Start(index);
+        }
+        while self.order.get(self.cursor).is_some_and(|(_, fetch)| *fetch != Fetch::Queued) {
+            self.cursor += 1;
+        }
+        if self.cursor == self.order.len() {
+            return NextRange::Done;
+        }
+        if self.reserve(self.cursor, false) { NextRange::Start(self.cursor) } else { NextRange::NotYet }
+    }
+
+    /// Marks range `index` requested, counting its bytes if they fit
+    /// (whether they did); with `anyway`, requested even if they do not.
+    fn reserve(&mut self, index: usize, anyway: bool) -> bool {
+        let len = self.order[index].0;
+        let fits = self.memory == 0 || self.memory.saturating_add(len) <= self.budget;
+        if fits {
+            self.memory = self.memory.saturating_add(len);
+            self.order[index].1 = Fetch::Reserved;
+        } else if anyway {
+            self.order[index].1 = Fetch::Unreserved;
+        }
+        fits
+    }
+
+    /// Where range `index`, which landed with `len` bytes, should go.
+    pub(crate) fn admit(&mut self, index: usize, len: usize) -> Admit {
+        let Some((planned, fetch)) = self.order.get_mut(index) else { return Admit::Drop };
+        let (planned, was) = (*planned, std::mem::replace(fetch, Fetch::Settled));
+        if was == Fetch::Reserved {
+            // What was counted for it goes; what it holds is counted below.
+            self.memory -= planned;
+        }
+        if self.closed || was == Fetch::Settled {
             Admit::Drop
-        } else if self.memory + len <= self.budget || self.memory == 0 {
-            // (A range larger than the whole budget still fits an empty one.)
-            self.memory += len;
+        } else if was == Fetch::Reserved || self.memory == 0 || self.memory.saturating_add(len) <= self.budget {
+            self.memory = self.memory.saturating_add(len);
             Admit::Memory
-        } else if self.waiting > 0 {
-            Admit::File
         } else {
-            Admit::Wait
+            Admit::File
+        }
+    }
+
+    /// A range in memory worth moving to its container's file to make
+    /// room for ranges ahead: one whose first window is written, so that
+    /// what is left of its use is the odd later read (a chunk that later
+    /// files share), and of those the one needed longest. Without this, a
+    /// restore of a store that deduplicates across many files fills its
+    /// budget with such ranges, stops fetching ahead, and waits a round
+    /// trip for each range it needs next.
+    pub(crate) fn evictable(&self) -> Option<(ContainerId, u64, Arc<Vec<u8>>)> {
+        let tail = |range: &&Landed| range.windows.0 < self.written_below && matches!(range.held, Held::Memory(_));
+        let (container, range) = self
+            .landed
+            .iter()
+            .flat_map(|(container, ranges)| ranges.iter().filter(tail).map(move |range| (*container, range)))
+            .max_by_key(|(_, range)| range.windows.1)?;
+        match &range.held {
+            Held::Memory(bytes) => Some((container, range.start, bytes.clone())),
+            Held::File(_) => None,
+        }
+    }
+
+    /// The range of `container` at `start`, holding `bytes`, was written to
+    /// `file` at its own offsets: it is read from there from now on, and
+    /// its memory goes. False if it was released meanwhile.
+    pub(crate) fn evicted(
+        &mut self,
+        container: ContainerId,
+        start: u64,
+        bytes: &Arc<Vec<u8>>,
+        file: Arc<File>,
+    ) -> bool {
+        let range = self.landed.get_mut(&container).and_then(|ranges| ranges.iter_mut().find(|r| r.start == start));
+        match range {
+            Some(range) if matches!(&range.held, Held::Memory(held) if Arc::ptr_eq(held, bytes)) => {
+                range.held = Held::File(file);
+                self.memory -= bytes.len();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Range `index` failed: what was counted for it goes.
+    pub(crate) fn abandon(&mut self, index: usize) {
+        if let Some((planned, fetch)) = self.order.get_mut(index) {
+            if std::mem::replace(fetch, Fetch::Settled) == Fetch::Reserved {
+                self.memory -= *planned;
+            }
+        }
+    }
+
+    /// A reader starts (`true`) or stops waiting for range `index`.
+    pub(crate) fn wait_for(&mut self, index: usize, waits: bool) {
+        let count = self.waiting.entry(index).or_default();
+        if waits {
+            *count += 1;
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.waiting.remove(&index);
+            }
         }
     }
 
@@ -177,8 +312,8 @@ impl StagedRanges {
     /// waiting either way.
     pub(crate) fn settle(&mut self, container: ContainerId, start: u64, landed: Option<(u64, Held)>) {
         let Some(pending) = self.pending.get_mut(&container) else { return };
-        let Some(at) = pending.iter().position(|(from, _, _)| *from == start) else { return };
-        let (_, _, windows) = pending.swap_remove(at);
+        let Some(at) = pending.iter().position(|range| range.start == start) else { return };
+        let windows = pending.swap_remove(at).windows;
         if let Some((end, held)) = landed {
             let range = Landed { start, end, windows, held };
             if self.all_written(windows) {
@@ -289,9 +424,10 @@ impl StagedRanges {
         if let Some(range) = landed {
             return Staged::Here(range.held.clone(), range.start);
         }
-        match self.pending.get(&container) {
-            Some(pending) if pending.iter().any(|(start, stop, _)| offset >= *start && end <= *stop) => Staged::Coming,
-            _ => Staged::No,
+        let pending = self.pending.get(&container).into_iter().flatten();
+        match pending.into_iter().find(|range| offset >= range.start && end <= range.end) {
+            Some(range) => Staged::Coming(range.index),
+            None => Staged::No,
         }
     }
 
@@ -300,7 +436,8 @@ impl StagedRanges {
         self.landed.clear();
         self.pending.clear();
         self.files.clear();
-        (self.memory, self.waiting, self.closed) = (0, 0, false);
+        (self.order, self.cursor, self.waiting) = (Vec::new(), 0, HashMap::new());
+        (self.memory, self.closed) = (0, false);
         (self.written_below, self.written_past) = (0, BTreeSet::new());
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -342,12 +479,13 @@ mod tests {
     }
 
     /// Staging `planned` with `budget` bytes of memory, the first range
-    /// (container 1, 100 bytes at 0) landed in memory.
+    /// (container 1, 100 bytes at 0) requested and landed in memory.
     fn holding_the_first(planned: &[PlannedRange], budget: usize) -> (tempfile::TempDir, StagedRanges) {
         let dir = tempfile::tempdir().unwrap();
         let mut staged = StagedRanges::default();
         staged.begin(dir.path(), planned, budget);
-        assert_eq!(staged.admit(100), Admit::Memory);
+        assert_eq!(staged.next_to_fetch(), NextRange::Start(0));
+        assert_eq!(staged.admit(0, 100), Admit::Memory);
         staged.settle(ContainerId(1), 0, Some((100, Held::Memory(Arc::new(vec![7; 100])))));
         (dir, staged)
     }
@@ -355,15 +493,53 @@ mod tests {
     #[test]
     fn memory_is_given_back_when_the_last_window_that_needs_a_range_is_written() {
         let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, (0, 1)), range(2, 0, 100, (2, 2))], 150);
-        // Full, and nobody waits: the fetcher waits.
-        assert_eq!(staged.admit(100), Admit::Wait);
+        // Full, and nobody waits: nothing more is asked for.
+        assert_eq!(staged.next_to_fetch(), NextRange::NotYet);
         assert!(matches!(staged.find(ContainerId(1), 10, 5), Staged::Here(_, 0)));
-        assert!(matches!(staged.find(ContainerId(2), 10, 5), Staged::Coming));
+        assert!(matches!(staged.find(ContainerId(2), 10, 5), Staged::Coming(1)));
         // Window 1 written alone: window 0 is not, so nothing goes.
         assert!(!staged.written(1));
+        assert_eq!(staged.next_to_fetch(), NextRange::NotYet);
         assert!(staged.written(0));
         assert!(matches!(staged.find(ContainerId(1), 10, 5), Staged::No));
-        assert_eq!(staged.admit(100), Admit::Memory);
+        assert_eq!(staged.next_to_fetch(), NextRange::Start(1));
+        assert_eq!(staged.admit(1, 100), Admit::Memory);
+        assert_eq!(staged.next_to_fetch(), NextRange::Done);
+    }
+
+    #[test]
+    fn a_request_in_flight_counts_against_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut staged = StagedRanges::default();
+        staged.begin(dir.path(), &[range(1, 0, 100, (0, 0)), range(2, 0, 100, (1, 1))], 150);
+        assert_eq!(staged.next_to_fetch(), NextRange::Start(0));
+        // Nothing landed yet, and still no room for the second.
+        assert_eq!(staged.next_to_fetch(), NextRange::NotYet);
+        // A failed request gives its room back.
+        staged.abandon(0);
+        assert_eq!(staged.next_to_fetch(), NextRange::Start(1));
+    }
+
+    #[test]
+    fn a_range_past_its_first_window_moves_to_its_file_to_make_room() {
+        let planned = [range(1, 0, 100, (0, 9)), range(2, 0, 100, (1, 1))];
+        let (_dir, mut staged) = holding_the_first(&planned, 150);
+        assert_eq!(staged.next_to_fetch(), NextRange::NotYet);
+        // Its first window is still being written: it stays.
+        assert!(staged.evictable().is_none());
+        assert!(!staged.written(0));
+        let (container, start, bytes) = staged.evictable().expect("past its first window");
+        assert_eq!((container, start), (ContainerId(1), 0));
+        let (file, _) = staged.file(container).unwrap();
+        file.write_all_at(&bytes, start).unwrap();
+        assert!(staged.evicted(container, start, &bytes, file));
+        // Room for the next, and the moved range still reads the same.
+        assert_eq!(staged.next_to_fetch(), NextRange::Start(1));
+        match staged.find(ContainerId(1), 10, 5) {
+            Staged::Here(held @ Held::File(_), start) => assert_eq!(held.read(start, 10, 5).unwrap(), vec![7; 5]),
+            _ => panic!("the moved range is readable from its file"),
+        }
+        assert!(staged.evictable().is_none());
     }
 
     #[test]
@@ -377,18 +553,25 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_reader_sends_what_lands_to_a_file_and_closing_drops_it() {
-        let (_dir, mut staged) = holding_the_first(&[range(1, 0, 100, (5, 5)), range(2, 0, 100, (0, 0))], 100);
-        staged.waiting += 1;
-        assert_eq!(staged.admit(100), Admit::File);
+    fn a_range_a_reader_waits_for_is_asked_for_at_once_and_goes_to_a_file_if_memory_is_full() {
+        let planned = [range(1, 0, 100, (5, 5)), range(3, 0, 100, (1, 1)), range(2, 0, 100, (0, 0))];
+        let (_dir, mut staged) = holding_the_first(&planned, 100);
+        assert_eq!(staged.next_to_fetch(), NextRange::NotYet);
+        // A reader waits for the third range: it jumps the queue.
+        let Staged::Coming(index) = staged.find(ContainerId(2), 50, 10) else { panic!("planned") };
+        staged.wait_for(index, true);
+        assert_eq!(staged.next_to_fetch(), NextRange::Start(2));
+        assert_eq!(staged.next_to_fetch(), NextRange::NotYet);
+        assert_eq!(staged.admit(2, 100), Admit::File);
         let (file, _) = staged.file(ContainerId(2)).unwrap();
         file.write_all_at(&[9; 100], 0).unwrap();
         staged.settle(ContainerId(2), 0, Some((100, Held::File(file))));
+        staged.wait_for(index, false);
         match staged.find(ContainerId(2), 50, 10) {
             Staged::Here(held, start) => assert_eq!(held.read(start, 50, 10).unwrap(), vec![9; 10]),
             _ => panic!("the spilled range is readable"),
         }
         staged.close();
-        assert_eq!(staged.admit(1), Admit::Drop);
+        assert_eq!(staged.next_to_fetch(), NextRange::Done);
     }
 }

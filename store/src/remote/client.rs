@@ -21,6 +21,7 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use aws_smithy_http_client::tls;
 
 use super::{Location, RemoteSpec};
+use crate::container::{NextRange, RangeSink};
 use crate::error::{Error, Result};
 
 /// Objects of at least this size go up in parts of this size.
@@ -215,17 +216,15 @@ impl RemoteClient {
         self.block_on(bounded(fetches, RANGES_IN_FLIGHT))
     }
 
-    /// Several ranges, at most `jobs` in flight, each passed to
-    /// `each(index, result)` as soon as it lands, in any order: a caller
-    /// that writes each away holds only the requests in flight, and a slow
-    /// response holds up no other.
-    pub fn get_ranges_each(
-        &self,
-        ranges: &[(String, u64, u64)],
-        jobs: usize,
-        each: &mut dyn FnMut(usize, Result<Vec<u8>>),
-    ) {
+    /// Several ranges, at most `jobs` in flight, started when and in the
+    /// order `sink` asks, each passed to it as soon as it lands, in any
+    /// order: a caller that writes each away holds only the requests in
+    /// flight, and a slow response holds up no other.
+    pub fn get_ranges_each(&self, ranges: &[(String, u64, u64)], jobs: usize, sink: &mut dyn RangeSink) {
         use futures_util::stream::{FuturesUnordered, StreamExt};
+        // While the sink says "not yet", responses in flight keep landing,
+        // and it is asked again this often.
+        const ASK_AGAIN: Duration = Duration::from_millis(2);
         // Requests in flight share the link, so 32 started at once all land
         // at about the same time, and whoever waits for the first waits
         // for nearly all of them. Callers ask in the order they need the
@@ -234,17 +233,48 @@ impl RemoteClient {
         // land first, and the link is full after a few round trips.
         let jobs = jobs.max(1);
         self.block_on(async {
-            let mut pending = ranges.iter().enumerate();
             let mut in_flight = FuturesUnordered::new();
-            let mut limit = 1;
+            let (mut limit, mut done) = (1, false);
             loop {
-                while in_flight.len() < limit {
-                    let Some((i, (key, start, len))) = pending.next() else { break };
-                    in_flight.push(async move { (i, self.fetch_range(key, *start, *len).await) });
+                let mut held_back = false;
+                while !done && in_flight.len() < limit {
+                    match sink.next() {
+                        NextRange::Start(i) => match ranges.get(i) {
+                            Some((key, start, len)) => {
+                                in_flight.push(async move { (i, self.fetch_range(key, *start, *len).await) })
+                            }
+                            None => sink.landed(
+                                i,
+                                Err(Error::Remote {
+                                    what: "fetching ranges".into(),
+                                    reason: format!("range {i} asked for, of {}", ranges.len()),
+                                }),
+                            ),
+                        },
+                        NextRange::NotYet => {
+                            held_back = true;
+                            break;
+                        }
+                        NextRange::Done => done = true,
+                    }
                 }
-                let Some((i, result)) = in_flight.next().await else { break };
-                each(i, result);
-                limit = (limit + 2).min(jobs);
+                let landed = if !held_back {
+                    match in_flight.next().await {
+                        Some(landed) => Some(landed),
+                        None => break,
+                    }
+                } else if in_flight.is_empty() {
+                    tokio::time::sleep(ASK_AGAIN).await;
+                    None
+                } else {
+                    // (`next` on the set is cancel-safe: a response that was
+                    // not ready stays in it.)
+                    tokio::time::timeout(ASK_AGAIN, in_flight.next()).await.ok().flatten()
+                };
+                if let Some((i, result)) = landed {
+                    sink.landed(i, result);
+                    limit = (limit + 2).min(jobs);
+                }
             }
         });
     }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::{RemoteClient, RemoteSpec};
-use crate::container::ContainerSource;
+use crate::container::{ContainerSource, NextRange, RangeSink};
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
@@ -57,19 +57,20 @@ impl ContainerSource for RemoteSource {
         client.get_ranges(&keyed)
     }
 
-    fn read_ranges_each(
-        &self,
-        ranges: &[(ContainerId, u64, u64)],
-        jobs: usize,
-        each: &mut dyn FnMut(usize, Result<Vec<u8>>),
-    ) {
+    fn read_ranges_each(&self, ranges: &[(ContainerId, u64, u64)], jobs: usize, sink: &mut dyn RangeSink) {
         let client = match self.client() {
             Ok(client) => client,
-            Err(_) => return (0..ranges.len()).for_each(|i| each(i, self.client().map(|_| Vec::new()))),
+            Err(_) => {
+                // Every range the sink asks for fails alike.
+                while let NextRange::Start(i) = sink.next() {
+                    sink.landed(i, self.client().map(|_| Vec::new()));
+                }
+                return;
+            }
         };
         let keyed: Vec<(String, u64, u64)> =
             ranges.iter().map(|&(id, start, len)| (client.location().container_key(id), start, len)).collect();
-        client.get_ranges_each(&keyed, jobs, each)
+        client.get_ranges_each(&keyed, jobs, sink)
     }
 
     /// A whole container, at most [`MAX_CONTAINER_LEN`].
