@@ -25,6 +25,9 @@
 //! tmpfs takes the file system's cost out of the comparison).
 //!
 //! CAIRN_BENCH_RESTORE_MEMORY sets the restores' `--memory`.
+//! CAIRN_BENCH_ORDER (for example RRRRLLLL) first runs local (L) and
+//! remote (R) full restores in that order, printing each one's time: to
+//! tell a restore's own variance from what one step leaves to the next.
 //!
 //! `cargo bench --bench remote` (CAIRN_BENCH_MB=200 by default; the issue's
 //! figures use 1024). Under `cargo test` it runs on a small tree as a
