@@ -201,6 +201,38 @@ fn ten_versions_pushed_attach_and_restore_identical_and_read_straight_from_s3() 
     crate::util::assert_recount_matches(&attached_store);
 }
 
+#[test]
+fn a_tree_naming_one_child_twice_is_counted_once_per_mention_by_attach() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    let source = fixture.path("source");
+    let twin = source.join("twin-a");
+    generate(&twin, 40, 7);
+    // Two large files alike: one directory names their content list twice.
+    std::fs::write(twin.join("large.bin"), crate::util::noise(3 << 20, 7)).unwrap();
+    std::fs::write(twin.join("large-too.bin"), crate::util::noise(3 << 20, 7)).unwrap();
+    // And a copy of the directory (the same tree blob, if nothing in it
+    // differs but the time its inodes changed).
+    let status = Command::new("cp").arg("-a").arg(&twin).arg(source.join("twin-b")).status();
+    assert!(status.unwrap().success());
+    add_remote(&store, &server, &["--default"]);
+    succeed(cairn(&store, &server, &["backup", source.to_str().unwrap()]));
+    // With the remote's blobs in memory, and on disk.
+    for memory_blobs in ["1000000", "0"] {
+        let fresh = fixture.path(&format!("fresh-{memory_blobs}"));
+        let mut command = cairn(&fresh, &server, &["attach", &url()]);
+        command.env("CAIRN_ATTACH_MEMORY_BLOBS", memory_blobs).env("CAIRN_LOG", "cairn_store::remote=debug");
+        let output = command.output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{log}");
+        assert_eq!(log.contains("moved to disk"), memory_blobs == "0", "{log}");
+        // The attach's counts, against an independent recount of the trees.
+        let attached = cairn_store::Store::open(&fresh, cairn_store::OpenMode::ReadOnly).unwrap();
+        crate::util::assert_recount_matches(&attached);
+    }
+}
+
 /// A store of small containers (many ranges to stage) holding one backup
 /// of a generated tree, pushed to a new test server: the fixture, the
 /// server, the store and the tree.

@@ -15,6 +15,9 @@ use rocksdb::{DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatc
 
 use crate::error::{Error, Result};
 
+/// How a key's values combine (see [`ScratchMap::with_merge`]).
+pub(crate) type Combine = fn(&[u8], Option<&[u8]>, &rocksdb::MergeOperands) -> Option<Vec<u8>>;
+
 /// Bytes a memtable holds before it is written out.
 const MEMTABLE_BYTES: usize = 32 << 20;
 
@@ -35,8 +38,27 @@ impl ScratchMap {
         ScratchMap::new_in(dir, what)
     }
 
+    /// A new, empty map under `TMPDIR` whose keys written by
+    /// [`merge`](ScratchMap::merge) combine their values with `combine`
+    /// (RocksDB's associative merge: `combine(key, value so far, new
+    /// values in order)`, which must not panic on any bytes).
+    pub(crate) fn with_merge(what: &'static str, combine: Combine) -> Result<ScratchMap> {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-scratch-")
+            .tempdir()
+            .map_err(|e| Error::io(what, &std::env::temp_dir(), e))?;
+        ScratchMap::open(dir, what, Some(combine))
+    }
+
     fn new_in(dir: tempfile::TempDir, what: &'static str) -> Result<ScratchMap> {
+        ScratchMap::open(dir, what, None)
+    }
+
+    fn open(dir: tempfile::TempDir, what: &'static str, combine: Option<Combine>) -> Result<ScratchMap> {
         let mut options = Options::default();
+        if let Some(combine) = combine {
+            options.set_merge_operator_associative("cairn-scratch", combine);
+        }
         options.create_if_missing(true);
         options.set_write_buffer_size(MEMTABLE_BYTES);
         options.set_max_write_buffer_number(2);
@@ -57,6 +79,34 @@ impl ScratchMap {
         let mut options = WriteOptions::default();
         options.disable_wal(true);
         self.db.write_opt(batch, &options).map_err(|e| scratch_error("writing", self._dir.path(), e))
+    }
+
+    /// Combines `items` into their keys' values, in one batch (see
+    /// [`with_merge`](ScratchMap::with_merge)).
+    pub(crate) fn merge<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (key, value) in items {
+            batch.merge(key, value);
+        }
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        self.db.write_opt(batch, &options).map_err(|e| scratch_error("writing", self._dir.path(), e))
+    }
+
+    /// The values of `keys`, in their order.
+    pub(crate) fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .multi_get(keys)
+            .into_iter()
+            .map(|value| value.map_err(|e| scratch_error("reading", self._dir.path(), e)))
+            .collect()
+    }
+
+    /// Keys from `start` on, in key order, with their values.
+    pub(crate) fn iter_from(&self, start: &[u8]) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+        self.db
+            .iterator(IteratorMode::From(start, Direction::Forward))
+            .map(|item| item.map_err(|e| scratch_error("reading", self._dir.path(), e)))
     }
 
     /// Calls `each(key, value)` for every key, in key order, each once.

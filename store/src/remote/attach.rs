@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use super::client::{MAX_JSON_OBJECT, MAX_SINGLE_PUT_OBJECT};
 use super::push::parallel;
+use super::remote_blobs::RemoteBlobs;
 use super::{Delta, RemoteClient, RemoteConfig, RemoteSpec, Remotes};
 use crate::container::{ContainerKind, PARTIAL_EXTENSION, TableEntry, ensure_shard, sync_dir, verify_container};
 use crate::dataset::{DatasetRecord, Progress};
@@ -77,10 +78,11 @@ pub struct AttachReport {
     pub seconds: f64,
 }
 
-/// The remote's index, as its deltas describe it.
+/// The remote's index, as its deltas describe it: its containers (kind,
+/// length and number of records), and its blobs, on disk.
 struct RemoteIndex {
     containers: BTreeMap<ContainerId, (ContainerKind, u64, u64)>,
-    blobs: HashMap<BlobId, (ContainerId, TableEntry)>,
+    blobs: RemoteBlobs,
 }
 
 impl Store {
@@ -180,7 +182,7 @@ fn attach_into(
         let records = scope.spawn(|| read_datasets(&client));
         (read_deltas(&client, &listed, &mut report), joined(records))
     });
-    let index = index?;
+    let mut index = index?;
     let (records, bytes) = records?;
     report.datasets = records.len() as u64;
     report.bytes_downloaded += bytes;
@@ -200,15 +202,15 @@ fn attach_into(
         AttachMode::Full => {
             download_metadata(&store, &client, &index, progress, &mut report)?;
             phase("metadata downloaded");
-            let refs = recount(&store, &index, &records)?;
-            let blobs = enter_blobs(&store, &index, |id| refs.get(id).copied().unwrap_or(0))?;
+            recount(&store, &mut index, &records)?;
+            let blobs = enter_blobs(&store, &index, true)?;
             (blobs, newest_log_tid(&store, &index)?)
         }
         // Every blob at one reference: the blobs' table is written while
         // the metadata containers download (0.2 s for 150,000 entries,
         // before a `--remote` restore's first file).
         AttachMode::Browse { metadata } => std::thread::scope(|scope| {
-            let blobs = scope.spawn(|| enter_blobs(&store, &index, |_| 1));
+            let blobs = scope.spawn(|| enter_blobs(&store, &index, false));
             let downloaded = if metadata {
                 download_metadata(&store, &client, &index, progress, &mut report).map(|()| true)
             } else {
@@ -259,29 +261,31 @@ fn read_deltas(
     let location = client.location();
     let keys: Vec<String> = client.list(&location.deltas_prefix())?.into_iter().map(|o| o.key).collect();
     let never = AtomicBool::new(false);
+    let blobs = std::sync::Mutex::new(RemoteBlobs::new());
+    // Each delta's blobs are entered as it is read (to disk past a point):
+    // what is held is the deltas in flight, not every delta.
     let deltas = parallel(8, &keys, &never, |key| {
         let bytes = client
             .get(key, MAX_SINGLE_PUT_OBJECT)?
             .ok_or_else(|| Error::RemoteNotFound { what: format!("reading {key}") })?;
-        Ok((bytes.len() as u64, Delta::decode(key, &bytes)?))
-    });
-    let mut index = RemoteIndex { containers: BTreeMap::new(), blobs: HashMap::new() };
-    for delta in deltas {
-        let (size, delta) = delta?;
-        report.deltas += 1;
-        report.bytes_downloaded += size;
+        let delta = Delta::decode(key, &bytes)?;
+        let mut named = Vec::new();
         for container in delta.containers {
             if listed.get(&container.id) != Some(&container.len) {
                 continue;
             }
-            index.containers.insert(container.id, (container.kind, container.len, container.table.len() as u64));
-            for entry in container.table {
-                let slot = index.blobs.entry(entry.id).or_insert((container.id, entry));
-                if slot.0 < container.id {
-                    *slot = (container.id, entry);
-                }
-            }
+            blobs.lock().expect("remote blobs poisoned").add_container(container.id, &container.table)?;
+            named.push((container.id, (container.kind, container.len, container.table.len() as u64)));
         }
+        Ok((bytes.len() as u64, named))
+    });
+    let blobs = blobs.into_inner().expect("remote blobs poisoned");
+    let mut index = RemoteIndex { containers: BTreeMap::new(), blobs };
+    for delta in deltas {
+        let (size, named) = delta?;
+        report.deltas += 1;
+        report.bytes_downloaded += size;
+        index.containers.extend(named);
     }
     let unnamed = listed.keys().filter(|id| !index.containers.contains_key(id)).count();
     if unnamed > 0 {
@@ -372,35 +376,46 @@ fn download_metadata(
 
 /// References from the dataset trees, counted as the invariant defines
 /// them: each dataset's root once, and each child of each reachable
-/// metadata blob once per mention.
-fn recount(store: &Store, index: &RemoteIndex, records: &[DatasetRecord]) -> Result<HashMap<BlobId, i64>> {
-    let mut refs: HashMap<BlobId, i64> = HashMap::new();
-    let mut pending: Vec<BlobId> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let locate = |id: &BlobId| {
-        index.blobs.get(id).copied().ok_or_else(|| Error::Remote {
+/// metadata blob once per mention. The counts go to `index.blobs`, on
+/// disk; what is held in memory is the metadata blobs still to expand,
+/// depth first (bounded by the trees' depth times their width).
+fn recount(store: &Store, index: &mut RemoteIndex, records: &[DatasetRecord]) -> Result<()> {
+    let mut expand: Vec<(BlobId, ContainerId, TableEntry)> = Vec::new();
+    let roots: Vec<BlobId> = records.iter().map(|record| record.root).collect();
+    counted(index, &roots, &mut expand)?;
+    while let Some((id, container, entry)) = expand.pop() {
+        let bytes = store.files().read_blob(container, &entry)?;
+        counted(index, &children_of(entry.kind, id, &bytes)?, &mut expand)?;
+    }
+    Ok(())
+}
+
+/// Counts a reference to each of `ids`, and queues those that are
+/// metadata seen for the first time to be expanded.
+fn counted(index: &mut RemoteIndex, ids: &[BlobId], expand: &mut Vec<(BlobId, ContainerId, TableEntry)>) -> Result<()> {
+    index.blobs.count(ids)?;
+    let mut metadata = Vec::new();
+    for (id, located) in ids.iter().zip(index.blobs.locate(ids)?) {
+        let (container, entry) = located.ok_or_else(|| Error::Remote {
             what: "attaching".into(),
             reason: format!(
                 "blob {id} is named by a dataset but by no index delta; the remote is incomplete: push again"
             ),
-        })
-    };
-    for record in records {
-        *refs.entry(record.root).or_default() += 1;
-        pending.push(record.root);
-    }
-    while let Some(id) = pending.pop() {
-        let (container, entry) = locate(&id)?;
-        if !entry.kind.is_metadata() || !seen.insert(id) {
-            continue;
-        }
-        let bytes = store.files().read_blob(container, &entry)?;
-        for child in children_of(entry.kind, id, &bytes)? {
-            *refs.entry(child).or_default() += 1;
-            pending.push(child);
+        })?;
+        if entry.kind.is_metadata() {
+            metadata.push((*id, container, entry));
         }
     }
-    Ok(refs)
+    // (A tree that names one child twice expands it once.)
+    metadata.sort_unstable_by_key(|(id, ..)| *id);
+    metadata.dedup_by_key(|(id, ..)| *id);
+    let ids: Vec<BlobId> = metadata.iter().map(|(id, ..)| *id).collect();
+    for (first, blob) in index.blobs.first_seen(&ids)?.into_iter().zip(metadata) {
+        if first {
+            expand.push(blob);
+        }
+    }
+    Ok(())
 }
 
 /// The newest tid in the origin's log (in the downloaded metadata
@@ -409,11 +424,12 @@ fn recount(store: &Store, index: &RemoteIndex, records: &[DatasetRecord]) -> Res
 /// than the origin's records it holds, which is what `repair` goes by.
 fn newest_log_tid(store: &Store, index: &RemoteIndex) -> Result<Tid> {
     let mut newest = 1;
-    for (container, entry) in index.blobs.values() {
+    for located in index.blobs.located() {
+        let (_, container, entry, _) = located?;
         if entry.kind != crate::ids::BlobKind::Log {
             continue;
         }
-        if let crate::log::LogBlob::Record(record) = crate::log::LogBlob::read(store.files(), *container, entry)? {
+        if let crate::log::LogBlob::Record(record) = crate::log::LogBlob::read(store.files(), container, &entry)? {
             newest = newest.max(record.tid);
         }
     }
@@ -428,33 +444,32 @@ struct Entered {
     live: HashMap<ContainerId, u64>,
 }
 
-/// Enters in the index every blob that `count` gives references, as one
-/// sorted table file moved into the index: through batches, every entry
-/// went into the write-ahead log and the memtable and was written again by
-/// the flush (0.4 s for 150,000 entries, before a `--remote` restore's
-/// first file).
-fn enter_blobs(store: &Store, index: &RemoteIndex, count: impl Fn(&BlobId) -> i64) -> Result<Entered> {
+/// Enters in the index every blob the recount gave references (with
+/// `counted`; else every blob, at one reference), as one sorted table file
+/// moved into the index: through batches, every entry went into the
+/// write-ahead log and the memtable and was written again by the flush
+/// (0.4 s for 150,000 entries, before a `--remote` restore's first file).
+/// The blobs come from disk in id order, so nothing here grows with them
+/// but the live bytes per container.
+fn enter_blobs(store: &Store, index: &RemoteIndex, counted: bool) -> Result<Entered> {
     let mut live: HashMap<ContainerId, u64> = HashMap::new();
-    let mut entered: Vec<(&BlobId, ContainerId, &TableEntry, i64)> = index
+    let mut failed = None;
+    let entries = index
         .blobs
-        .iter()
-        .filter_map(|(id, (container, entry))| {
-            let count = count(id);
-            (count > 0).then_some((id, *container, entry, count))
-        })
-        .collect();
-    entered.sort_unstable_by_key(|(id, ..)| **id);
-    for (_, container, entry, _) in &entered {
-        let live = live.entry(*container).or_default();
-        *live = live.saturating_add(entry.record_len());
+        .located()
+        .map_while(|located| located.map_err(|error| failed = Some(error)).ok())
+        .map(|(id, container, entry, count)| (id, container, entry, if counted { count } else { 1 }))
+        .filter(|(.., count)| *count > 0)
+        .map(|(id, container, entry, count)| {
+            let bytes = live.entry(container).or_default();
+            *bytes = bytes.saturating_add(entry.record_len());
+            (*id.as_bytes(), IndexEntry::new(container, &entry, count).encode())
+        });
+    let entered = store.index().ingest_sorted(cf::BLOBS, entries)?;
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(Entered { entered, live }),
     }
-    let entered = store.index().ingest_sorted(
-        cf::BLOBS,
-        entered
-            .iter()
-            .map(|(id, container, entry, count)| (id.as_bytes(), IndexEntry::new(*container, entry, *count).encode())),
-    )?;
-    Ok(Entered { entered, live })
 }
 
 /// Enters the containers (with their dead bytes, from `live`) and the

@@ -34,6 +34,7 @@ mod consolidate;
 mod delta;
 mod fetch;
 mod push;
+mod remote_blobs;
 mod writer;
 
 pub use attach::{AttachMode, AttachReport};
