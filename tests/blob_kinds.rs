@@ -141,6 +141,42 @@ fn check_names_an_entry_whose_kind_disagrees_with_what_names_it() {
 }
 
 #[test]
+fn check_reports_counts_the_recount_disagrees_with_and_blobs_that_were_lost() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    fs::create_dir_all(&source).unwrap();
+    for i in 0..20u64 {
+        fs::write(source.join(format!("f{i}")), noise(3000, i)).unwrap();
+    }
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let (root, lost, stranger) = {
+        let store = Store::open(&fixture.store(), OpenMode::Write).unwrap();
+        let root = store.datasets().unwrap()[0].root;
+        let children = cairn_store::refs::children_of(BlobKind::Tree, root, &store.read_blob(&root).unwrap()).unwrap();
+        // One reference too many on the root; a file's chunk gone; and an
+        // entry with a reference that nothing names.
+        tamper_entry(&store, &root, |entry| entry.refs += 1);
+        let lost = children[7];
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(store.index().cf(cf::BLOBS), lost.as_bytes());
+        let stranger = cairn_store::BlobId::of(b"named by nothing");
+        batch.put_cf(store.index().cf(cf::BLOBS), stranger.as_bytes(), store.entry(&children[3]).unwrap().encode());
+        store.index().write(batch, true).unwrap();
+        (root, lost, stranger)
+    };
+    let output = fixture.run(&["check"]);
+    assert!(!output.status.success(), "check fails on problems");
+    let report = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    for problem in [
+        format!("blob {root} has 2 references; recount finds 1"),
+        format!("blob {lost} is named 1 times but is not in the index (lost)"),
+        format!("blob {stranger} has 1 references; recount finds 0"),
+    ] {
+        assert!(report.contains(&problem), "{problem}\n{report}");
+    }
+}
+
+#[test]
 fn get_refuses_content_of_another_length_than_recorded() {
     let fixture = Fixture::new();
     fixture.put("o", &noise(30_000, 3));

@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::check_recount::{Named, Namer, Recount};
 use crate::container::verify_container;
 use crate::content::Piece;
 use crate::error::Result;
@@ -62,12 +63,15 @@ impl CheckReport {
     }
 }
 
-/// The references the recount found to one blob.
-struct Named {
-    count: i64,
-    /// Each kind of place it is named from (at most four), with the first
-    /// namer of each, for the message.
-    wants: Vec<(Expected, String)>,
+/// An index entry against the references the recount found to it.
+fn compare(report: &mut CheckReport, id: BlobId, entry: &IndexEntry, named: Option<&Named>) {
+    let want = named.map_or(0, |n| n.count);
+    if entry.refs != want {
+        report.problems.push(format!("blob {id} has {} references; recount finds {want}", entry.refs));
+    }
+    for (want, by) in named.iter().flat_map(|n| &n.wants).filter(|(w, _)| !w.admits(entry.kind)) {
+        report.problems.push(format!("blob {id} is a {} blob, but {by} names it as {}", entry.kind, want.describe()));
+    }
 }
 
 impl Store {
@@ -113,16 +117,10 @@ impl Store {
 
         // Expected counts: record roots, then the children of every metadata
         // entry; with the first reference's expected kind and who made it.
-        let mut expected: HashMap<BlobId, Named> = HashMap::new();
-        let mut name = |id: BlobId, want: Expected, by: &dyn Fn() -> String| {
-            let named = expected.entry(id).or_insert_with(|| Named { count: 0, wants: Vec::new() });
-            named.count += 1;
-            if !named.wants.iter().any(|(w, _)| *w == want) {
-                named.wants.push((want, by()));
-            }
-        };
+        // On disk (`check_recount.rs`): memory does not grow with the store.
+        let mut recount = Recount::new()?;
         for object in self.objects("")? {
-            name(object.record.content, Expected::Content, &|| format!("object '{}'", object.key));
+            recount.name(object.record.content, Expected::Content, Namer::Text(format!("object '{}'", object.key)))?;
             match self.content_len(object.record.content) {
                 Ok(len) if len != object.record.size => report.problems.push(format!(
                     "object '{}' says it is {} bytes, but its content is {len} bytes",
@@ -133,13 +131,13 @@ impl Store {
             }
         }
         for dataset in self.datasets()? {
-            name(dataset.root, Expected::Tree, &|| format!("dataset {}", dataset.id));
+            recount.name(dataset.root, Expected::Tree, Namer::Text(format!("dataset {}", dataset.id)))?;
         }
         if index.has(cf::LOG) {
             for item in index.scan(cf::LOG, b"") {
                 let (key, value) = item?;
                 if let Some(id) = crate::log::write::blob_id(&value) {
-                    name(id, Expected::Log, &|| format!("the log at {key:02x?}"));
+                    recount.name(id, Expected::Log, Namer::Text(format!("the log at {key:02x?}")))?;
                 }
             }
         }
@@ -147,7 +145,6 @@ impl Store {
             .scan(cf::ZERO, b"")
             .filter_map(|item| item.ok().and_then(|(key, _)| BlobId::from_slice(&key)))
             .collect();
-        let mut actual: HashMap<BlobId, IndexEntry> = HashMap::new();
         let mut live: HashMap<ContainerId, u64> = HashMap::new();
         for item in index.scan(cf::BLOBS, b"") {
             let (key, value) = item?;
@@ -186,14 +183,13 @@ impl Store {
                 match self.read_located(&id, entry).and_then(|bytes| typed_children_of(entry.kind, id, &bytes)) {
                     Ok(children) => {
                         for (child, want) in children {
-                            name(child, want, &|| format!("{} {id}", entry.kind));
+                            recount.name(child, want, Namer::Blob(entry.kind, id))?;
                         }
                     }
                     Err(error) => report.problems.push(error.to_string()),
                 }
             }
             *live.entry(entry.container).or_default() += entry.record_len();
-            actual.insert(id, entry);
         }
         // Each container's dead bytes are its records less the ones an entry
         // names (what compaction chooses by): comparable only if no commit
@@ -211,26 +207,37 @@ impl Store {
                 }
             }
         }
-        for (id, entry) in &actual {
-            let named = expected.get(id);
-            let want = named.map_or(0, |n| n.count);
-            if entry.refs != want {
-                report.problems.push(format!("blob {id} has {} references; recount finds {want}", entry.refs));
+        // The recount beside the index's entries, both in id order. The
+        // entries are read again: those the scan above passed over (it
+        // reported why) count as absent, as they did when both were held.
+        let entries = index.scan(cf::BLOBS, b"").filter_map(|item| match item {
+            Ok((key, value)) => {
+                let (id, entry) = (BlobId::from_slice(&key)?, IndexEntry::decode(&value)?);
+                (!entry.is_orphan() && containers.contains_key(&entry.container)).then_some(Ok((id, entry)))
             }
-            for (want, by) in named.iter().flat_map(|n| &n.wants).filter(|(w, _)| !w.admits(entry.kind)) {
-                report.problems.push(format!(
-                    "blob {id} is a {} blob, but {by} names it as {}",
-                    entry.kind,
-                    want.describe()
-                ));
+            Err(error) => Some(Err(error)),
+        });
+        let mut entries = entries.peekable();
+        for named in recount.named()? {
+            let (id, named) = named?;
+            // Entries no one names: zero references found.
+            while let Some(item) = entries.next_if(|item| item.as_ref().is_ok_and(|(entry_id, _)| *entry_id < id)) {
+                let (entry_id, entry) = item?;
+                compare(&mut report, entry_id, &entry, None);
+            }
+            match entries.next_if(|item| !item.as_ref().is_ok_and(|(entry_id, _)| *entry_id > id)) {
+                Some(item) => {
+                    let (_, entry) = item?;
+                    compare(&mut report, id, &entry, Some(&named));
+                }
+                None => report
+                    .problems
+                    .push(format!("blob {id} is named {} times but is not in the index (lost)", named.count)),
             }
         }
-        let mut missing: Vec<&BlobId> = expected.keys().filter(|id| !actual.contains_key(id)).collect();
-        missing.sort();
-        for id in missing {
-            report
-                .problems
-                .push(format!("blob {id} is named {} times but is not in the index (lost)", expected[id].count));
+        for item in entries {
+            let (id, entry) = item?;
+            compare(&mut report, id, &entry, None);
         }
         report.log_records = self.verify_log(&mut report.problems)?;
         Ok(report)

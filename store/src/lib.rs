@@ -10,6 +10,7 @@
 
 mod apply;
 pub mod check;
+mod check_recount;
 pub mod clock;
 pub mod commit;
 pub mod compact;
