@@ -4,9 +4,9 @@
 //! cores (the data split into one slice per core, chunks cut in place),
 //! i.e. the work `put` cannot avoid, without any I/O or copying. `put` is
 //! measured on new (never stored) data, so every chunk is compressed and
-//! written; `get` reads it back, verifying every chunk. A default (lz4)
-//! store is measured beside the lz4 ceiling, and under `cargo bench` a
-//! zstd store beside the zstd ceiling too. Rounds interleave the three, so
+//! written; `get` reads it back, verifying every chunk. An lz4 store is
+//! measured beside the lz4 ceiling, and under `cargo bench` a zstd store
+//! (the default) beside the zstd ceiling too. Rounds interleave the three, so
 //! the ratios hold on a noisy machine; the put ratio of every round is
 //! printed as well as the best.
 //!

@@ -1,5 +1,5 @@
-//! The store's codec: a zstd store round-trips everything and is smaller
-//! than an lz4 one on text; a store holding records of both codecs (its
+//! The store's codec: a default (zstd) store round-trips everything and is
+//! smaller than an lz4 one on text; a store holding records of both codecs (its
 //! setting changed between backups) reads, checks, collects and compacts;
 //! a store made before the setting existed reads as lz4; bad names are
 //! usage errors.
@@ -38,12 +38,13 @@ fn build_source(root: &Path) {
 }
 
 #[test]
-fn a_zstd_store_round_trips_and_is_smaller_than_lz4() {
+fn a_default_store_is_zstd_round_trips_and_is_smaller_than_lz4() {
     let (lz4, zstd) = (Fixture::new(), Fixture::new());
     let source = lz4.path("source");
     build_source(&source);
-    lz4.ok(&["init"]);
-    let made = zstd.ok(&["init", "--compression", "zstd"]);
+    let made = lz4.ok(&["init", "--compression", "lz4"]);
+    assert!(made.contains("lz4 compression"), "{made}");
+    let made = zstd.ok(&["init"]);
     assert!(made.contains("zstd compression"), "{made}");
     assert_eq!(config(&lz4)["compression"], "lz4");
     assert_eq!(config(&zstd)["compression"], "zstd");

@@ -1,0 +1,79 @@
+//! Store size after one first backup, for cairn's default store (zstd),
+//! an lz4 store and restic, on a generated tree and on real files found on
+//! this machine, with each one's first-backup speed: issue "Space"'s
+//! measure. The generated tree is text-like (it compresses about 2:1);
+//! the real directories are whatever the machine holds (`/usr/share`,
+//! `/usr/lib`; CAIRN_BENCH_SPACE_DIRS=DIR:DIR:... to choose others).
+//!
+//! Each tool backs up the same directory once, into a fresh store or
+//! repository, after `sync` (and with the page cache dropped, as root, so
+//! no tool reads what an earlier one left in memory). Printed: MiB/s of
+//! the source, store bytes, and cairn's store and speed over restic's.
+//!
+//! `cargo bench --bench space` (CAIRN_BENCH_MB=400 for the generated tree).
+//! Under `cargo test` it runs cairn alone on a small generated tree.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::tools::{Tool, drop_caches, du, generate, installed};
+
+fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let mb: usize =
+        if benchmarking { std::env::var("CAIRN_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(400) } else { 4 };
+    let work = common::work_dir();
+    let mut tools = vec!["cairn", "cairn-lz4"];
+    if benchmarking && installed("restic") {
+        tools.push("restic");
+    } else if benchmarking {
+        println!("restic is not installed; not compared (apt install restic)");
+    }
+    let generated = work.path().join("generated");
+    generate(&generated, mb << 20);
+    let mut sources = vec![(format!("generated ({mb} MiB, text-like)"), generated)];
+    if benchmarking {
+        let dirs = std::env::var("CAIRN_BENCH_SPACE_DIRS").unwrap_or_else(|_| "/usr/share:/usr/lib".into());
+        sources.extend(
+            dirs.split(':').map(PathBuf::from).filter(|dir| dir.is_dir()).map(|dir| (dir.display().to_string(), dir)),
+        );
+    }
+    let cold = drop_caches();
+    println!(
+        "{} cores; every backup starts {}",
+        rayon::current_num_threads(),
+        if cold { "from an empty page cache" } else { "with whatever is cached (not root)" }
+    );
+    for (name, source) in &sources {
+        let bytes = du(source);
+        println!("\n{name}: {:.1} MiB", bytes as f64 / 1048576.0);
+        println!("{:<10} {:>14} {:>14}", "tool", "first MiB/s", "store");
+        let mut results = Vec::new();
+        for tool in &tools {
+            let repo = work.path().join(format!("repo-{tool}"));
+            let tool = Tool { name: tool, repo };
+            tool.init();
+            drop_caches();
+            let seconds = tool.backup(source, 1);
+            let size = du(&tool.repo);
+            println!(
+                "{:<10} {:>14.1} {:>10.1} MiB",
+                tool.name,
+                bytes as f64 / 1048576.0 / seconds,
+                size as f64 / 1048576.0
+            );
+            results.push((tool.name, seconds, size));
+            std::fs::remove_dir_all(&tool.repo).unwrap();
+        }
+        if let Some(&(_, restic_seconds, restic_size)) = results.iter().find(|(name, ..)| *name == "restic") {
+            for (tool, seconds, size) in results.iter().filter(|(name, ..)| name.starts_with("cairn")) {
+                println!(
+                    "{tool} vs restic: store {:.3}x the size, first backup {:.2}x faster",
+                    *size as f64 / restic_size as f64,
+                    restic_seconds / seconds
+                );
+            }
+        }
+    }
+}
