@@ -31,11 +31,7 @@ pub struct ScratchMap {
 impl ScratchMap {
     /// A new, empty map under the system's temporary directory (`TMPDIR`).
     pub fn new(what: &'static str) -> Result<ScratchMap> {
-        let dir = tempfile::Builder::new()
-            .prefix("cairn-scratch-")
-            .tempdir()
-            .map_err(|e| Error::io(what, &std::env::temp_dir(), e))?;
-        ScratchMap::new_in(dir, what)
+        ScratchMap::open(what, None)
     }
 
     /// A new, empty map under `TMPDIR` whose keys written by
@@ -43,18 +39,14 @@ impl ScratchMap {
     /// (RocksDB's associative merge: `combine(key, value so far, new
     /// values in order)`, which must not panic on any bytes).
     pub(crate) fn with_merge(what: &'static str, combine: Combine) -> Result<ScratchMap> {
+        ScratchMap::open(what, Some(combine))
+    }
+
+    fn open(what: &'static str, combine: Option<Combine>) -> Result<ScratchMap> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-scratch-")
             .tempdir()
             .map_err(|e| Error::io(what, &std::env::temp_dir(), e))?;
-        ScratchMap::open(dir, what, Some(combine))
-    }
-
-    fn new_in(dir: tempfile::TempDir, what: &'static str) -> Result<ScratchMap> {
-        ScratchMap::open(dir, what, None)
-    }
-
-    fn open(dir: tempfile::TempDir, what: &'static str, combine: Option<Combine>) -> Result<ScratchMap> {
         let mut options = Options::default();
         if let Some(combine) = combine {
             options.set_merge_operator_associative("cairn-scratch", combine);
@@ -76,6 +68,11 @@ impl ScratchMap {
         for (key, value) in items {
             batch.put(key, value);
         }
+        self.write(batch)
+    }
+
+    /// Writes `batch` without a write-ahead log (nothing here outlives a crash).
+    fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut options = WriteOptions::default();
         options.disable_wal(true);
         self.db.write_opt(batch, &options).map_err(|e| scratch_error("writing", self._dir.path(), e))
@@ -88,9 +85,7 @@ impl ScratchMap {
         for (key, value) in items {
             batch.merge(key, value);
         }
-        let mut options = WriteOptions::default();
-        options.disable_wal(true);
-        self.db.write_opt(batch, &options).map_err(|e| scratch_error("writing", self._dir.path(), e))
+        self.write(batch)
     }
 
     /// The values of `keys`, in their order.
@@ -111,8 +106,8 @@ impl ScratchMap {
 
     /// Calls `each(key, value)` for every key, in key order, each once.
     pub fn for_each(&self, mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
-        for item in self.db.iterator(IteratorMode::From(&[], Direction::Forward)) {
-            let (key, value) = item.map_err(|e| scratch_error("reading", self._dir.path(), e))?;
+        for item in self.iter_from(&[]) {
+            let (key, value) = item?;
             each(&key, &value)?;
         }
         Ok(())
