@@ -10,7 +10,8 @@
 //! no tool reads what an earlier one left in memory). Printed: MiB/s of
 //! the source, store bytes, and cairn's store and speed over restic's.
 //!
-//! `cargo bench --bench space` (CAIRN_BENCH_MB=400 for the generated tree).
+//! `cargo bench --bench space` (CAIRN_BENCH_MB=400 for the generated tree;
+//! CAIRN_BENCH_SPACE_CODECS=zstd:1,zstd:9 adds cairn stores of other codecs).
 //! Under `cargo test` it runs cairn alone on a small generated tree.
 
 mod common;
@@ -25,6 +26,10 @@ fn main() {
         if benchmarking { std::env::var("CAIRN_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(400) } else { 4 };
     let work = common::work_dir();
     let mut tools = vec!["cairn", "cairn-lz4"];
+    // CAIRN_BENCH_SPACE_CODECS=zstd:1,zstd:9 adds stores of those codecs.
+    for codec in std::env::var("CAIRN_BENCH_SPACE_CODECS").unwrap_or_default().split(',').filter(|c| !c.is_empty()) {
+        tools.push(Box::leak(format!("cairn-{codec}").into_boxed_str()));
+    }
     if benchmarking && installed("restic") {
         tools.push("restic");
     } else if benchmarking {

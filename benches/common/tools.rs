@@ -8,8 +8,9 @@ use std::time::Instant;
 
 /// One tool under test: how to init, back up and restore.
 pub struct Tool {
-    /// "cairn" (a default store: zstd), "cairn-lz4" (a store made with
-    /// `--compression lz4`), "restic" or "borg".
+    /// "cairn" (a default store: zstd), "cairn-CODEC" (a store made with
+    /// `--compression CODEC`: "cairn-lz4", "cairn-zstd:9"), "restic" or
+    /// "borg".
     pub name: &'static str,
     /// The store or repository.
     pub repo: PathBuf,
@@ -18,7 +19,7 @@ pub struct Tool {
 impl Tool {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = match self.name {
-            "cairn" | "cairn-lz4" => {
+            name if name.starts_with("cairn") => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
                 c.arg("--store").arg(&self.repo).arg("--no-progress");
                 c
@@ -49,7 +50,7 @@ impl Tool {
     pub fn init(&self) {
         match self.name {
             "cairn" => self.run(&["init"]),
-            "cairn-lz4" => self.run(&["init", "--compression", "lz4"]),
+            name if name.starts_with("cairn-") => self.run(&["init", "--compression", &name["cairn-".len()..]]),
             "restic" => self.run(&["init"]),
             _ => self.run(&["init", "--encryption=none", self.repo.to_str().unwrap()]),
         };
@@ -58,7 +59,7 @@ impl Tool {
     pub fn backup(&self, source: &Path, version: u32) -> f64 {
         let source = source.to_str().unwrap();
         match self.name {
-            "cairn" | "cairn-lz4" => self.run(&["backup", source]),
+            name if name.starts_with("cairn") => self.run(&["backup", source]),
             "restic" => self.run(&["backup", source]),
             _ => {
                 let archive = format!("{}::v{version}", self.repo.display());
@@ -71,7 +72,7 @@ impl Tool {
         fs::create_dir_all(target).unwrap();
         drop_caches();
         match self.name {
-            "cairn" | "cairn-lz4" => self.run(&["restore", "latest", "--to", target.to_str().unwrap()]),
+            name if name.starts_with("cairn") => self.run(&["restore", "latest", "--to", target.to_str().unwrap()]),
             "restic" => self.run(&["restore", "latest", "--target", target.to_str().unwrap()]),
             _ => {
                 let archive = format!("{}::v{version}", self.repo.display());
