@@ -62,6 +62,9 @@ impl RangeSink for Stager<'_> {
                 // (A full disk: fetching ahead waits for the writers instead.)
                 return next;
             }
+            // (If its windows were written meanwhile, the copy just written
+            // stays in the file until the restore removes its staging
+            // directory: it is read by no one.)
             if self.files.staged.lock().expect("staged ranges poisoned").evicted(container, start, &bytes, file) {
                 self.report.spilled += bytes.len() as u64;
             }
