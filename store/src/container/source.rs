@@ -11,6 +11,14 @@
 //!   range. An `Ok` holds the bytes of that range and nothing more; it may
 //!   be shorter only where the container ends (the caller checks every
 //!   record it cuts from it, so a short answer is damage, never a panic).
+//! - **Ranges as the receiver asks.** `read_ranges_each` starts a range
+//!   only when its [`RangeSink`] says so (`next`: this one, not yet, or
+//!   done), keeps at most `jobs` in flight, and hands each to `landed` as
+//!   it lands, in any order, exactly once for each range started. It never
+//!   lets a sink that says "not yet" stop responses in flight from
+//!   landing, and asks it again within a few milliseconds: the receiver
+//!   holds back requests while its memory is full, and asks at once for a
+//!   range a reader waits for.
 //! - **Whole reads.** `read_all` returns a whole container, bounded by the
 //!   longest a container can be (a source never accepts an unbounded body).
 //! - **Retries.** A source retries what is worth retrying (timeouts,
