@@ -37,6 +37,15 @@ use super::record::{DatasetId, DatasetRecord, next_id, put_record};
 use super::tree::{Entry, EntryKind, Tree};
 use super::{Progress, display_path};
 use crate::error::{Error, Result};
+
+/// Entries walked and files read at once, per core. A first backup reads
+/// from a cold page cache, and a thread waiting on the disk leaves its core
+/// idle: measured on 2 cores, backing up `/usr/share` (526 MiB, cold) took
+/// 4.9-5.1 s with one thread per core and 3.0 s with four (2.8 s with
+/// eight), `/usr/lib` (4.3 GiB) 19.6-20.2 s and 15.0-15.2 s (15.6 s with
+/// eight), and a warm `/usr/share` 1.90 s and 1.96 s. Peak RSS on
+/// `/usr/lib` went from 151 to 220 MiB (more files in flight).
+const BACKUP_THREADS_PER_CORE: usize = 4;
 use crate::fault::pause_point;
 use crate::ids::{BlobId, BlobKind};
 use crate::ingest::ingest_file;
@@ -488,11 +497,17 @@ impl Walk<'_> {
     fn run(&self, tops: Vec<(PathBuf, Vec<u8>, Option<Entry>)>) -> Result<Vec<Option<Entry>>> {
         let befores = tops.iter().map(|(_, _, before)| before.clone()).collect();
         let top = Dir::new(PathBuf::new(), None, tops.len(), None, Before::Sources(befores));
-        rayon::scope(|scope| {
-            for (slot, (path, name, _)) in tops.into_iter().enumerate() {
-                let task = Task { source: Some(path), name, top_dev: None, up: top.clone(), slot };
-                scope.spawn(move |scope| self.visit(scope, task));
-            }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(BACKUP_THREADS_PER_CORE * rayon::current_num_threads())
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot start backup threads: {e}")))?;
+        pool.install(|| {
+            rayon::scope(|scope| {
+                for (slot, (path, name, _)) in tops.into_iter().enumerate() {
+                    let task = Task { source: Some(path), name, top_dev: None, up: top.clone(), slot };
+                    scope.spawn(move |scope| self.visit(scope, task));
+                }
+            })
         });
         if let Some(error) = self.failed.lock().expect("walk error poisoned").take() {
             return Err(error);
