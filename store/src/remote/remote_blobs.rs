@@ -119,12 +119,7 @@ impl RemoteBlobs {
             for (container, table) in by_container {
                 disk.add_container(container, &table)?;
             }
-            let counted: Vec<BlobId> = memory
-                .counts
-                .iter()
-                .flat_map(|(id, n)| std::iter::repeat_n(*id, usize::try_from(*n).unwrap_or(0)))
-                .collect();
-            disk.count(&counted)?;
+            disk.add_counts(memory.counts.iter().map(|(id, n)| (*id, *n)))?;
             disk.first_seen(&memory.seen.drain().collect::<Vec<_>>())?;
             tracing::debug!(blobs = RemoteBlobs::memory_blobs(), "attach: the remote's blobs moved to disk");
             *self = RemoteBlobs::Disk(disk);
@@ -201,7 +196,12 @@ impl OnDisk {
 
     /// Adds a reference to each of `ids` (an id twice gets two).
     fn count(&self, ids: &[BlobId]) -> Result<()> {
-        self.map.merge(ids.iter().map(|id| (key(COUNT, id), 1i64.to_le_bytes())))
+        self.add_counts(ids.iter().map(|id| (*id, 1)))
+    }
+
+    /// Adds `n` references to each `(id, n)`.
+    fn add_counts(&self, counts: impl IntoIterator<Item = (BlobId, i64)>) -> Result<()> {
+        self.map.merge(counts.into_iter().map(|(id, n)| (key(COUNT, &id), n.to_le_bytes())))
     }
 
     /// Of `ids`, those not marked seen before; marks them all.
