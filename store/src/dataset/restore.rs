@@ -57,7 +57,7 @@ const LOCAL_RESTORE_THREADS_PER_CORE: usize = 3;
 const LOCATE_WINDOW: usize = 512;
 
 /// A file's chunks and where each is, found before the file is written.
-type Located = Vec<(ContentEntry, IndexEntry)>;
+pub(super) type Located = Vec<(ContentEntry, IndexEntry)>;
 
 impl Store {
     /// Finds where the chunks of `files` are, with two sorted batched
@@ -66,6 +66,9 @@ impl Store {
     /// content cannot be read here, get `None` and are read the usual way
     /// (which reports any damage for the file).
     fn locate(&self, files: &[(&PathBuf, &Entry)]) -> Vec<Option<Located>> {
+        if files.is_empty() {
+            return Vec::new();
+        }
         // A failed lookup leaves the files to be read the usual way.
         let entries = |ids: &mut Vec<BlobId>| self.live_entries(ids).unwrap_or_default();
         let mut roots: Vec<BlobId> = files.iter().filter_map(|(_, e)| e.blob).collect();
@@ -87,6 +90,20 @@ impl Store {
         let mut chunks: Vec<BlobId> = lists.iter().flatten().flatten().map(|c| c.id).collect();
         let chunks = entries(&mut chunks);
         lists.into_iter().map(|list| list?.into_iter().map(|c| Some((c, *chunks.get(&c.id)?))).collect()).collect()
+    }
+}
+
+impl Store {
+    /// `located`, with the files of `files` it lacks looked up by
+    /// [`Store::locate`].
+    fn locate_rest(&self, files: &[(&PathBuf, &Entry)], mut located: Vec<Option<Located>>) -> Vec<Option<Located>> {
+        located.resize(files.len(), None);
+        let missing: Vec<usize> = (0..files.len()).filter(|&i| located[i].is_none()).collect();
+        let found = self.locate(&missing.iter().map(|&i| files[i]).collect::<Vec<_>>());
+        for (i, found) in missing.into_iter().zip(found) {
+            located[i] = found;
+        }
+        located
     }
 }
 
@@ -311,7 +328,7 @@ impl Store {
         // needs each is written; each file is written once its bytes have
         // landed, while the next are fetched.
         let _staged = Unstage(self);
-        let plan = self.plan_stage(&mut files, LOCATE_WINDOW)?;
+        let mut plan = self.plan_stage(&mut files, LOCATE_WINDOW)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), ranges = plan.ranges.len(), "planned the restore");
         if plan.ranges.is_empty() {
             // More files at once than cores: each waits in turn for its
@@ -326,14 +343,20 @@ impl Store {
             })?;
         } else {
             self.begin_staging(&plan, options.memory);
+            // The plan found where the first files' chunks are; the
+            // writers look up the rest.
+            let mut located = std::mem::take(&mut plan.located).into_iter();
+            let located: Vec<Vec<Option<Located>>> =
+                files.chunks(LOCATE_WINDOW).map(|window| located.by_ref().take(window.len()).collect()).collect();
             let staged = std::thread::scope(|scope| {
                 let stager = scope.spawn(|| self.stage(&plan, options.jobs));
                 // Windows in order, several at once as threads free up; a
                 // file whose bytes have not landed waits for them, and a
                 // written window releases what only it needed.
+                let windows = files.chunks(LOCATE_WINDOW).zip(located).enumerate();
                 let written = pool.install(|| {
-                    files.chunks(LOCATE_WINDOW).enumerate().par_bridge().try_for_each(|(number, window)| {
-                        write_files(window, self.locate(window))?;
+                    windows.par_bridge().try_for_each(|(number, (window, located))| {
+                        write_files(window, self.locate_rest(window, located))?;
                         self.files().window_written(number);
                         Ok::<(), Error>(())
                     })
