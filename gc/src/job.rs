@@ -114,7 +114,6 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
 
     // The cascade's batches were not synced one by one.
     store.index().sync()?;
-    store.index().tidy_after_collecting(report.blobs_reclaimed)?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), blobs = report.blobs_reclaimed, "cascade done");
     if !report.interrupted {
         let chosen = choose_containers(store, options.compact_threshold)?;
@@ -153,6 +152,12 @@ pub fn collect(store: &Store, options: &GcOptions, stop: &AtomicBool, progress: 
         store.log_note(note, checkpoint)?;
         report.checkpoint = checkpoint;
     }
+    // Last, after the compaction's repointed entries and the log's
+    // record: every write of the job leaves the write-ahead log, and the
+    // compaction of the index drops the tombstones and the entries the
+    // compaction replaced (measured: done after the cascade only, it left
+    // 128-350 KB of log, 12 B of a small store's 114 B per live blob).
+    store.index().tidy_after_collecting(report.blobs_reclaimed)?;
     report.problems = problems.into_iter().collect();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

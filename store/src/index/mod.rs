@@ -87,6 +87,11 @@ pub struct Index {
 /// The block cache of the scratch families (`pending`, `stage`).
 const SCRATCH_CACHE_BYTES: usize = 8 << 20;
 
+/// The key [`Index::flush`] deletes in every family after flushing: no
+/// family has it (blob ids are 32 bytes, numbered keys 8, object keys and
+/// `meta` names valid UTF-8, which this is not).
+const FLUSHED_KEY: &[u8] = b"\xffcairn: flushed";
+
 /// A writer leaving more write-ahead log than this writes its memtables
 /// out to table files when it closes.
 const FLUSH_AT_CLOSE_LOG_BYTES: u64 = 1 << 20;
@@ -454,10 +459,27 @@ impl Index {
     }
 
     /// Flushes every family's memtable to table files and syncs them.
+    ///
+    /// Then writes to the new write-ahead log one deletion per family of
+    /// a key no family uses. A reader (a RocksDB secondary) keeps in its
+    /// memtable what it replayed from the log, and replaces that memtable
+    /// only when a newer log brings it a write for the same family
+    /// (RocksDB issues 14444 and 15051): after a flush followed by no
+    /// write, its catch-up took the flushed table files and still answered
+    /// from the stale memtable, so a blob the delete job had just moved was
+    /// looked for in the container it left
+    /// (`gc::a_reader_opened_before_compaction_still_reads` fails without
+    /// this once the job flushes last; a marker in one family alone did not
+    /// help the others).
     pub fn flush(&self) -> Result<()> {
         for name in cf::ALL {
             self.db.flush_cf(self.cf(name)).map_err(|e| self.err(e))?;
         }
+        let mut batch = WriteBatch::default();
+        for name in cf::ALL {
+            batch.delete_cf(self.cf(name), FLUSHED_KEY);
+        }
+        self.write(batch, false)?;
         self.sync()
     }
 
@@ -542,4 +564,35 @@ fn family_options(name: &str, cache: &Cache) -> Options {
     }
     options.set_block_based_table_factory(&table);
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that opened while a value lived only in the write-ahead
+    /// log sees the writer's newer value after the writer flushed it and
+    /// wrote nothing more (the delete job's last step, and every writer's
+    /// close with a long log).
+    #[test]
+    fn a_reader_sees_a_value_the_writer_changed_and_then_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Index::open(dir.path(), false).unwrap();
+        writer.put_unsynced(cf::OBJECTS, b"key", b"old").unwrap();
+        writer.put_unsynced(cf::META, b"other", b"old").unwrap();
+        writer.sync().unwrap();
+        let reader = Index::open(dir.path(), true).unwrap();
+        assert_eq!(reader.get(cf::OBJECTS, b"key").unwrap().as_deref(), Some(&b"old"[..]));
+        writer.put_unsynced(cf::OBJECTS, b"key", b"new").unwrap();
+        writer.put_unsynced(cf::META, b"other", b"new").unwrap();
+        writer.flush().unwrap();
+        reader.catch_up().unwrap();
+        assert_eq!(reader.get(cf::OBJECTS, b"key").unwrap().as_deref(), Some(&b"new"[..]));
+        assert_eq!(reader.get(cf::META, b"other").unwrap().as_deref(), Some(&b"new"[..]));
+        // The marker is a deletion: no family shows it.
+        for name in cf::ALL {
+            assert_eq!(writer.get(name, FLUSHED_KEY).unwrap(), None, "{name}");
+            assert!(writer.scan(name, b"\xff").next().is_none(), "{name}");
+        }
+    }
 }
