@@ -1,7 +1,10 @@
 //! How the index holds up as it grows: fills a real index (the store's
 //! RocksDB settings, through its batch writer) with synthetic blob entries
 //! and prints, at each size, point lookups per second for hits and for
-//! misses, disk bytes per entry, and the process's RSS.
+//! misses, disk bytes per entry, and the process's RSS. Beside the point
+//! lookups, the same ids looked up as the store does in a backup and a
+//! restore: sorted batches of [`BATCH`] through `Index::blobs` (RocksDB's
+//! batched multi-get).
 //!
 //! `cargo bench --bench index_scale` (1 and 10 million entries;
 //! CAIRN_BENCH_ENTRIES=100000000 goes to 100 million). Under `cargo test`
@@ -55,6 +58,23 @@ fn lookups(index: &Index, ids: &[BlobId], expect_hit: bool) -> f64 {
     ids.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Ids per batched lookup: about one ingest batch of 8 KiB chunks (1 MiB).
+const BATCH: usize = 128;
+
+/// The same lookups in sorted batches of [`BATCH`], as `WriteSession`
+/// and a restore's windows make them; per second.
+fn batched_lookups(index: &Index, ids: &[BlobId], expect_hit: bool) -> f64 {
+    let started = Instant::now();
+    for batch in ids.chunks(BATCH) {
+        let mut batch = batch.to_vec();
+        batch.sort_unstable();
+        for found in index.blobs(&batch).unwrap() {
+            assert_eq!(found.is_some(), expect_hit);
+        }
+    }
+    ids.len() as f64 / started.elapsed().as_secs_f64()
+}
+
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let top: u64 = if benchmarking {
@@ -69,8 +89,18 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open(&dir.path().join("index"), false).unwrap();
     println!(
-        "{:>12} {:>14} {:>14} {:>12} {:>10} {:>10} {:>10} {:>10} {:>6}",
-        "entries", "hits/s", "misses/s", "B/entry", "RSS MiB", "peak MiB", "fill s", "settle s", "L0"
+        "{:>12} {:>12} {:>12} {:>14} {:>14} {:>9} {:>8} {:>8} {:>7} {:>8} {:>4}",
+        "entries",
+        "hits/s",
+        "misses/s",
+        "batched hits",
+        "batched misses",
+        "B/entry",
+        "RSS MiB",
+        "peak MiB",
+        "fill s",
+        "settle s",
+        "L0"
     );
     let probes = if benchmarking { 200_000 } else { 20_000 };
     let mut filled = 0u64;
@@ -104,10 +134,16 @@ fn main() {
         let misses: Vec<BlobId> = (0..probes as u64).map(|i| id(u64::MAX - i)).collect();
         let hit_rate = lookups(&index, &hits, true);
         let miss_rate = lookups(&index, &misses, false);
+        // Other ids than the point lookups', so neither finds the blocks
+        // the other just brought into the cache.
+        let hits: Vec<BlobId> = (0..probes as u64).map(|i| id((i * step * 7919 + 1) % size)).collect();
+        let misses: Vec<BlobId> = (0..probes as u64).map(|i| id(u64::MAX / 2 - i)).collect();
+        let batched_hits = batched_lookups(&index, &hits, true);
+        let batched_misses = batched_lookups(&index, &misses, false);
         let bytes = index.disk_bytes().unwrap();
         let (now, peak) = rss();
         println!(
-            "{size:>12} {hit_rate:>14.0} {miss_rate:>14.0} {:>12.1} {now:>10} {peak:>10} {fill:>10.1} {settle:>10.1} {level0:>6}",
+            "{size:>12} {hit_rate:>12.0} {miss_rate:>12.0} {batched_hits:>14.0} {batched_misses:>14.0} {:>9.1} {now:>8} {peak:>8} {fill:>7.1} {settle:>8.1} {level0:>4}",
             bytes as f64 / size as f64
         );
     }
