@@ -118,15 +118,22 @@ fn zstd_decompress(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
 pub fn encode_blob(id: BlobId, kind: BlobKind, raw: &[u8], codec: Codec) -> EncodedBlob {
     debug_assert!(raw.len() <= kind.max_len(), "a {kind} blob of {} bytes", raw.len());
     let raw_len = u32::try_from(raw.len()).expect("blobs are at most 256 MiB (BlobKind::max_len)");
+    let (flags, bytes) = compress(raw, codec);
+    EncodedBlob { id, kind, flags, raw_len, bytes }
+}
+
+/// `raw` compressed with `codec` and the flag that says how, or `raw`
+/// itself and flag 0 when compressing does not make it smaller.
+pub(crate) fn compress(raw: &[u8], codec: Codec) -> (u8, Vec<u8>) {
     let compressed = match codec {
         Codec::None => None,
         Codec::Lz4 => Some((FLAG_LZ4, lz4_flex::block::compress(raw))),
-        // A blob zstd cannot shrink fails to fit the buffer: stored raw.
+        // Bytes zstd cannot shrink fail to fit the buffer: stored raw.
         Codec::Zstd(level) => zstd_compress(raw, level).map(|bytes| (FLAG_ZSTD, bytes)),
     };
     match compressed {
-        Some((flags, bytes)) if bytes.len() < raw.len() => EncodedBlob { id, kind, flags, raw_len, bytes },
-        _ => EncodedBlob { id, kind, flags: 0, raw_len, bytes: raw.to_vec() },
+        Some((flags, bytes)) if bytes.len() < raw.len() => (flags, bytes),
+        _ => (0, raw.to_vec()),
     }
 }
 
@@ -149,10 +156,17 @@ pub fn check_lengths(kind: BlobKind, raw_len: u32, stored_len: u32) -> Result<()
 pub fn decode_blob(kind: BlobKind, flags: u8, raw_len: u32, stored: &[u8]) -> Result<Vec<u8>, String> {
     let stored_len = u32::try_from(stored.len()).map_err(|_| format!("{} stored bytes", stored.len()))?;
     check_lengths(kind, raw_len, stored_len)?;
+    decompress(flags, raw_len, stored)
+}
+
+/// The inverse of [`compress`]: `stored` decoded per `flags` to exactly
+/// `raw_len` bytes, which the caller has bounded.
+pub(crate) fn decompress(flags: u8, raw_len: u32, stored: &[u8]) -> Result<Vec<u8>, String> {
+    let stored_len = stored.len() as u64;
     // An lz4 block expands at most 255 times (a match of 255 more bytes
     // costs one more byte), so a longer claim is false and is refused
     // before the output is allocated.
-    if flags == FLAG_LZ4 && u64::from(raw_len) > 255 * u64::from(stored_len) + 64 {
+    if flags == FLAG_LZ4 && u64::from(raw_len) > 255 * stored_len + 64 {
         return Err(format!("{stored_len} bytes of lz4 cannot decode to the {raw_len} bytes the record says"));
     }
     let plain = match flags {

@@ -10,6 +10,7 @@
 mod direct;
 mod encode;
 mod format;
+mod frame;
 mod reader;
 mod source;
 mod staged;
@@ -19,6 +20,7 @@ pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, check_lengths, decode_b
 pub use format::{
     ContainerKind, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
 };
+pub use frame::{FRAME_TARGET, Frame, FrameBuilder, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, decode_frame};
 #[cfg(test)]
 pub(crate) use reader::parse_table;
 pub use reader::{ContainerFiles, read_table, verify_container};
