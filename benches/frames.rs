@@ -107,7 +107,7 @@ fn alone(chunks: &[Vec<u8>], codec: Codec) -> Stored {
 fn framed(chunks: &[Vec<u8>], codec: Codec, target: usize) -> Stored {
     let mut frames = vec![FrameBuilder::default()];
     for chunk in chunks {
-        if frames.last().expect("one at least").is_full(target) {
+        if frames.last().expect("one at least").is_full(chunk.len(), target) {
             frames.push(FrameBuilder::default());
         }
         frames.last_mut().expect("one at least").push(chunk);

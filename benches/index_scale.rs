@@ -28,6 +28,7 @@ fn entry(n: u64) -> IndexEntry {
         raw_len: 8192,
         kind: BlobKind::Data,
         flags: 1,
+        member: 0,
         refs: 1,
     }
 }

@@ -214,7 +214,7 @@ fn a_store_of_an_older_format_is_refused_by_name_for_new_blobs() {
     fixture.ok(&["init"]);
     let config_path = fixture.store().join("config.json");
     let mut config: serde_json::Value = serde_json::from_str(&fs::read_to_string(&config_path).unwrap()).unwrap();
-    assert_eq!(config["format"], 3);
+    assert_eq!(config["format"], 4);
     config["format"] = serde_json::Value::from(2);
     fs::write(&config_path, config.to_string()).unwrap();
     let data = fixture.file("data", b"new bytes");

@@ -69,7 +69,11 @@ fn dedupe_stats_predict_what_forgetting_frees() {
     let datasets = stats["datasets"].as_array().unwrap();
     let (first, second) = (&datasets[0], &datasets[1]);
     let alone = second["alone_bytes"].as_u64().unwrap();
-    assert!((1 << 20..(1 << 20) + (64 << 10)).contains(&alone), "the second alone holds the noise: {second}");
+    // The noise is stored raw, in frames; a frame member accounts for its
+    // share of the frame at the full frame size, and a frame closed short
+    // of it leaves its slack to no member (`container::frame_slack`): up to
+    // a tenth here, where chunks are up to 64 KiB.
+    assert!((900 << 10..(1 << 20) + (64 << 10)).contains(&alone), "the second alone holds the noise: {second}");
     assert!(first["alone_bytes"].as_u64().unwrap() < 16 << 10, "the first shares all but its top tree: {first}");
     assert!(stats["dedup_ratio"].as_f64().unwrap() > 1.8, "two near-identical datasets: {stats}");
     let live: u64 = stats["refs"].as_array().unwrap().iter().map(|b| b["blobs"].as_u64().unwrap()).sum();

@@ -16,6 +16,7 @@ mod crash;
 mod dataset_errors;
 mod datasets;
 mod dedupe;
+mod frames;
 mod gc;
 mod hostile;
 mod hostile_cli;

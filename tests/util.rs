@@ -197,17 +197,42 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Flips one byte in the middle of the stored bytes of blob `id` and
-/// returns (container id, blob id) as messages print them.
+/// Flips one byte in the stored bytes of blob `id` (in a frame: of its
+/// own bytes when the payload is stored raw) and returns (container id,
+/// blob id a read reports) as messages print them.
 pub fn flip_byte_in_blob(store: &cairn_store::Store, id: cairn_store::BlobId) -> (String, String) {
+    use cairn_store::container::{FLAG_FRAME, RECORD_HEADER_LEN};
     use std::os::unix::fs::FileExt;
     let entry = store.entry(&id).unwrap();
     let file = std::fs::OpenOptions::new().read(true).write(true).open(store.files().path(entry.container)).unwrap();
-    let at = entry.offset + cairn_store::container::RECORD_HEADER_LEN as u64 + entry.stored_len as u64 / 2;
+    let read_u32 = |at: u64| {
+        let mut bytes = [0u8; 4];
+        file.read_exact_at(&mut bytes, at).unwrap();
+        u32::from_le_bytes(bytes) as u64
+    };
+    let stored = entry.offset + RECORD_HEADER_LEN as u64;
+    // The blob a read reports: this one, unless it is in a frame whose
+    // payload is compressed, which the byte damages whole (then the first
+    // member is the first one a read meets).
+    let (at, reported) = if entry.flags & FLAG_FRAME == 0 {
+        (stored + entry.stored_len as u64 / 2, id)
+    } else {
+        let members = read_u32(stored) & 0xffff;
+        let payload = stored + 2 + 4 * members;
+        if entry.flags & !FLAG_FRAME == 0 {
+            let start: u64 = (0..entry.member as u64).map(|i| read_u32(stored + 2 + 4 * i)).sum();
+            (payload + start + entry.raw_len as u64 / 2, id)
+        } else {
+            let record = store.index().container(entry.container).unwrap().unwrap();
+            let table = store.files().table(entry.container, record.stored_bytes).unwrap();
+            let first = table.iter().find(|t| t.offset == entry.offset && t.member == 0).unwrap().id;
+            (payload + (entry.stored_len as u64 - 2 - 4 * members) / 2, first)
+        }
+    };
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, at).unwrap();
     file.write_all_at(&[byte[0] ^ 0x5a], at).unwrap();
-    (entry.container.to_string(), id.to_string())
+    (entry.container.to_string(), reported.to_string())
 }
 
 /// What one commit's log record may cost in container bytes (a small

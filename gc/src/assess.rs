@@ -2,8 +2,8 @@
 //! compress, without storing anything (like `isi dedupe` assessment jobs).
 //!
 //! Every regular file is chunked with the store's chunker and compressed
-//! with its codec (or the defaults), hashed on all cores; unique chunks are counted
-//! once. With a store, chunks it already holds are counted too, which says
+//! with its codec (or the defaults), in frames of consecutive chunks as the
+//! store would, hashed on all cores; unique chunks are counted once. With a store, chunks it already holds are counted too, which says
 //! what a first backup into it would add.
 //!
 //! Memory stays flat in the size of the tree: files are taken in batches
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use cairn_store::config::DEFAULT_CODEC;
-use cairn_store::container::{Codec, encode_blob};
+use cairn_store::container::{Codec, FRAME_TARGET, FrameBuilder, encode_blob};
 use cairn_store::ids::{IdKeys, IdScheme};
 use cairn_store::scratch::ScratchMap;
 use cairn_store::{BlobId, BlobKind, ChunkerConfig, Error, Result, Store};
@@ -62,6 +62,8 @@ const CHUNKS_PER_WRITE: usize = 8192;
 pub fn assess(root: &Path, store: Option<&Store>, progress: &(dyn Fn(u64) + Sync)) -> Result<Assessment> {
     let chunker = store.map_or_else(ChunkerConfig::default_cdc, |s| s.chunker().clone());
     let codec = store.map_or(DEFAULT_CODEC, Store::codec);
+    // A new store compresses data in frames, as do stores of format 4 on.
+    let frames = store.is_none_or(|s| s.config().frames());
     // Chunks are named as the store names them, so "already stored" compares like with like.
     let ids = store.map_or_else(|| IdScheme::Keyed(IdKeys::public()), |s| s.ids().clone());
     // Per distinct chunk: its plaintext and compressed lengths.
@@ -71,7 +73,7 @@ pub fn assess(root: &Path, store: Option<&Store>, progress: &(dyn Fn(u64) + Sync
     let mut unlisted = Vec::new();
     walk_files(root, &mut unlisted, &mut |batch| {
         batch.par_iter().try_for_each(|path| {
-            match chunk_file(&chunker, codec, &ids, path, &seen) {
+            match chunk_file(&chunker, (codec, frames), &ids, path, &seen) {
                 Ok((bytes, chunks)) => {
                     let read_so_far = {
                         let mut totals = totals.lock().expect("totals poisoned");
@@ -139,7 +141,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// its bytes and chunks. A file that cannot be read is `Error::Input`.
 fn chunk_file(
     chunker: &ChunkerConfig,
-    codec: Codec,
+    (codec, frames): (Codec, bool),
     ids: &IdScheme,
     path: &Path,
     seen: &ScratchMap,
@@ -153,22 +155,66 @@ fn chunk_file(
         pending.clear();
         written
     };
+    let mut frame = Frame::default();
     for chunk in chunker.stream(file) {
         let chunk = chunk.map_err(|cause| Error::Input { what: what(), cause })?;
         let id = ids.id(BlobKind::Data, &chunk.data);
         let raw = chunk.data.len() as u32;
-        let encoded = encode_blob(id, BlobKind::Data, &chunk.data, codec);
-        let mut value = [0u8; 8];
-        value[..4].copy_from_slice(&raw.to_le_bytes());
-        value[4..].copy_from_slice(&(encoded.bytes.len() as u32).to_le_bytes());
-        pending.push((id.0, value));
+        if frames {
+            if frame.builder.is_full(chunk.data.len(), FRAME_TARGET) {
+                frame.close(codec, &mut pending);
+            }
+            frame.builder.push(&chunk.data);
+            frame.members.push((id, raw));
+        } else {
+            let encoded = encode_blob(id, BlobKind::Data, &chunk.data, codec);
+            pending.push(entry(id, raw, encoded.bytes.len() as u64));
+        }
         (bytes, chunks) = (bytes + u64::from(raw), chunks + 1);
-        if pending.len() == CHUNKS_PER_WRITE {
+        if pending.len() >= CHUNKS_PER_WRITE {
             write(&mut pending)?;
         }
     }
+    frame.close(codec, &mut pending);
     write(&mut pending)?;
     Ok((bytes, chunks))
+}
+
+/// A chunk's scratch entry: id, and plaintext and compressed lengths.
+fn entry(id: BlobId, raw: u32, compressed: u64) -> ([u8; 32], [u8; 8]) {
+    let mut value = [0u8; 8];
+    value[..4].copy_from_slice(&raw.to_le_bytes());
+    value[4..].copy_from_slice(&(compressed.min(u64::from(u32::MAX)) as u32).to_le_bytes());
+    (id.0, value)
+}
+
+/// Consecutive chunks of one file compressed together, as a store with
+/// frames stores them (a backup's frames also run across files, so small
+/// files compress a little better there than estimated here).
+#[derive(Default)]
+struct Frame {
+    builder: FrameBuilder,
+    members: Vec<(BlobId, u32)>,
+}
+
+impl Frame {
+    /// Compresses the frame and gives each member its share of the
+    /// compressed bytes, in proportion to its plaintext (the shares add up
+    /// to the whole).
+    fn close(&mut self, codec: Codec, pending: &mut Vec<([u8; 32], [u8; 8])>) {
+        if self.members.is_empty() {
+            return;
+        }
+        let compressed = self.builder.encode(codec).1.len() as u64;
+        let total = self.builder.raw_len().max(1) as u64;
+        let mut start = 0u64;
+        for (id, raw) in self.members.drain(..) {
+            let end = start + u64::from(raw);
+            pending.push(entry(id, raw, compressed * end / total - compressed * start / total));
+            start = end;
+        }
+        self.builder = FrameBuilder::default();
+    }
 }
 
 /// Regular files under `root`, not following symlinks, handed to `batch`

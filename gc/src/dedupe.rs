@@ -97,7 +97,7 @@ pub fn dedupe_stats(store: &Store) -> Result<DedupeStats> {
             refs.push(RefBucket { refs_from, refs_to: 1i64 << j, blobs: 0, stored_bytes: 0 });
         }
         refs[k].blobs += 1;
-        refs[k].stored_bytes += entry.stored_len as u64;
+        refs[k].stored_bytes += entry.stored_bytes();
     })?;
     let mut datasets = Vec::new();
     for record in store.datasets()? {

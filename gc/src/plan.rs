@@ -101,8 +101,8 @@ impl<'a> Cascade<'a> {
             }
             self.condemned.insert(id);
             self.blobs += 1;
-            self.record_bytes += entry.record_len();
-            *self.dead.entry(entry.container).or_default() += entry.record_len();
+            self.record_bytes += entry.accounted_len();
+            *self.dead.entry(entry.container).or_default() += entry.accounted_len();
         }
         Ok(())
     }
@@ -141,12 +141,15 @@ pub fn dry_run(store: &Store, options: &GcOptions) -> Result<GcReport> {
         }
         let compaction = &mut report.compaction;
         compaction.bytes_removed = compaction.bytes_removed.saturating_add(record.stored_bytes);
-        if record.live_bytes() == 0 {
+        // What entries name: the live bytes less the frames' slack, which
+        // no member accounts for.
+        let named = record.live_bytes().saturating_sub(record.slack_bytes);
+        if named == 0 {
             compaction.containers_deleted += 1;
         } else {
             compaction.containers_rewritten += 1;
             // Estimated: the live records, without the new files' headers and footers.
-            compaction.bytes_written += record.live_bytes();
+            compaction.bytes_written += named;
         }
     }
     report.seconds = started.elapsed().as_secs_f64();

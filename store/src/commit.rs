@@ -279,7 +279,7 @@ impl<'a> Resolution<'a> {
                     entry.refs += n;
                     entry
                 } else if let Some(written) = written.get(&id) {
-                    *resolution.live.entry(written.container).or_default() += written.record.record_len();
+                    *resolution.live.entry(written.container).or_default() += written.record.accounted_len();
                     if written.record.kind.is_metadata() {
                         new_metadata.push(id);
                     }

@@ -45,7 +45,7 @@ impl ContainerUsage {
 
     /// Bytes of live records, headers included.
     pub fn live_bytes(&self) -> u64 {
-        self.live().map(TableEntry::record_len).sum()
+        self.live().map(TableEntry::accounted_len).sum()
     }
 }
 

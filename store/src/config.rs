@@ -12,11 +12,17 @@ use crate::error::{Error, Result};
 use crate::ids::IdScheme;
 
 /// The store format this code writes. Opening a store with a higher number
-/// fails with a message asking for a newer cairn. Format 3 names blobs by
+/// fails with a message asking for a newer cairn. Format 4 compresses
+/// data chunks in frames; format 3 names blobs by
 /// keyed BLAKE3, one key per kind (`ids::IdScheme`); formats 1 (lz4 records
 /// only) and 2 (zstd records too) named them by plain BLAKE3, and are read
 /// but never written (see [`OLDEST_WRITABLE_FORMAT`]).
-pub const STORE_FORMAT: u32 = 3;
+pub const STORE_FORMAT: u32 = 4;
+
+/// The first format whose data chunks are compressed in frames
+/// (`container/frame.rs`); format 3 stores go on storing one record per
+/// chunk, which every cairn since format 3 reads.
+pub const FRAMES_FORMAT: u32 = 4;
 
 /// Stores older than this are opened for reading, and for anything that
 /// names no new blob (forget, gc); a command that would store a new blob
@@ -88,6 +94,11 @@ impl StoreConfig {
             container_size: options.container_size,
             compression: options.compression.to_string(),
         }
+    }
+
+    /// Whether new data chunks are compressed in frames.
+    pub fn frames(&self) -> bool {
+        self.format >= FRAMES_FORMAT
     }
 
     /// How this store names blobs.

@@ -142,8 +142,15 @@ fn fuzz_content_pieces() {
 
 #[test]
 fn fuzz_record_headers_and_footer_entries() {
-    let entry =
-        TableEntry { id: BlobId::of(b"x"), kind: BlobKind::Tree, flags: 1, offset: 32, raw_len: 900, stored_len: 300 };
+    let entry = TableEntry {
+        id: BlobId::of(b"x"),
+        kind: BlobKind::Tree,
+        flags: 1,
+        offset: 32,
+        raw_len: 900,
+        stored_len: 300,
+        member: 0,
+    };
     let mut footer = Vec::new();
     entry.encode_footer(&mut footer);
     runner(1024)
@@ -211,7 +218,7 @@ fn fuzz_reads_through_crafted_index_entries() {
     runner(1024)
         .run(&strategy, |(offset, raw_len, stored_len, kind, flags)| {
             let kind = BlobKind::from_byte(kind).unwrap();
-            let entry = TableEntry { id: BlobId::of(b"x"), kind, flags, offset, raw_len, stored_len };
+            let entry = TableEntry { id: BlobId::of(b"x"), kind, flags, offset, raw_len, stored_len, member: 0 };
             prop_assert!(files.read_blob(ContainerId(1), &entry).is_err());
             prop_assert!(files.read_encoded(ContainerId(1), &[entry]).is_err());
             Ok(())
@@ -248,6 +255,7 @@ fn fuzz_index_values() {
         raw_len: 8,
         kind: BlobKind::Tree,
         flags: 1,
+        member: 0,
         refs: 3,
     };
     let record = ContainerRecord {
@@ -257,6 +265,7 @@ fn fuzz_index_values() {
         stored_bytes: 4096,
         dead_bytes: 100,
         uploaded: false,
+        slack_bytes: 0,
     };
     runner(1024)
         .run(&inputs(vec![entry.encode().to_vec(), record.encode().to_vec()]), |bytes| {
@@ -271,8 +280,15 @@ fn fuzz_index_values() {
 
 #[test]
 fn fuzz_index_deltas() {
-    let entry =
-        TableEntry { id: BlobId::of(b"x"), kind: BlobKind::Data, flags: 1, offset: 32, raw_len: 9, stored_len: 7 };
+    let entry = TableEntry {
+        id: BlobId::of(b"x"),
+        kind: BlobKind::Data,
+        flags: 1,
+        offset: 32,
+        raw_len: 9,
+        stored_len: 7,
+        member: 0,
+    };
     let valid = Delta {
         containers: vec![
             DeltaContainer { id: ContainerId(3), kind: ContainerKind::Data, len: 4096, table: vec![entry, entry] },

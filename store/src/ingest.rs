@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use cairn_chunker::ChunkBatch;
 
-use crate::container::{EncodedBlob, encode_blob};
+use crate::container::{Codec, EncodedBlob, encode_blob};
 use crate::content::{ContentBuilder, ContentEntry, ContentReader, ContentRef};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind};
@@ -207,7 +207,9 @@ fn prepare(session: &WriteSession, batch: &ChunkBatch) -> Result<Vec<Prepared>> 
         known[i] = !missing;
         absent[i] = none;
     }
-    let codec = store.codec();
+    // A store with frames takes new chunks as plaintext: the session
+    // compresses them together (`session.rs`).
+    let codec = if store.config().frames() { Codec::None } else { store.codec() };
     Ok((0..batch.len())
         .into_par_iter()
         .zip(ids)

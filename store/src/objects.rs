@@ -97,7 +97,7 @@ impl Store {
         let session = self.session()?;
         let started = std::time::Instant::now();
         let (content, stats) = ingest(&session, source, what, progress)?;
-        let bytes_stored = session.bytes_written();
+        let bytes_stored = session.bytes_written()?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), chunks = stats.chunks, "ingested {key}");
         let started = std::time::Instant::now();
         let (tid, (record, replaced)) = session.commit(|commit| {

@@ -128,7 +128,7 @@ impl Pending {
         self.spilled = true;
         let mut bytes = 0;
         for id in &ids {
-            bytes += self.open.remove(id).map_or(0, |w| w.record.record_len());
+            bytes += self.open.remove(id).map_or(0, |w| w.record.accounted_len());
             self.children.remove(id);
         }
         self.recent_ids.extend(ids.iter().copied());

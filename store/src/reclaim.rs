@@ -216,10 +216,10 @@ impl Store {
         for (id, entry) in &condemned {
             write.delete_cf(index.cf(cf::BLOBS), id.as_bytes());
             write.delete_cf(index.cf(cf::ZERO), id.as_bytes());
-            *dead.entry(entry.container).or_default() += entry.record_len();
+            *dead.entry(entry.container).or_default() += entry.accounted_len();
             report.blobs += 1;
             report.metadata_blobs += entry.kind.is_metadata() as u64;
-            report.bytes += entry.record_len();
+            report.bytes += entry.accounted_len();
         }
         for (container, bytes) in dead {
             if let Some(mut record) = index.container(container)? {

@@ -30,13 +30,16 @@
 //! entries in memory, and a larger one is staged and applied in pieces
 //! (`apply.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::commit::{Commit, Resolution, SessionBlobs};
-use crate::container::{ContainerKind, ContainerWriter, EncodedBlob, TableEntry, encode_blob};
+use crate::container::{
+    ContainerKind, ContainerWriter, EncodedBlob, FRAME_TARGET, FrameBuilder, RECORD_HEADER_LEN, TableEntry, encode_blob,
+};
 use crate::error::{Error, Result};
 use crate::fault::{crash_point, lost_acknowledgement};
 use crate::ids::{BlobId, BlobKind, ContainerId, SessionId, Tid};
@@ -63,6 +66,8 @@ struct Sealed {
     kind: ContainerKind,
     len: u64,
     n_blobs: u64,
+    /// Bytes of its frames no member's share covers (`frame_slack`).
+    slack: u64,
 }
 
 /// Full containers being sealed in the background at once: sealing ends in
@@ -70,6 +75,10 @@ struct Sealed {
 /// for each container. The commit waits for all of them before it takes the
 /// commit lock.
 const MAX_SEALING: usize = 4;
+
+/// Frames being compressed at once, per core, before a writer waits for
+/// the oldest to be appended.
+const COMPRESSING_PER_CORE: usize = 2;
 
 /// Blobs past which a session, at its end, compacts its part of the
 /// `pending` family away at once instead of leaving it to RocksDB.
@@ -98,7 +107,30 @@ struct SessionState {
     pending: Pending,
     blobs_written: u64,
     bytes_written: u64,
+    /// In a store that frames data (format 4), the new data chunks not in
+    /// a container yet: the open frame, and the full ones compressing.
+    frames: Framing,
 }
+
+/// New data chunks on their way into frames (`container/frame.rs`): the
+/// frame being filled, across every file the session writes, and full
+/// frames compressing on a pool of the session's own (not the caller's:
+/// a backup's file threads wait for them, and must not wait for work
+/// queued behind themselves).
+#[derive(Default)]
+struct Framing {
+    open: FrameBuilder,
+    open_members: Vec<Member>,
+    compressing: VecDeque<(Vec<Member>, Receiver<(u8, Vec<u8>)>)>,
+    /// Every chunk in the open frame or compressing: written, as far as
+    /// the session's own duplicates go.
+    ids: HashSet<BlobId>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// A chunk in a frame: its id, plaintext length, and whether the index
+/// had no entry for it.
+type Member = (BlobId, u32, bool);
 
 /// A sealed container found on disk with no record: a commit's, when the
 /// index lost (or never got) that commit's batch.
@@ -120,7 +152,8 @@ impl WriteSession {
             let metadata = container.table.iter().any(|t| t.kind.is_metadata());
             let kind = if metadata { ContainerKind::Metadata } else { ContainerKind::Data };
             let n_blobs = container.table.len() as u64;
-            state.sealed.push(Sealed { id: container.id, kind, len: container.len, n_blobs });
+            let slack = crate::container::frame_slack(&container.table);
+            state.sealed.push(Sealed { id: container.id, kind, len: container.len, n_blobs, slack });
             for entry in &container.table {
                 if state.pending.is_open(&entry.id) {
                     continue;
@@ -155,9 +188,13 @@ impl WriteSession {
         self.start_tid
     }
 
-    /// Bytes appended to containers so far (records, compressed).
-    pub fn bytes_written(&self) -> u64 {
-        self.state().bytes_written
+    /// Bytes appended to containers so far (records, compressed). New
+    /// data chunks still gathering into frames are compressed and
+    /// appended first, so that the count covers everything written.
+    pub fn bytes_written(&self) -> Result<u64> {
+        let mut state = self.state();
+        self.finish_frames(&mut state)?;
+        Ok(state.bytes_written)
     }
 
     /// For each id, whether it must be written: true unless this session wrote
@@ -197,17 +234,38 @@ impl WriteSession {
     pub(crate) fn write_blob_seen(&self, blob: &EncodedBlob, absent: bool) -> Result<bool> {
         let mut state = self.state();
         let state = &mut *state;
-        if state.pending.is_open(&blob.id) {
+        if state.pending.is_open(&blob.id) || state.frames.ids.contains(&blob.id) {
             return Ok(false);
         }
+        // Data given as plaintext goes into a frame, in a store that has
+        // them; anything else is a record of its own.
+        if blob.kind == BlobKind::Data && blob.flags == 0 && self.store.config.frames() {
+            self.add_to_frame(state, blob, absent)?;
+            return Ok(true);
+        }
+        let writer = self.room_for(state, ContainerKind::for_blob(blob.kind), RECORD_HEADER_LEN + blob.bytes.len())?;
+        let record = writer.append(blob)?;
+        let container = writer.id();
+        state.bytes_written += record.record_len();
+        state.blobs_written += 1;
+        state.pending.insert(blob.id, Written { container, record, absent });
+        Ok(true)
+    }
+
+    /// The open container of `kind`, with room for a record of `len`
+    /// bytes: a full one is sealed in the background and a new one made.
+    fn room_for<'s>(
+        &self,
+        state: &'s mut SessionState,
+        kind: ContainerKind,
+        len: usize,
+    ) -> Result<&'s mut ContainerWriter> {
         let container_size = self.store.config.container_size;
-        let kind = ContainerKind::for_blob(blob.kind);
-        let record_len = (crate::container::RECORD_HEADER_LEN + blob.bytes.len()) as u64;
         let slot = match kind {
             ContainerKind::Data => &mut state.data,
             ContainerKind::Metadata => &mut state.metadata,
         };
-        if slot.as_ref().is_some_and(|w| !w.is_empty() && w.len() + record_len > container_size) {
+        if slot.as_ref().is_some_and(|w| !w.is_empty() && w.len() + len as u64 > container_size) {
             let full = slot.take().expect("checked above");
             // Only a full container's blobs leave memory: the last ones
             // stay until the commit, which then writes nothing to the
@@ -224,12 +282,89 @@ impl WriteSession {
             let id = ContainerId(self.store.next_container.fetch_add(1, Ordering::SeqCst));
             *slot = Some(ContainerWriter::create(self.store.files.dir(), id, kind)?);
         }
-        let writer = slot.as_mut().expect("created above");
-        let record = writer.append(blob)?;
-        state.bytes_written += record_len;
-        state.blobs_written += 1;
-        state.pending.insert(blob.id, Written { container: writer.id(), record, absent });
-        Ok(true)
+        Ok(slot.as_mut().expect("created above"))
+    }
+
+    /// Puts a new data chunk's plaintext in the open frame; a frame it
+    /// would overfill goes to be compressed first, and frames compressed
+    /// by now are appended.
+    fn add_to_frame(&self, state: &mut SessionState, blob: &EncodedBlob, absent: bool) -> Result<()> {
+        if state.frames.open.is_full(blob.bytes.len(), FRAME_TARGET) {
+            self.compress_open_frame(state);
+        }
+        state.frames.open.push(&blob.bytes);
+        state.frames.open_members.push((blob.id, blob.raw_len, absent));
+        state.frames.ids.insert(blob.id);
+        let most = COMPRESSING_PER_CORE * rayon::current_num_threads().max(1);
+        while let Some((_, result)) = state.frames.compressing.front() {
+            let done = match result.try_recv() {
+                Ok(done) => done,
+                // Too many in flight: wait for the oldest.
+                Err(_) if state.frames.compressing.len() > most => result.recv().map_err(|_| self.compressor_lost())?,
+                Err(_) => break,
+            };
+            let (members, _) = state.frames.compressing.pop_front().expect("looked at above");
+            self.append_frame(state, done, &members)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the open frame, if it holds anything, to the session's
+    /// compression pool.
+    fn compress_open_frame(&self, state: &mut SessionState) {
+        if state.frames.open.members() == 0 {
+            return;
+        }
+        let frame = std::mem::take(&mut state.frames.open);
+        let members = std::mem::take(&mut state.frames.open_members);
+        let pool = state.frames.pool.get_or_insert_with(|| {
+            Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .thread_name(|i| format!("cairn-frames-{i}"))
+                    .build()
+                    .expect("starting the threads that compress frames"),
+            )
+        });
+        let (sender, receiver) = sync_channel(1);
+        let codec = self.store.codec;
+        pool.spawn(move || {
+            let _ = sender.send(frame.encode(codec));
+        });
+        state.frames.compressing.push_back((members, receiver));
+    }
+
+    /// Appends a compressed frame (`flags`, stored bytes) of `members` to
+    /// the open data container, and notes where each member went.
+    fn append_frame(&self, state: &mut SessionState, (flags, stored): (u8, Vec<u8>), members: &[Member]) -> Result<()> {
+        let writer = self.room_for(state, ContainerKind::Data, RECORD_HEADER_LEN + stored.len())?;
+        let ids: Vec<(BlobId, u32)> = members.iter().map(|(id, len, _)| (*id, *len)).collect();
+        let records = writer.append_frame(flags, &stored, &ids)?;
+        let container = writer.id();
+        state.bytes_written += (RECORD_HEADER_LEN + stored.len()) as u64;
+        for (record, (id, _, absent)) in records.into_iter().zip(members) {
+            state.blobs_written += 1;
+            state.frames.ids.remove(id);
+            state.pending.insert(*id, Written { container, record, absent: *absent });
+        }
+        Ok(())
+    }
+
+    /// Puts every new chunk in a container: the open frame is compressed
+    /// and every frame still compressing appended.
+    fn finish_frames(&self, state: &mut SessionState) -> Result<()> {
+        self.compress_open_frame(state);
+        while let Some((members, result)) = state.frames.compressing.pop_front() {
+            let done = result.recv().map_err(|_| self.compressor_lost())?;
+            self.append_frame(state, done, &members)?;
+        }
+        Ok(())
+    }
+
+    fn compressor_lost(&self) -> Error {
+        Error::BadStore {
+            path: self.store.files.dir().to_path_buf(),
+            reason: "a thread compressing a frame panicked".into(),
+        }
     }
 
     /// Stores a metadata blob (a content-list piece or a tree) naming
@@ -261,6 +396,7 @@ impl WriteSession {
     pub(crate) fn seal_open(&self, keep_metadata: bool) -> Result<()> {
         let mut state = self.state();
         let state = &mut *state;
+        self.finish_frames(state)?;
         let metadata = if keep_metadata { None } else { state.metadata.take() };
         for writer in [state.data.take(), metadata].into_iter().flatten() {
             self.seal_in_background(state, writer)?;
@@ -282,7 +418,8 @@ impl WriteSession {
         let handle = std::thread::spawn(move || {
             let sealed = writer.seal()?;
             crash_point("session:container-sealed");
-            Ok(Sealed { id: sealed.id, kind: sealed.kind, len: sealed.len, n_blobs: sealed.table.len() as u64 })
+            let slack = crate::container::frame_slack(&sealed.table);
+            Ok(Sealed { id: sealed.id, kind: sealed.kind, len: sealed.len, n_blobs: sealed.table.len() as u64, slack })
         });
         state.sealing.push((id, handle));
         Ok(())
@@ -528,7 +665,11 @@ fn repoint(
                 reason: format!("compaction did not copy live blob {id}; nothing was changed"),
             });
         };
-        moves.push((*id, IndexEntry::new(written.container, &written.record, entry.refs), written.record.record_len()));
+        moves.push((
+            *id,
+            IndexEntry::new(written.container, &written.record, entry.refs),
+            written.record.accounted_len(),
+        ));
     }
     Ok(moves)
 }
@@ -592,8 +733,11 @@ fn write_batch(
             stored_bytes: sealed.len,
             dead_bytes: 0,
             uploaded: false,
+            slack_bytes: sealed.slack,
         };
-        record.dead_bytes = record.record_bytes().saturating_sub(resolution.live_bytes(sealed.id));
+        // A frame's bytes that no member's share covers are never dead.
+        let live = resolution.live_bytes(sealed.id).saturating_add(sealed.slack);
+        record.dead_bytes = record.record_bytes().saturating_sub(live);
         batch.put_cf(index.cf(cf::CONTAINERS), sealed.id.key(), record.encode());
     }
     batch.put_cf(index.cf(cf::META), meta::TID, tid.0.to_le_bytes());

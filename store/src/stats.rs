@@ -91,10 +91,10 @@ impl Store {
                 visit(&entry);
                 kind.blobs += 1;
                 kind.raw_bytes += entry.raw_len as u64;
-                kind.stored_bytes += entry.stored_len as u64;
+                kind.stored_bytes += entry.stored_bytes();
             } else {
                 kind.garbage_blobs += 1;
-                kind.garbage_bytes += entry.stored_len as u64;
+                kind.garbage_bytes += entry.stored_bytes();
             }
         }
         for item in index.scan(cf::CONTAINERS, b"") {

@@ -19,6 +19,14 @@ pub const TRAILER_LEN: usize = 56;
 pub const FLAG_LZ4: u8 = 1;
 /// Record flag: the stored bytes are one zstd frame.
 pub const FLAG_ZSTD: u8 = 2;
+/// Record flag bit: the record is a frame of many data chunks
+/// (`frame.rs`), its payload stored per the low bits (0, [`FLAG_LZ4`] or
+/// [`FLAG_ZSTD`]). A footer or index entry with this bit names one member
+/// of the frame at its offset.
+pub const FLAG_FRAME: u8 = 0x80;
+/// Where a frame member's place goes in its footer entry's offset field:
+/// the top 16 bits (a container is far smaller than 2^48 bytes).
+const MEMBER_SHIFT: u32 = 48;
 
 /// Which blobs a container holds. Data and metadata never share a container,
 /// so browsing a dataset reads only the small metadata containers.
@@ -64,6 +72,41 @@ pub fn encode_header(kind: ContainerKind, id: u64) -> [u8; HEADER_LEN] {
     header
 }
 
+/// A frame member's share of its frame's `record_len` bytes, for counting
+/// live and dead bytes: the frame's bytes in proportion to the member's
+/// plaintext, taking the frame to hold [`FRAME_TARGET`](super::FRAME_TARGET)
+/// bytes of plaintext (a frame is closed before a member would take it
+/// past that, so its members' shares add up to at most the frame's bytes,
+/// and to less for a frame closed early).
+/// An index entry does not carry the frame's own total, so this is the
+/// rule everywhere: the delete job's dead bytes, compaction's and
+/// repair's live bytes.
+pub fn member_share(frame_record_len: u64, raw_len: u32) -> u64 {
+    (frame_record_len * u64::from(raw_len) / super::FRAME_TARGET as u64).min(frame_record_len)
+}
+
+/// The bytes of `table`'s frames that no member's share covers (a frame
+/// closed short of [`FRAME_TARGET`](super::FRAME_TARGET)): counted live
+/// in its container's record for as long as the container lives, so that
+/// a container's dead bytes are only ever the shares of dead members.
+/// A frame's members are consecutive in its container's table.
+pub fn frame_slack(table: &[TableEntry]) -> u64 {
+    let mut slack = 0u64;
+    let mut frame: Option<(u64, u64, u64)> = None;
+    for entry in table.iter().filter(|e| e.is_member()) {
+        match &mut frame {
+            Some((offset, _, shares)) if *offset == entry.offset => *shares += entry.accounted_len(),
+            _ => {
+                if let Some((_, len, shares)) = frame {
+                    slack += len.saturating_sub(shares);
+                }
+                frame = Some((entry.offset, entry.record_len(), entry.accounted_len()));
+            }
+        }
+    }
+    slack + frame.map_or(0, |(_, len, shares)| len.saturating_sub(shares))
+}
+
 /// One record's placement, as listed in the footer table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableEntry {
@@ -79,12 +122,26 @@ pub struct TableEntry {
     pub raw_len: u32,
     /// Length of the stored (possibly compressed) bytes after the record header.
     pub stored_len: u32,
+    /// A frame member's place in its frame ([`FLAG_FRAME`]); 0 otherwise.
+    pub member: u16,
 }
 
 impl TableEntry {
-    /// Bytes the record takes in the file, header included.
+    /// Bytes the record takes in the file, header included (a frame
+    /// member's: its whole frame's).
     pub fn record_len(&self) -> u64 {
         RECORD_HEADER_LEN as u64 + self.stored_len as u64
+    }
+
+    /// Whether this names a member of a frame.
+    pub fn is_member(&self) -> bool {
+        self.flags & FLAG_FRAME != 0
+    }
+
+    /// The bytes of the container this blob accounts for: its record, or
+    /// a frame member's share of its frame ([`member_share`]).
+    pub fn accounted_len(&self) -> u64 {
+        if self.is_member() { member_share(self.record_len(), self.raw_len) } else { self.record_len() }
     }
 
     /// Encodes the record header that precedes the stored bytes.
@@ -108,6 +165,7 @@ impl TableEntry {
             offset,
             raw_len: u32::from_le_bytes(bytes[34..38].try_into().ok()?),
             stored_len: u32::from_le_bytes(bytes[38..42].try_into().ok()?),
+            member: 0,
         })
     }
 
@@ -116,7 +174,8 @@ impl TableEntry {
         out.extend_from_slice(self.id.as_bytes());
         out.push(self.kind as u8);
         out.push(self.flags);
-        out.extend_from_slice(&self.offset.to_le_bytes());
+        let offset = if self.is_member() { self.offset | u64::from(self.member) << MEMBER_SHIFT } else { self.offset };
+        out.extend_from_slice(&offset.to_le_bytes());
         out.extend_from_slice(&self.raw_len.to_le_bytes());
         out.extend_from_slice(&self.stored_len.to_le_bytes());
     }
@@ -124,13 +183,21 @@ impl TableEntry {
     /// Decodes one footer entry.
     pub fn decode_footer(bytes: &[u8]) -> Option<TableEntry> {
         let bytes: &[u8; FOOTER_ENTRY_LEN] = bytes.get(..FOOTER_ENTRY_LEN)?.try_into().ok()?;
+        let flags = bytes[33];
+        let offset = u64::from_le_bytes(bytes[34..42].try_into().ok()?);
+        let (offset, member) = if flags & FLAG_FRAME != 0 {
+            (offset & ((1 << MEMBER_SHIFT) - 1), (offset >> MEMBER_SHIFT) as u16)
+        } else {
+            (offset, 0)
+        };
         Some(TableEntry {
             id: BlobId::from_slice(&bytes[..32])?,
             kind: BlobKind::from_byte(bytes[32])?,
-            flags: bytes[33],
-            offset: u64::from_le_bytes(bytes[34..42].try_into().ok()?),
+            flags,
+            offset,
             raw_len: u32::from_le_bytes(bytes[42..46].try_into().ok()?),
             stored_len: u32::from_le_bytes(bytes[46..50].try_into().ok()?),
+            member,
         })
     }
 }
@@ -148,6 +215,7 @@ mod tests {
             offset: 1 << 40,
             raw_len: 70_000,
             stored_len: 1234,
+            member: 0,
         };
         let header = entry.encode_record_header();
         assert_eq!(TableEntry::decode_record_header(&header, entry.offset), Some(entry));

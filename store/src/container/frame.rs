@@ -6,9 +6,9 @@
 //! and stays deduplicated at the chunk, since each member keeps its id.
 //! `cargo bench --bench frames` measures what each frame size buys.
 //!
-//! This module is the codec alone: containers do not hold frames yet (the
-//! record, footer and index entry that will name a frame's members are
-//! designed in ARCHITECTURE.md, "Frames, planned").
+//! This module is the codec; a frame is one container record (flag bit
+//! [`FLAG_FRAME`](super::FLAG_FRAME)), each member listed in the footer and
+//! the index (docs/format.md, ARCHITECTURE.md "Frames, as built").
 //!
 //! A frame's stored bytes:
 //!
@@ -23,8 +23,8 @@
 
 use crate::container::encode::{Codec, compress, decompress};
 
-/// Plaintext bytes a frame is closed at (a frame may pass it by its last
-/// member). Chosen by `cargo bench --bench frames`: see ARCHITECTURE.md.
+/// Plaintext bytes a frame holds at most (unless its only member is
+/// larger). Chosen by `cargo bench --bench frames`: see ARCHITECTURE.md.
 pub const FRAME_TARGET: usize = 256 << 10;
 /// Most members a frame may hold: a frame of the smallest chunks (2 KiB
 /// at the default 8 KiB average) reaches the target at 128.
@@ -57,9 +57,11 @@ impl FrameBuilder {
         self.ends.len()
     }
 
-    /// Whether the frame should be closed before another member goes in.
-    pub fn is_full(&self, target: usize) -> bool {
-        self.data.len() >= target || self.ends.len() >= MAX_FRAME_MEMBERS
+    /// Whether the frame must be closed before a member of `next` bytes
+    /// goes in: it would pass `target` bytes or the member limit. An
+    /// empty frame takes any member.
+    pub fn is_full(&self, next: usize, target: usize) -> bool {
+        !self.ends.is_empty() && (self.data.len() + next > target || self.ends.len() >= MAX_FRAME_MEMBERS)
     }
 
     /// The frame's stored bytes with `codec`, and the flag that says how
@@ -202,13 +204,14 @@ mod tests {
     #[test]
     fn a_frame_is_full_at_its_target_or_its_member_limit() {
         let mut frame = FrameBuilder::default();
-        assert!(!frame.is_full(10));
-        frame.push(&[0; 10]);
-        assert!(frame.is_full(10));
+        assert!(!frame.is_full(11, 10), "an empty frame takes anything");
+        frame.push(&[0; 4]);
+        assert!(!frame.is_full(6, 10));
+        assert!(frame.is_full(7, 10));
         let mut frame = FrameBuilder::default();
         for _ in 0..MAX_FRAME_MEMBERS {
             frame.push(&[]);
         }
-        assert!(frame.is_full(usize::MAX));
+        assert!(frame.is_full(0, usize::MAX));
     }
 }

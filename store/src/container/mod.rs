@@ -11,6 +11,7 @@ mod direct;
 mod encode;
 mod format;
 mod frame;
+mod frame_cache;
 mod reader;
 mod source;
 mod staged;
@@ -18,7 +19,8 @@ mod writer;
 
 pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, check_lengths, decode_blob, encode_blob};
 pub use format::{
-    ContainerKind, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
+    ContainerKind, FLAG_FRAME, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN,
+    TableEntry, frame_slack, member_share,
 };
 pub use frame::{FRAME_TARGET, Frame, FrameBuilder, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, decode_frame};
 #[cfg(test)]

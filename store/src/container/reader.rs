@@ -9,10 +9,15 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
-use crate::container::format::{FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry};
+use crate::container::format::{
+    FLAG_FRAME, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
+};
+use crate::container::frame::{Frame, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, decode_frame};
+use crate::container::frame_cache::FrameCache;
 use crate::container::source::{ContainerSource, NextRange, RangeSink};
 use crate::container::staged::{Admit, Held, PlannedRange, StageReport, Staged, StagedRanges};
 use crate::error::{Error, Result};
+use crate::ids::BlobKind;
 use crate::ids::{ContainerId, IdScheme};
 
 /// Open container files, shared by readers. Holds at most `MAX_OPEN` handles;
@@ -33,6 +38,8 @@ pub struct ContainerFiles {
     /// signal that one landed or was given up.
     staged: Mutex<StagedRanges>,
     landed: Condvar,
+    /// Frames decoded lately, for reads of their other members.
+    frames: FrameCache,
 }
 
 /// What [`ContainerFiles::stage`] gives the source: which range to fetch
@@ -169,6 +176,7 @@ impl ContainerFiles {
             fetched: Mutex::default(),
             staged: Mutex::default(),
             landed: Condvar::new(),
+            frames: FrameCache::default(),
         }
     }
 
@@ -249,6 +257,9 @@ impl ContainerFiles {
 
     /// A record of a remote container from its staged range, if it is in one.
     fn read_staged(&self, container: ContainerId, entry: &TableEntry) -> Option<Result<Vec<u8>>> {
+        if let Some(member) = self.cached_member(container, entry) {
+            return Some(member);
+        }
         let (start, end) = match record_range(container, entry) {
             Ok(range) => range,
             Err(error) => return Some(Err(error)),
@@ -273,7 +284,7 @@ impl ContainerFiles {
         Some(
             record
                 .map_err(|e| Error::io("reading a staged container", self.path(container), e))
-                .and_then(|record| check_record(&self.ids, container, entry, &record)),
+                .and_then(|record| self.check(container, entry, &record)),
         )
     }
 
@@ -340,7 +351,7 @@ impl ContainerFiles {
 
     /// Reads records as stored (compressed or not), after checking that
     /// each decodes to its id: what compaction copies into new containers
-    /// without compressing again. The file is read once, whole (containers
+    /// without compressing again (frame members: their plaintext). The file is read once, whole (containers
     /// are a few MiB), and the records are checked on all cores.
     pub fn read_encoded(&self, container: ContainerId, entries: &[TableEntry]) -> Result<Vec<EncodedBlob>> {
         use rayon::prelude::*;
@@ -354,6 +365,12 @@ impl ContainerFiles {
                     blob: entry.id,
                     reason: "the container is shorter than its index entry says".into(),
                 })?;
+                if entry.is_member() {
+                    // A frame's live members go to the new containers as
+                    // plaintext, to be framed again without the dead ones.
+                    let bytes = self.check(container, entry, record)?;
+                    return Ok(EncodedBlob { id: entry.id, kind: entry.kind, flags: 0, raw_len: entry.raw_len, bytes });
+                }
                 check_record(&self.ids, container, entry, record)?;
                 let bytes = record[RECORD_HEADER_LEN..].to_vec();
                 Ok(EncodedBlob { id: entry.id, kind: entry.kind, flags: entry.flags, raw_len: entry.raw_len, bytes })
@@ -401,7 +418,7 @@ impl ContainerFiles {
                 if results[i].is_none()
                     && let Some(record) = fetched.get((*container, entry.offset))
                 {
-                    results[i] = Some(check_record(&self.ids, *container, entry, &record));
+                    results[i] = Some(self.check(*container, entry, &record));
                 }
             }
         }
@@ -443,7 +460,7 @@ impl ContainerFiles {
                             }));
                             continue;
                         };
-                        let checked = check_record(&self.ids, container, entry, record);
+                        let checked = self.check(container, entry, record);
                         if checked.is_ok() {
                             fetched.insert((container, entry.offset), record);
                         }
@@ -468,6 +485,9 @@ impl ContainerFiles {
 
     /// Reads one blob's plaintext, checked.
     fn read_checked(&self, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
+        if let Some(member) = self.cached_member(container, entry) {
+            return member;
+        }
         let file = match self.file(container) {
             Err(error) if error.is_not_found() && self.remote.get().is_some() => {
                 if let Some(record) = self.read_staged(container, entry) {
@@ -492,8 +512,53 @@ impl ContainerFiles {
                 Error::io("reading container", self.path(container), e)
             }
         })?;
-        check_record(&self.ids, container, entry, &record)
+        self.check(container, entry, &record)
     }
+
+    /// `entry`'s plaintext from `record` (the bytes at its offset),
+    /// checked: a record's own, or a frame member's from its frame, which
+    /// is decoded once for all the members read while it is cached.
+    fn check(&self, container: ContainerId, entry: &TableEntry, record: &[u8]) -> Result<Vec<u8>> {
+        if !entry.is_member() {
+            return check_record(&self.ids, container, entry, record);
+        }
+        let frame = match self.frames.get((container, entry.offset)) {
+            Some(frame) => frame,
+            None => {
+                let frame = Arc::new(decode_frame_record(container, entry, record)?);
+                self.frames.insert((container, entry.offset), frame.clone());
+                frame
+            }
+        };
+        check_member(&self.ids, container, entry, &frame)
+    }
+
+    /// A frame member's plaintext, checked, if its frame was decoded lately
+    /// (nothing to read then).
+    fn cached_member(&self, container: ContainerId, entry: &TableEntry) -> Option<Result<Vec<u8>>> {
+        if !entry.is_member() {
+            return None;
+        }
+        let frame = self.frames.get((container, entry.offset))?;
+        Some(check_member(&self.ids, container, entry, &frame))
+    }
+}
+
+/// A frame member's lengths against what a frame can hold: a data chunk,
+/// in a frame no larger than [`MAX_FRAME_RAW`] with its member table.
+fn check_member_lengths(entry: &TableEntry) -> std::result::Result<(), String> {
+    check_lengths(entry.kind, entry.raw_len, entry.raw_len)?;
+    if entry.kind != BlobKind::Data {
+        return Err(format!("a {} blob in a frame (frames hold data)", entry.kind));
+    }
+    let most = MAX_FRAME_RAW + 2 + 4 * MAX_FRAME_MEMBERS;
+    if entry.stored_len as usize > most {
+        return Err(format!("a frame of {} stored bytes (at most {most})", entry.stored_len));
+    }
+    if entry.member as usize >= MAX_FRAME_MEMBERS {
+        return Err(format!("member {} of a frame (at most {MAX_FRAME_MEMBERS})", entry.member));
+    }
+    Ok(())
 }
 
 /// Where `entry`'s record lies in its container, `(start, end)`, once its
@@ -501,7 +566,11 @@ impl ContainerFiles {
 /// against overflow: the offset and lengths come from disk or a remote.
 fn record_range(container: ContainerId, entry: &TableEntry) -> Result<(usize, usize)> {
     let corrupt = |reason: String| Error::CorruptBlob { container, blob: entry.id, reason };
-    check_lengths(entry.kind, entry.raw_len, entry.stored_len).map_err(corrupt)?;
+    if entry.is_member() {
+        check_member_lengths(entry).map_err(corrupt)?;
+    } else {
+        check_lengths(entry.kind, entry.raw_len, entry.stored_len).map_err(corrupt)?;
+    }
     let start = usize::try_from(entry.offset).map_err(|_| corrupt(format!("offset {} is impossible", entry.offset)))?;
     let end = start
         .checked_add(RECORD_HEADER_LEN + entry.stored_len as usize)
@@ -532,6 +601,45 @@ fn check_record(ids: &IdScheme, container: ContainerId, entry: &TableEntry, reco
         return Err(corrupt(format!("content hashes to {actual:#}")));
     }
     Ok(plain)
+}
+
+/// Decodes the frame `record` holds, for `entry`, one of its members:
+/// the record header must be a frame's with the entry's flags and stored
+/// length.
+fn decode_frame_record(container: ContainerId, entry: &TableEntry, record: &[u8]) -> Result<Frame> {
+    let corrupt = |reason: String| Error::CorruptBlob { container, blob: entry.id, reason };
+    let header = TableEntry::decode_record_header(record, entry.offset)
+        .ok_or_else(|| corrupt("record header does not decode".into()))?;
+    if header.kind != BlobKind::Data || header.flags != entry.flags || header.stored_len != entry.stored_len {
+        return Err(corrupt("the record there is not the frame the index says".into()));
+    }
+    let frame = decode_frame(header.flags & !FLAG_FRAME, record.get(RECORD_HEADER_LEN..).unwrap_or_default())
+        .map_err(|reason| corrupt(format!("its frame does not decode: {reason}")))?;
+    if frame.raw_len() != header.raw_len as usize {
+        return Err(corrupt(format!("its frame holds {} bytes, the record says {}", frame.raw_len(), header.raw_len)));
+    }
+    Ok(frame)
+}
+
+/// `entry`'s plaintext from its decoded frame, checked against its id.
+fn check_member(ids: &IdScheme, container: ContainerId, entry: &TableEntry, frame: &Frame) -> Result<Vec<u8>> {
+    let corrupt = |reason: String| Error::CorruptBlob { container, blob: entry.id, reason };
+    let plain = frame
+        .member(entry.member as usize)
+        .ok_or_else(|| corrupt(format!("its frame has no member {}", entry.member)))?;
+    if plain.len() != entry.raw_len as usize {
+        return Err(corrupt(format!(
+            "member {} holds {} bytes, the index says {}",
+            entry.member,
+            plain.len(),
+            entry.raw_len
+        )));
+    }
+    let actual = ids.id(entry.kind, plain);
+    if actual != entry.id {
+        return Err(corrupt(format!("content hashes to {actual:#}")));
+    }
+    Ok(plain.to_vec())
 }
 
 /// Reads a sealed container's footer table. Checks the trailer's shape, not
@@ -630,7 +738,7 @@ pub fn verify_container(files: &ContainerFiles, id: ContainerId) -> Result<Vec<T
             blob: entry.id,
             reason: "the record runs past the end of the file".into(),
         })?;
-        check_record(&files.ids, id, entry, record)?;
+        files.check(id, entry, record)?;
     }
     Ok(table)
 }

@@ -13,10 +13,10 @@ use crate::container::container_path;
 use crate::container::direct::DirectFile;
 use crate::container::encode::EncodedBlob;
 use crate::container::format::{
-    ContainerKind, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, TRAILER_LEN, TableEntry, encode_header,
+    ContainerKind, FLAG_FRAME, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, TRAILER_LEN, TableEntry, encode_header,
 };
 use crate::error::{Error, Result};
-use crate::ids::ContainerId;
+use crate::ids::{BlobId, BlobKind, ContainerId};
 
 /// A container being written.
 pub struct ContainerWriter {
@@ -84,11 +84,47 @@ impl ContainerWriter {
             offset: self.len,
             raw_len: blob.raw_len,
             stored_len: u32::try_from(blob.bytes.len()).expect("blobs are far smaller than 4 GiB"),
+            member: 0,
         };
         self.write(&entry.encode_record_header())?;
         self.write(&blob.bytes)?;
         self.table.push(entry);
         Ok(entry)
+    }
+
+    /// Appends one frame of data chunks (`stored`, as
+    /// [`FrameBuilder::encode`](super::FrameBuilder::encode) made it with
+    /// payload flag `flags`; `members` the chunks' ids and plaintext
+    /// lengths, in the frame's order) and returns the members' table
+    /// entries. The record header names the first member.
+    pub fn append_frame(&mut self, flags: u8, stored: &[u8], members: &[(BlobId, u32)]) -> Result<Vec<TableEntry>> {
+        debug_assert_eq!(self.kind, ContainerKind::Data);
+        let flags = flags | FLAG_FRAME;
+        let stored_len = u32::try_from(stored.len()).expect("frames are far smaller than 4 GiB");
+        let total: u64 = members.iter().map(|(_, len)| u64::from(*len)).sum();
+        let header = TableEntry {
+            id: members.first().expect("a frame has members").0,
+            kind: BlobKind::Data,
+            flags,
+            offset: self.len,
+            raw_len: u32::try_from(total).expect("frames are far smaller than 4 GiB"),
+            stored_len,
+            member: 0,
+        };
+        self.write(&header.encode_record_header())?;
+        self.write(stored)?;
+        let entries: Vec<TableEntry> = members
+            .iter()
+            .enumerate()
+            .map(|(place, (id, raw_len))| TableEntry {
+                id: *id,
+                raw_len: *raw_len,
+                member: u16::try_from(place).expect("frames hold at most MAX_FRAME_MEMBERS"),
+                ..header
+            })
+            .collect();
+        self.table.extend_from_slice(&entries);
+        Ok(entries)
     }
 
     /// Writes the footer, flushes and fdatasyncs the file, then fsyncs its

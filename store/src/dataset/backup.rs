@@ -299,7 +299,7 @@ impl Store {
                 (walk.write_tree(Tree { entries })?, None)
             }
         };
-        let bytes_added = session.bytes_written();
+        let bytes_added = session.bytes_written()?;
         let counts = &walk.counts;
         let skipped = walk.skipped.into_inner().expect("skip list poisoned");
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);

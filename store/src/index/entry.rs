@@ -16,8 +16,10 @@ pub struct IndexEntry {
     pub raw_len: u32,
     /// What the blob holds.
     pub kind: BlobKind,
-    /// Record flags (compression).
+    /// Record flags (compression, [`FLAG_FRAME`](crate::container::FLAG_FRAME)).
     pub flags: u8,
+    /// A frame member's place in its frame; 0 otherwise.
+    pub member: u16,
     /// The reference count (see the invariant in ARCHITECTURE.md).
     pub refs: i64,
 }
@@ -41,6 +43,7 @@ impl IndexEntry {
             raw_len: record.raw_len,
             kind: record.kind,
             flags: record.flags,
+            member: record.member,
             refs,
         }
     }
@@ -54,12 +57,30 @@ impl IndexEntry {
             offset: self.offset,
             raw_len: self.raw_len,
             stored_len: self.stored_len,
+            member: self.member,
         }
     }
 
-    /// Bytes the record occupies in its container, header included.
+    /// Bytes the record occupies in its container, header included (a
+    /// frame member's: its whole frame's, which a read fetches).
     pub fn record_len(&self) -> u64 {
         crate::container::RECORD_HEADER_LEN as u64 + self.stored_len as u64
+    }
+
+    /// Its stored bytes: its record's, or a frame member's share of its
+    /// frame's (`container::member_share`).
+    pub fn stored_bytes(&self) -> u64 {
+        if self.record(BlobId([0; 32])).is_member() {
+            crate::container::member_share(self.stored_len.into(), self.raw_len)
+        } else {
+            self.stored_len.into()
+        }
+    }
+
+    /// The bytes of its container the blob accounts for: its record, or a
+    /// frame member's share (`container::member_share`).
+    pub fn accounted_len(&self) -> u64 {
+        self.record(BlobId([0; 32])).accounted_len()
     }
 
     /// Encodes the entry.
@@ -71,6 +92,7 @@ impl IndexEntry {
         out[20..24].copy_from_slice(&self.raw_len.to_le_bytes());
         out[24] = self.kind as u8;
         out[25] = self.flags;
+        out[26..28].copy_from_slice(&self.member.to_le_bytes());
         out[28..36].copy_from_slice(&self.refs.to_le_bytes());
         out
     }
@@ -85,6 +107,7 @@ impl IndexEntry {
             raw_len: u32::from_le_bytes(bytes[20..24].try_into().ok()?),
             kind: BlobKind::from_byte(bytes[24])?,
             flags: bytes[25],
+            member: u16::from_le_bytes(bytes[26..28].try_into().ok()?),
             refs: i64::from_le_bytes(bytes[28..36].try_into().ok()?),
         })
     }
@@ -113,6 +136,9 @@ pub struct ContainerRecord {
     pub dead_bytes: u64,
     /// Whether the container has been uploaded to the remote.
     pub uploaded: bool,
+    /// Bytes of its frames that no member's share covers, counted live
+    /// (`container::frame_slack`); 0 for containers without frames.
+    pub slack_bytes: u64,
 }
 
 impl ContainerRecord {
@@ -155,6 +181,7 @@ impl ContainerRecord {
         out[16..24].copy_from_slice(&self.n_blobs.to_le_bytes());
         out[24..32].copy_from_slice(&self.stored_bytes.to_le_bytes());
         out[32..40].copy_from_slice(&self.dead_bytes.to_le_bytes());
+        out[40..48].copy_from_slice(&self.slack_bytes.to_le_bytes());
         out
     }
 
@@ -171,6 +198,7 @@ impl ContainerRecord {
             n_blobs: u64::from_le_bytes(bytes[16..24].try_into().ok()?),
             stored_bytes: u64::from_le_bytes(bytes[24..32].try_into().ok()?),
             dead_bytes: u64::from_le_bytes(bytes[32..40].try_into().ok()?),
+            slack_bytes: u64::from_le_bytes(bytes[40..48].try_into().ok()?),
         })
     }
 }
@@ -188,6 +216,7 @@ mod tests {
             raw_len: 8,
             kind: BlobKind::Tree,
             flags: 1,
+            member: 0,
             refs: -3,
         };
         assert_eq!(IndexEntry::decode(&entry.encode()), Some(entry));
@@ -198,6 +227,7 @@ mod tests {
             stored_bytes: 4096,
             dead_bytes: 100,
             uploaded: true,
+            slack_bytes: 7,
         };
         assert_eq!(ContainerRecord::decode(&record.encode()), Some(record));
     }
@@ -213,6 +243,7 @@ mod tests {
             stored_bytes: 4096,
             dead_bytes: 0,
             uploaded: false,
+            slack_bytes: 0,
         };
         let record = ContainerRecord::decode(&record.encode()).unwrap();
         assert_eq!((record.record_bytes(), record.live_bytes(), record.dead_share()), (0, 0, 1.0));

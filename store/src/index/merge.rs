@@ -37,6 +37,7 @@ pub fn full_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands
         raw_len: 0,
         kind: BlobKind::Data,
         flags: 0,
+        member: 0,
         refs: 0,
     });
     // An operand may itself be a whole entry when a put and merges were
@@ -85,6 +86,7 @@ mod tests {
             raw_len: 1,
             kind: BlobKind::Data,
             flags: 0,
+            member: 0,
             refs: i64::MAX,
         };
         let mut batch = WriteBatch::default();

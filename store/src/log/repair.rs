@@ -253,8 +253,8 @@ impl Builder<'_> {
             self.index.write_unlogged(batch)?;
             let metadata = table.iter().any(|t| t.kind.is_metadata());
             let kind = if metadata { ContainerKind::Metadata } else { ContainerKind::Data };
-            let record_bytes = table.iter().map(TableEntry::record_len).sum();
-            containers.info.insert(id, (kind, len, table.len() as u64, record_bytes));
+            let slack = crate::container::frame_slack(&table);
+            containers.info.insert(id, (kind, len, table.len() as u64, slack));
             self.report.containers += 1;
             progress.add(1, len);
         }
@@ -401,24 +401,26 @@ impl Builder<'_> {
                 batch.delete_cf(self.index.cf(cf::BLOBS), &key);
                 self.report.unreachable_blobs += 1;
             } else {
-                *live.entry(entry.container).or_default() += entry.record_len();
+                *live.entry(entry.container).or_default() += entry.accounted_len();
                 self.report.blobs += 1;
             }
             if batch.len() >= 100_000 {
                 self.index.write_unlogged(std::mem::take(&mut batch))?;
             }
         }
-        for (id, (kind, len, n_blobs, record_bytes)) in &containers.info {
-            let dead_bytes = record_bytes.saturating_sub(live.get(id).copied().unwrap_or(0));
-            self.report.dead_bytes += dead_bytes;
-            let record = ContainerRecord {
+        for (id, (kind, len, n_blobs, slack)) in &containers.info {
+            let mut record = ContainerRecord {
                 kind: *kind,
                 committed_tid: tid,
                 n_blobs: *n_blobs,
                 stored_bytes: *len,
-                dead_bytes,
+                dead_bytes: 0,
                 uploaded: false,
+                slack_bytes: *slack,
             };
+            let live = live.get(id).copied().unwrap_or(0).saturating_add(*slack);
+            record.dead_bytes = record.record_bytes().saturating_sub(live);
+            self.report.dead_bytes += record.dead_bytes;
             batch.put_cf(self.index.cf(cf::CONTAINERS), id.key(), record.encode());
         }
         // Settings and claims the old index kept beside the counters, as

@@ -81,7 +81,7 @@ pub struct AttachReport {
 /// The remote's index, as its deltas describe it: its containers (kind,
 /// length and number of records), and its blobs, on disk.
 struct RemoteIndex {
-    containers: BTreeMap<ContainerId, (ContainerKind, u64, u64)>,
+    containers: BTreeMap<ContainerId, (ContainerKind, u64, u64, u64)>,
     blobs: RemoteBlobs,
 }
 
@@ -282,7 +282,8 @@ fn read_deltas(
                 continue;
             }
             blobs.lock().expect("remote blobs poisoned").add_container(container.id, &container.table)?;
-            named.push((container.id, (container.kind, container.len, container.table.len() as u64)));
+            let slack = crate::container::frame_slack(&container.table);
+            named.push((container.id, (container.kind, container.len, container.table.len() as u64, slack)));
         }
         Ok((bytes.len() as u64, named))
     });
@@ -341,8 +342,8 @@ fn download_metadata(
     let metadata: Vec<(ContainerId, u64)> = index
         .containers
         .iter()
-        .filter(|(_, (kind, _, _))| *kind == ContainerKind::Metadata)
-        .map(|(id, (_, len, _))| (*id, *len))
+        .filter(|(_, (kind, _, _, _))| *kind == ContainerKind::Metadata)
+        .map(|(id, (_, len, _, _))| (*id, *len))
         .collect();
     progress.total_files.store(metadata.len() as u64, Ordering::Relaxed);
     progress.total_bytes.store(metadata.iter().fold(0u64, |sum, (_, len)| sum.saturating_add(*len)), Ordering::Relaxed);
@@ -469,7 +470,7 @@ fn enter_blobs(store: &Store, index: &RemoteIndex, counted: bool) -> Result<Ente
         .filter(|(.., count)| *count > 0)
         .map(|(id, container, entry, count)| {
             let bytes = live.entry(container).or_default();
-            *bytes = bytes.saturating_add(entry.record_len());
+            *bytes = bytes.saturating_add(entry.accounted_len());
             (*id.as_bytes(), IndexEntry::new(container, &entry, count).encode())
         });
     let entered = store.index().ingest_sorted(cf::BLOBS, entries)?;
@@ -490,7 +491,7 @@ fn write_records(
 ) -> Result<()> {
     let db = store.index();
     let mut batch = rocksdb::WriteBatch::default();
-    for (id, (kind, len, n_blobs)) in &index.containers {
+    for (id, (kind, len, n_blobs, slack)) in &index.containers {
         let mut record = ContainerRecord {
             kind: *kind,
             committed_tid: tid,
@@ -498,8 +499,10 @@ fn write_records(
             stored_bytes: *len,
             dead_bytes: 0,
             uploaded: true,
+            slack_bytes: *slack,
         };
-        record.dead_bytes = record.record_bytes().saturating_sub(live.get(id).copied().unwrap_or(0));
+        let live = live.get(id).copied().unwrap_or(0).saturating_add(*slack);
+        record.dead_bytes = record.record_bytes().saturating_sub(live);
         batch.put_cf(db.cf(cf::CONTAINERS), id.key(), record.encode());
     }
     for record in records {

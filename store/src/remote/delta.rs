@@ -131,8 +131,15 @@ mod tests {
 
     #[test]
     fn deltas_round_trip_and_reject_damage() {
-        let entry =
-            TableEntry { id: BlobId::of(b"x"), kind: BlobKind::Data, flags: 1, offset: 32, raw_len: 9, stored_len: 7 };
+        let entry = TableEntry {
+            id: BlobId::of(b"x"),
+            kind: BlobKind::Data,
+            flags: 1,
+            offset: 32,
+            raw_len: 9,
+            stored_len: 7,
+            member: 0,
+        };
         let delta = Delta {
             containers: vec![
                 DeltaContainer { id: ContainerId(3), kind: ContainerKind::Data, len: 4096, table: vec![entry, entry] },

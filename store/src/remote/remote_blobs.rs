@@ -273,7 +273,7 @@ mod tests {
     use crate::ids::BlobKind;
 
     fn entry(id: BlobId, offset: u64) -> TableEntry {
-        TableEntry { id, kind: BlobKind::Data, flags: 0, offset, raw_len: 10, stored_len: 10 }
+        TableEntry { id, kind: BlobKind::Data, flags: 0, offset, raw_len: 10, stored_len: 10, member: 0 }
     }
 
     /// Both kinds: in memory, and on disk.
