@@ -382,3 +382,73 @@ fn fuzz_log_blobs() {
         })
         .unwrap();
 }
+
+/// A frame's stored bytes: every member length and payload the decoder
+/// accepts adds up, and nothing panics or allocates a claim.
+#[test]
+fn fuzz_frames() {
+    use crate::container::{FrameBuilder, MAX_FRAME_RAW, decode_frame};
+    let samples: Vec<Vec<u8>> = [Codec::None, Codec::Lz4, Codec::Zstd(3)]
+        .into_iter()
+        .map(|codec| {
+            let mut frame = FrameBuilder::default();
+            for i in 0..5u32 {
+                frame.push(&(0..300 + i * 40).flat_map(|j| (j % 11).to_le_bytes()).collect::<Vec<u8>>());
+            }
+            frame.encode(codec).1
+        })
+        .collect();
+    runner(1024)
+        .run(&(0..3u8, inputs(samples)), |(flags, stored)| {
+            if let Ok(frame) = decode_frame(flags, &stored) {
+                prop_assert!(frame.raw_len() <= MAX_FRAME_RAW);
+                let total: usize = (0..frame.members()).map(|i| frame.member(i).unwrap().len()).sum();
+                prop_assert_eq!(total, frame.raw_len());
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Member entries naming any frame place, member, lengths and flags in a
+/// real data container holding a frame: a read either refuses the entry
+/// or returns exactly the bytes of the blob it names (a frame decoded
+/// lately serves any entry whose member hashes to its id), and never
+/// panics.
+#[test]
+fn fuzz_reads_of_crafted_frame_members() {
+    use crate::container::{FLAG_FRAME, FrameBuilder};
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = ContainerWriter::create(dir.path(), ContainerId(1), ContainerKind::Data).unwrap();
+    let mut frame = FrameBuilder::default();
+    let members: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 700 + i as usize]).collect();
+    for member in &members {
+        frame.push(member);
+    }
+    let (flags, stored) = frame.encode(Codec::Zstd(3));
+    let ids: Vec<(BlobId, u32)> = members.iter().map(|m| (BlobId::of(m), m.len() as u32)).collect();
+    let real = writer.append_frame(flags, &stored, &ids).unwrap();
+    writer.seal().unwrap();
+    let files = ContainerFiles::new(dir.path().to_path_buf(), IdScheme::Plain);
+    for (entry, member) in real.iter().zip(&members) {
+        assert_eq!(&files.read_blob(ContainerId(1), entry).unwrap(), member);
+    }
+    let strategy = (0..4usize, 0..80u64, prop_oneof![0..2000u32, any::<u32>()], any::<u16>(), any::<u8>(), 0..3u8);
+    runner(1024)
+        .run(&strategy, |(which, offset, length, member, flags, field)| {
+            let mut entry = real[which];
+            match field {
+                0 => entry.offset = offset,
+                1 => entry.raw_len = length,
+                _ => entry.stored_len = length,
+            }
+            entry.member = if flags % 2 == 0 { member % 6 } else { entry.member };
+            entry.flags = if flags % 3 == 0 { flags | FLAG_FRAME } else { entry.flags };
+            if let Ok(bytes) = files.read_blob(ContainerId(1), &entry) {
+                prop_assert_eq!(&bytes, &members[which], "{:?}", entry);
+            }
+            let _ = files.read_encoded(ContainerId(1), &[entry]);
+            Ok(())
+        })
+        .unwrap();
+}

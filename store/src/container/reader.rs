@@ -497,6 +497,21 @@ impl ContainerFiles {
             }
             file => file?,
         };
+        if entry.is_member() {
+            // Read and decoded by one reader, whoever asks first.
+            let place = (container, entry.offset);
+            let frame = self.frames.get_or_decode(place, || {
+                let record = self.read_record(&file, container, entry)?;
+                decode_frame_record(container, entry, &record)
+            })?;
+            return check_member(&self.ids, container, entry, &frame);
+        }
+        let record = self.read_record(&file, container, entry)?;
+        self.check(container, entry, &record)
+    }
+
+    /// The bytes of `entry`'s record in `file`.
+    fn read_record(&self, file: &File, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
         // Lengths checked before allocating: they come from the index,
         // which an attach filled from a remote's deltas.
         let (start, end) = record_range(container, entry)?;
@@ -512,7 +527,7 @@ impl ContainerFiles {
                 Error::io("reading container", self.path(container), e)
             }
         })?;
-        self.check(container, entry, &record)
+        Ok(record)
     }
 
     /// `entry`'s plaintext from `record` (the bytes at its offset),
@@ -522,14 +537,8 @@ impl ContainerFiles {
         if !entry.is_member() {
             return check_record(&self.ids, container, entry, record);
         }
-        let frame = match self.frames.get((container, entry.offset)) {
-            Some(frame) => frame,
-            None => {
-                let frame = Arc::new(decode_frame_record(container, entry, record)?);
-                self.frames.insert((container, entry.offset), frame.clone());
-                frame
-            }
-        };
+        let frame =
+            self.frames.get_or_decode((container, entry.offset), || decode_frame_record(container, entry, record))?;
         check_member(&self.ids, container, entry, &frame)
     }
 

@@ -330,6 +330,12 @@ impl Store {
         let _staged = Unstage(self);
         let mut plan = self.plan_stage(&mut files, LOCATE_WINDOW)?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), ranges = plan.ranges.len(), "planned the restore");
+        // The plan found where the first files' chunks are, and put the
+        // files in the order their chunks were stored; the writers look
+        // up the rest.
+        let mut located = std::mem::take(&mut plan.located).into_iter();
+        let located: Vec<Vec<Option<Located>>> =
+            files.chunks(LOCATE_WINDOW).map(|window| located.by_ref().take(window.len()).collect()).collect();
         if plan.ranges.is_empty() {
             // More files at once than cores: each waits in turn for its
             // container's bytes from a cold disk and for the file system,
@@ -339,15 +345,13 @@ impl Store {
             // together (sorted batches: a lookup per file cost a fifth of a
             // restore's CPU), several windows at once.
             pool.install(|| {
-                files.par_chunks(LOCATE_WINDOW).try_for_each(|window| write_files(window, self.locate(window)))
+                files
+                    .par_chunks(LOCATE_WINDOW)
+                    .zip(located)
+                    .try_for_each(|(window, located)| write_files(window, self.locate_rest(window, located)))
             })?;
         } else {
             self.begin_staging(&plan, options.memory);
-            // The plan found where the first files' chunks are; the
-            // writers look up the rest.
-            let mut located = std::mem::take(&mut plan.located).into_iter();
-            let located: Vec<Vec<Option<Located>>> =
-                files.chunks(LOCATE_WINDOW).map(|window| located.by_ref().take(window.len()).collect()).collect();
             let staged = std::thread::scope(|scope| {
                 let stager = scope.spawn(|| self.stage(&plan, options.jobs));
                 // Windows in order, several at once as threads free up; a

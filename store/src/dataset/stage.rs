@@ -144,13 +144,11 @@ pub(crate) struct StagePlan {
 impl Store {
     /// Plans what restoring `files`, in windows of `window` files, reads
     /// from remote containers, per the module's rule, and puts `files` in
-    /// the order they should be written: by where their first remote chunk
-    /// is. Empty for a store with no remote.
+    /// the order they should be written: by where their first chunk is
+    /// (frames hold neighbours' chunks, and a frame is decoded once while
+    /// its files are written). No ranges for a store with no remote.
     pub(crate) fn plan_stage(&self, files: &mut [(&PathBuf, &Entry)], window: usize) -> Result<StagePlan> {
         let mut plan = StagePlan { ranges: Vec::new(), located: Vec::new() };
-        if self.files().remote().is_none() {
-            return Ok(plan);
-        }
         // Each window's chunks are looked up and marked by one thread (the
         // lookups are batched per window), on every core; the marks are
         // merged under a lock, once per window. Done in one pass and not
@@ -233,15 +231,18 @@ impl Store {
             .iter()
             .map(|chunks| {
                 let mut file = FileReads { first: (ContainerId(0), 0), containers: Vec::new() };
-                for entry in chunks.iter().flatten().filter_map(|chunk| entries.get(&chunk.id)) {
-                    if *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container)) {
+                for (at, entry) in chunks.iter().flatten().filter_map(|chunk| entries.get(&chunk.id)).enumerate() {
+                    if at == 0 {
+                        file.first = (entry.container, entry.offset);
+                    }
+                    let remote = self.files().remote().is_some();
+                    if !remote
+                        || *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container))
+                    {
                         continue;
                     }
                     let end = entry.offset.saturating_add(entry.record_len());
                     needed.entry(entry.container).or_default().mark(entry.offset, end);
-                    if file.containers.is_empty() {
-                        file.first = (entry.container, entry.offset);
-                    }
                     if file.containers.last() != Some(&entry.container) {
                         file.containers.push(entry.container);
                     }
