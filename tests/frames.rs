@@ -141,3 +141,19 @@ fn a_format_3_store_keeps_one_record_per_chunk() {
     assert_eq!(fixture.get("k"), data);
     fixture.ok(&["check", "--read-data"]);
 }
+
+/// Reading a file through decodes each frame once, not once per chunk.
+#[test]
+fn reading_a_file_decodes_each_of_its_frames_once() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    let data = text(3 << 20, 7);
+    fixture.put("big", &data);
+    let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+    let tables = data_tables(&store);
+    let framed = frames(&tables);
+    let chunks: usize = framed.values().map(Vec::len).sum();
+    assert!(chunks > 4 * framed.len(), "{chunks} chunks in {} frames", framed.len());
+    assert_eq!(crate::util::read_object(&store, "big"), data);
+    assert_eq!(store.files().frames_decoded(), framed.len() as u64, "{chunks} chunks read");
+}

@@ -11,6 +11,7 @@
 //! and ran at 414 MiB/s instead of 520).
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::container::frame::Frame;
@@ -29,6 +30,8 @@ type Place = (ContainerId, u64);
 pub(crate) struct FrameCache {
     state: Mutex<Frames>,
     decoded: Condvar,
+    /// Frames decoded so far (`ContainerFiles::frames_decoded`).
+    decodes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -48,6 +51,11 @@ impl Frames {
 }
 
 impl FrameCache {
+    /// Frames decoded so far.
+    pub(crate) fn decodes(&self) -> u64 {
+        self.decodes.load(Ordering::Relaxed)
+    }
+
     /// The frame at `place`, if it was decoded lately.
     pub(crate) fn get(&self, place: Place) -> Option<Arc<Frame>> {
         self.state.lock().expect("frame cache poisoned").take(place)
@@ -69,6 +77,7 @@ impl FrameCache {
         }
         state.decoding.insert(place);
         drop(state);
+        self.decodes.fetch_add(1, Ordering::Relaxed);
         let decoded = decode().map(Arc::new);
         let mut state = self.state.lock().expect("frame cache poisoned");
         state.decoding.remove(&place);

@@ -542,6 +542,12 @@ impl ContainerFiles {
         check_member(&self.ids, container, entry, &frame)
     }
 
+    /// How many frames this store's readers have decoded (each is decoded
+    /// once while it stays in the shared cache).
+    pub fn frames_decoded(&self) -> u64 {
+        self.frames.decodes()
+    }
+
     /// A frame member's plaintext, checked, if its frame was decoded lately
     /// (nothing to read then).
     fn cached_member(&self, container: ContainerId, entry: &TableEntry) -> Option<Result<Vec<u8>>> {
