@@ -49,8 +49,12 @@ fn small_files_share_frames_and_compaction_drops_only_dead_members() {
     fixture.ok(&["backup", source.to_str().unwrap()]);
     let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
     let framed = frames(&data_tables(&store));
-    assert!(framed.len() < 10, "120 files of 3-8 KiB make a few frames, not {}", framed.len());
-    assert!(framed.values().any(|members| members.len() > 20), "members per frame: {framed:?}");
+    // A frame per writing thread (four per core) is open at a time, so
+    // a few more frames than the bytes need, each of many files.
+    let chunks: usize = framed.values().map(Vec::len).sum();
+    let threads = 4 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(framed.len() <= threads + 3, "120 files of 3-8 KiB make a few frames, not {}", framed.len());
+    assert!(chunks >= 4 * framed.len(), "{chunks} chunks in {} frames", framed.len());
     for members in framed.values() {
         let places: Vec<u16> = members.iter().map(|m| m.member).collect();
         assert_eq!(places, (0..members.len() as u16).collect::<Vec<_>>(), "members are listed in frame order");
