@@ -212,11 +212,7 @@ fn get_refuses_content_of_another_length_than_recorded() {
 fn a_store_of_an_older_format_is_refused_by_name_for_new_blobs() {
     let fixture = Fixture::new();
     fixture.ok(&["init"]);
-    let config_path = fixture.store().join("config.json");
-    let mut config: serde_json::Value = serde_json::from_str(&fs::read_to_string(&config_path).unwrap()).unwrap();
-    assert_eq!(config["format"], 4);
-    config["format"] = serde_json::Value::from(2);
-    fs::write(&config_path, config.to_string()).unwrap();
+    assert_eq!(fixture.set_format(2), 4);
     let data = fixture.file("data", b"new bytes");
     let error = fixture.fails(&["put", "k", &data]);
     assert!(error.contains("format 2") && error.contains("cairn init"), "{error}");

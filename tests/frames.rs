@@ -131,10 +131,7 @@ fn dead_bytes_follow_members_and_a_wholly_dead_frame_is_deleted() {
 fn a_format_3_store_keeps_one_record_per_chunk() {
     let fixture = Fixture::new();
     fixture.ok(&["init"]);
-    let config_path = fixture.store().join("config.json");
-    let mut config: serde_json::Value = serde_json::from_str(&fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["format"] = serde_json::Value::from(3);
-    fs::write(&config_path, config.to_string()).unwrap();
+    fixture.set_format(3);
     let data = text(500_000, 3);
     fixture.put("k", &data);
     let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();

@@ -64,6 +64,16 @@ impl Fixture {
         walk_size(&self.store().join("containers"))
     }
 
+    /// Rewrites the store's `config.json` to say store format `format`
+    /// (as a store made by an older cairn would); returns the one it had.
+    pub fn set_format(&self, format: u32) -> serde_json::Value {
+        let path = self.store().join("config.json");
+        let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let old = std::mem::replace(&mut config["format"], serde_json::Value::from(format));
+        std::fs::write(&path, config.to_string()).unwrap();
+        old
+    }
+
     /// Writes `data` to a file in the fixture and returns its path as a string.
     pub fn file(&self, name: &str, data: &[u8]) -> String {
         let path = self.path(name);

@@ -485,9 +485,6 @@ impl ContainerFiles {
 
     /// Reads one blob's plaintext, checked.
     fn read_checked(&self, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
-        if let Some(member) = self.cached_member(container, entry) {
-            return member;
-        }
         let file = match self.file(container) {
             Err(error) if error.is_not_found() && self.remote.get().is_some() => {
                 if let Some(record) = self.read_staged(container, entry) {

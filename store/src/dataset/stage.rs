@@ -227,6 +227,7 @@ impl Store {
     ) -> (Vec<FileReads>, HashMap<ContainerId, Needed>) {
         let mut needed: HashMap<ContainerId, Needed> = HashMap::new();
         let mut local: HashMap<ContainerId, bool> = HashMap::new();
+        let remote = self.files().remote().is_some();
         let reads = chunks_of_files
             .iter()
             .map(|chunks| {
@@ -235,7 +236,6 @@ impl Store {
                     if at == 0 {
                         file.first = (entry.container, entry.offset);
                     }
-                    let remote = self.files().remote().is_some();
                     if !remote
                         || *local.entry(entry.container).or_insert_with(|| self.files().is_local(entry.container))
                     {

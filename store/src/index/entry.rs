@@ -70,7 +70,7 @@ impl IndexEntry {
     /// Its stored bytes: its record's, or a frame member's share of its
     /// frame's (`container::member_share`).
     pub fn stored_bytes(&self) -> u64 {
-        if self.record(BlobId([0; 32])).is_member() {
+        if self.is_member() {
             crate::container::member_share(self.stored_len.into(), self.raw_len)
         } else {
             self.stored_len.into()
@@ -80,7 +80,16 @@ impl IndexEntry {
     /// The bytes of its container the blob accounts for: its record, or a
     /// frame member's share (`container::member_share`).
     pub fn accounted_len(&self) -> u64 {
-        self.record(BlobId([0; 32])).accounted_len()
+        if self.is_member() {
+            crate::container::member_share(self.record_len(), self.raw_len)
+        } else {
+            self.record_len()
+        }
+    }
+
+    /// Whether this names a member of a frame.
+    pub fn is_member(&self) -> bool {
+        self.flags & crate::container::FLAG_FRAME != 0
     }
 
     /// Encodes the entry.
