@@ -189,14 +189,45 @@ enum Walk {
 /// blob names more).
 const WALK_BATCH: usize = 4096;
 
-/// What the committing session wrote, as the resolution asks for it.
-pub(crate) trait SessionBlobs {
+/// What the committing session wrote, as the resolution asks for it
+/// (from several threads at once: [`written_in_parallel`]).
+pub(crate) trait SessionBlobs: Sync {
     /// Where the session wrote each id, if it did.
     fn written(&self, ids: &[BlobId]) -> Result<Vec<Option<Written>>>;
     /// The children of metadata blobs the session wrote.
     fn children(&self, ids: &[BlobId]) -> Result<Vec<Vec<BlobId>>>;
     /// Entries the resolution may hold in memory before its stage spills.
     fn stage_limit(&self) -> usize;
+}
+
+/// Ids below which one thread looks them all up: a thread costs tens of
+/// microseconds, a spilled lookup about two.
+const PARALLEL_LOOKUP_MIN: usize = 1024;
+
+/// `session.written(ids)`, split across the machine's cores when there are
+/// many. The resolution is the commit's one long serial step, under the
+/// commit lock, and most of it is these lookups (a first backup of
+/// `/usr/lib`: 1.1 s of the 1.8 s that resolving 467,000 new blobs took,
+/// each a random read of the spilled `pending` family), while every other
+/// core is idle. Plain scoped threads, not rayon: a rayon worker waiting
+/// on a join may steal another session's task, which could wait on the
+/// commit lock this commit holds.
+fn written_in_parallel(session: &dyn SessionBlobs, ids: &[BlobId]) -> Result<Vec<Option<Written>>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(ids.len() / PARALLEL_LOOKUP_MIN);
+    if threads < 2 {
+        return session.written(ids);
+    }
+    let part = ids.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut parts = ids.chunks(part);
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts.map(|part| scope.spawn(move || session.written(part))).collect();
+        let mut found = session.written(first)?;
+        for other in others {
+            found.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
+        }
+        Ok(found)
+    })
 }
 
 /// The index changes a commit's references amount to: every entry it
@@ -263,7 +294,7 @@ impl<'a> Resolution<'a> {
             // the index has an entry (any count, even 0).
             let fresh: Vec<BlobId> = ids.iter().zip(&staged).filter(|(_, s)| s.is_none()).map(|(id, _)| *id).collect();
             let written: HashMap<BlobId, Written> =
-                fresh.iter().zip(session.written(&fresh)?).filter_map(|(id, w)| Some((*id, w?))).collect();
+                fresh.iter().zip(written_in_parallel(session, &fresh)?).filter_map(|(id, w)| Some((*id, w?))).collect();
             // Blobs the session found absent need no lookup when no commit
             // came between (the bulk of a backup of new data).
             let still_absent = |id: &BlobId| unchanged_since_start && written.get(id).is_some_and(|w| w.absent);
