@@ -350,6 +350,11 @@ impl Store {
                     .zip(located)
                     .try_for_each(|(window, located)| write_files(window, self.locate_rest(window, located)))
             })?;
+            tracing::debug!(
+                seconds = started.elapsed().as_secs_f64(),
+                frames_decoded = self.files().frames_decoded(),
+                "files written"
+            );
         } else {
             self.begin_staging(&plan, options.memory);
             let staged = std::thread::scope(|scope| {
