@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use cairn_chunker::ChunkBatch;
 
-use crate::container::{Codec, EncodedBlob, encode_blob};
+use crate::container::{EncodedBlob, encode_blob};
 use crate::content::{ContentBuilder, ContentEntry, ContentReader, ContentRef};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind};
@@ -47,14 +47,24 @@ pub struct IngestStats {
     pub new_bytes: u64,
 }
 
-/// A chunk after the parallel stage: its id, its length, and its encoded
-/// form unless the index already had it.
+/// A chunk after the parallel stage: its id, its length, and what to
+/// write unless the index already had it.
 struct Prepared {
     id: BlobId,
     len: u64,
-    encoded: Option<EncodedBlob>,
+    new: Option<NewChunk>,
     /// The index had no entry for it at all (not even one at refs 0).
     absent: bool,
+}
+
+/// What a new chunk is written as.
+enum NewChunk {
+    /// A record of its own, compressed in the parallel stage.
+    Record(EncodedBlob),
+    /// Its plaintext, read from the batch when it is appended to a frame
+    /// (a store with frames compresses frames, not chunks): no copy of
+    /// the chunk is made until the frame takes it.
+    Plain,
 }
 
 /// Reads `source` to its end into `session` and returns its content list.
@@ -78,13 +88,13 @@ pub fn ingest<R: Read + Send>(
     let mut stats = IngestStats::default();
     std::thread::scope(|scope| {
         let (raw_sender, raw_receiver) = sync_channel::<std::io::Result<ChunkBatch>>(QUEUE_DEPTH);
-        let (prepared_sender, prepared_receiver) = sync_channel::<Result<Vec<Prepared>>>(QUEUE_DEPTH);
+        let (prepared_sender, prepared_receiver) = sync_channel::<Result<(ChunkBatch, Vec<Prepared>)>>(QUEUE_DEPTH);
         scope.spawn(move || chunk_batches(chunker.stream(source), &raw_sender));
         scope.spawn(move || {
             for batch in raw_receiver {
                 let prepared = batch
                     .map_err(|source| Error::Input { what: what.to_string(), cause: source })
-                    .and_then(|batch| prepare(session, &batch));
+                    .and_then(|batch| prepare(session, &batch).map(|prepared| (batch, prepared)));
                 let failed = prepared.is_err();
                 if prepared_sender.send(prepared).is_err() || failed {
                     return;
@@ -92,7 +102,8 @@ pub fn ingest<R: Read + Send>(
             }
         });
         for prepared in prepared_receiver {
-            store_prepared(session, &mut builder, &mut stats, prepared?)?;
+            let (batch, prepared) = prepared?;
+            store_prepared(session, &mut builder, &mut stats, &batch, prepared)?;
             progress(stats.bytes_read);
         }
         Ok::<(), Error>(())
@@ -149,7 +160,7 @@ fn store_batch(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     let before = stats.bytes_read;
-    store_prepared(session, builder, stats, prepare(session, batch)?)?;
+    store_prepared(session, builder, stats, batch, prepare(session, batch)?)?;
     progress(stats.bytes_read - before);
     Ok(())
 }
@@ -175,14 +186,18 @@ fn store_prepared(
     session: &WriteSession,
     builder: &mut ContentBuilder,
     stats: &mut IngestStats,
+    batch: &ChunkBatch,
     prepared: Vec<Prepared>,
 ) -> Result<()> {
-    for chunk in prepared {
-        if let Some(blob) = &chunk.encoded
-            && session.write_blob_seen(blob, chunk.absent)?
-        {
+    for (i, chunk) in prepared.into_iter().enumerate() {
+        let written = match &chunk.new {
+            None => false,
+            Some(NewChunk::Record(blob)) => session.write_blob_seen(blob, chunk.absent)?,
+            Some(NewChunk::Plain) => session.write_plain_chunk(chunk.id, batch.chunk(i), chunk.absent)?,
+        };
+        if written {
             stats.new_chunks += 1;
-            stats.new_bytes += blob.raw_len as u64;
+            stats.new_bytes += chunk.len;
         }
         stats.chunks += 1;
         stats.bytes_read += chunk.len;
@@ -209,7 +224,7 @@ fn prepare(session: &WriteSession, batch: &ChunkBatch) -> Result<Vec<Prepared>> 
     }
     // A store with frames takes new chunks as plaintext: the session
     // compresses them together (`session.rs`).
-    let codec = if store.config().frames() { Codec::None } else { store.codec() };
+    let (frames, codec) = (store.config().frames(), store.codec());
     Ok((0..batch.len())
         .into_par_iter()
         .zip(ids)
@@ -217,8 +232,12 @@ fn prepare(session: &WriteSession, batch: &ChunkBatch) -> Result<Vec<Prepared>> 
         .zip(absent)
         .map(|(((i, id), known), absent)| {
             let data = batch.chunk(i);
-            let encoded = (!known).then(|| encode_blob(id, BlobKind::Data, data, codec));
-            Prepared { id, len: data.len() as u64, encoded, absent }
+            let new = match (known, frames) {
+                (true, _) => None,
+                (false, true) => Some(NewChunk::Plain),
+                (false, false) => Some(NewChunk::Record(encode_blob(id, BlobKind::Data, data, codec))),
+            };
+            Prepared { id, len: data.len() as u64, new, absent }
         })
         .collect())
 }

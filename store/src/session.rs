@@ -270,14 +270,8 @@ impl WriteSession {
         // Data given as plaintext goes into a frame, in a store that has
         // them; anything else is a record of its own.
         if blob.kind == BlobKind::Data && blob.flags == 0 && self.store.config.frames() {
-            let Some((members, result)) = self.add_to_frame(state, blob, absent)? else { return Ok(true) };
-            // Too many frames compressing: this writer waits for the
-            // oldest, without the lock, so the others go on hashing and
-            // looking up (waiting under it made every thread wait).
             drop(guard);
-            let done = result.recv().map_err(|_| self.compressor_lost())?;
-            self.append_frame(&mut self.state(), done, &members)?;
-            return Ok(true);
+            return self.write_plain_chunk(blob.id, &blob.bytes, absent);
         }
         let writer = self.room_for(state, ContainerKind::for_blob(blob.kind), RECORD_HEADER_LEN + blob.bytes.len())?;
         let record = writer.append(blob)?;
@@ -285,6 +279,26 @@ impl WriteSession {
         state.bytes_written += record.record_len();
         state.blobs_written += 1;
         state.pending.insert(blob.id, Written { container, record, absent });
+        Ok(true)
+    }
+
+    /// Puts a new data chunk's plaintext `data` in the calling thread's
+    /// open frame, in a store with frames (`absent` as for
+    /// [`write_blob_seen`](Self::write_blob_seen)). A chunk this session
+    /// wrote already is skipped; returns whether it was taken.
+    pub(crate) fn write_plain_chunk(&self, id: BlobId, data: &[u8], absent: bool) -> Result<bool> {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        if state.pending.is_open(&id) || state.frames.ids.contains(&id) {
+            return Ok(false);
+        }
+        let Some((members, result)) = self.add_to_frame(state, id, data, absent)? else { return Ok(true) };
+        // Too many frames compressing: this writer waits for the oldest,
+        // without the lock, so the others go on hashing and looking up
+        // (waiting under it made every thread wait).
+        drop(guard);
+        let done = result.recv().map_err(|_| self.compressor_lost())?;
+        self.append_frame(&mut self.state(), done, &members)?;
         Ok(true)
     }
 
@@ -326,17 +340,25 @@ impl WriteSession {
     /// by now are appended. Returns the oldest frame still compressing
     /// when too many are, for the caller to wait for and append (its
     /// members stay known to the session as written meanwhile).
-    fn add_to_frame(&self, state: &mut SessionState, blob: &EncodedBlob, absent: bool) -> Result<Option<Compressing>> {
+    fn add_to_frame(
+        &self,
+        state: &mut SessionState,
+        id: BlobId,
+        data: &[u8],
+        absent: bool,
+    ) -> Result<Option<Compressing>> {
         let thread = std::thread::current().id();
         let open = state.frames.open.entry(thread).or_default();
-        if open.frame.is_full(blob.bytes.len(), FRAME_TARGET) {
+        if open.frame.is_full(data.len(), FRAME_TARGET) {
             let full = std::mem::take(open);
             self.compress(state, full);
         }
+        let raw_len = u32::try_from(data.len())
+            .map_err(|_| Error::Usage(format!("chunk {id} of {} bytes is too large for a frame", data.len())))?;
         let open = state.frames.open.entry(thread).or_default();
-        open.frame.push(&blob.bytes);
-        open.members.push((blob.id, blob.raw_len, absent));
-        state.frames.ids.insert(blob.id);
+        open.frame.push(data);
+        open.members.push((id, raw_len, absent));
+        state.frames.ids.insert(id);
         while let Some((_, result)) = state.frames.compressing.front() {
             let Ok(done) = result.try_recv() else { break };
             let (members, _) = state.frames.compressing.pop_front().expect("looked at above");
