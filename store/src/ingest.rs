@@ -298,7 +298,7 @@ pub fn extract<W: Write + ?Sized>(
 }
 
 /// A chunk's bytes, if they are as long as the content list says.
-pub(crate) fn check_length(entry: &ContentEntry, data: Vec<u8>) -> Result<Vec<u8>> {
+pub(crate) fn check_length<B: std::ops::Deref<Target = [u8]>>(entry: &ContentEntry, data: B) -> Result<B> {
     if data.len() as u64 != entry.len {
         return Err(Error::Malformed {
             what: "content list",

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cairn_chunker::ChunkerConfig;
 
 use crate::config::{StoreConfig, StoreOptions};
-use crate::container::{Codec, ContainerFiles, container_id_of, is_partial_download, sync_dir};
+use crate::container::{Codec, ContainerFiles, Plain, container_id_of, is_partial_download, sync_dir};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId, IdKeys, IdScheme, SessionId, Tid};
 use crate::index::{Index, IndexEntry, cf, meta};
@@ -317,10 +317,16 @@ impl Store {
     /// for a reader, in the writing one), looks the blob up again, after
     /// catching up with the writer's commits, and reads it from its new place.
     pub fn read_located(&self, id: &BlobId, entry: IndexEntry) -> Result<Vec<u8>> {
-        match self.inner.files.read_blob(entry.container, &entry.record(*id)) {
+        self.read_located_plain(id, entry).map(Plain::into_vec)
+    }
+
+    /// [`read_located`](Self::read_located), a frame member borrowed from
+    /// its decoded frame rather than copied (what a restore writes).
+    pub fn read_located_plain(&self, id: &BlobId, entry: IndexEntry) -> Result<Plain> {
+        match self.inner.files.read_plain(entry.container, &entry.record(*id)) {
             Err(error) if error.is_not_found() => match self.inner.index.catch_up().and_then(|()| self.entry(id)) {
                 Ok(moved) if moved.container != entry.container => {
-                    self.inner.files.read_blob(moved.container, &moved.record(*id))
+                    self.inner.files.read_plain(moved.container, &moved.record(*id))
                 }
                 _ => Err(error),
             },

@@ -22,7 +22,7 @@ pub use format::{
     ContainerKind, FLAG_FRAME, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN,
     TableEntry, frame_slack, member_share,
 };
-pub use frame::{FRAME_TARGET, Frame, FrameBuilder, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, decode_frame};
+pub use frame::{FRAME_TARGET, Frame, FrameBuilder, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, Plain, decode_frame};
 #[cfg(test)]
 pub(crate) use reader::parse_table;
 pub use reader::{ContainerFiles, read_table, verify_container};

@@ -12,7 +12,7 @@ use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
 use crate::container::format::{
     FLAG_FRAME, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
 };
-use crate::container::frame::{Frame, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, decode_frame};
+use crate::container::frame::{Frame, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, Plain, decode_frame};
 use crate::container::frame_cache::FrameCache;
 use crate::container::source::{ContainerSource, NextRange, RangeSink};
 use crate::container::staged::{Admit, Held, PlannedRange, StageReport, Staged, StagedRanges};
@@ -346,6 +346,12 @@ impl ContainerFiles {
 
     /// Reads one blob's plaintext, checked against its id.
     pub fn read_blob(&self, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
+        self.read_checked(container, entry).map(Plain::into_vec)
+    }
+
+    /// [`read_blob`](Self::read_blob), a frame member borrowed from its
+    /// decoded frame rather than copied.
+    pub fn read_plain(&self, container: ContainerId, entry: &TableEntry) -> Result<Plain> {
         self.read_checked(container, entry)
     }
 
@@ -405,7 +411,7 @@ impl ContainerFiles {
                 // A record whose lengths are impossible is never fetched.
                 Err(error) => Some(Err(error)),
                 Ok(_) if remote_only.contains(container) => self.read_staged(*container, entry),
-                Ok(_) => Some(self.read_checked(*container, entry)),
+                Ok(_) => Some(self.read_checked(*container, entry).map(Plain::into_vec)),
             })
             .collect();
         if remote_only.is_empty() {
@@ -484,13 +490,13 @@ impl ContainerFiles {
     }
 
     /// Reads one blob's plaintext, checked.
-    fn read_checked(&self, container: ContainerId, entry: &TableEntry) -> Result<Vec<u8>> {
+    fn read_checked(&self, container: ContainerId, entry: &TableEntry) -> Result<Plain> {
         let file = match self.file(container) {
             Err(error) if error.is_not_found() && self.remote.get().is_some() => {
                 if let Some(record) = self.read_staged(container, entry) {
-                    return record;
+                    return record.map(Plain::from);
                 }
-                return self.read_many(&[(container, *entry)]).pop().expect("one record");
+                return self.read_many(&[(container, *entry)]).pop().expect("one record").map(Plain::from);
             }
             file => file?,
         };
@@ -501,10 +507,11 @@ impl ContainerFiles {
                 let record = self.read_record(&file, container, entry)?;
                 decode_frame_record(container, entry, &record)
             })?;
-            return check_member(&self.ids, container, entry, &frame);
+            check_member(&self.ids, container, entry, &frame)?;
+            return Ok(Plain::member(frame, entry.member as usize));
         }
         let record = self.read_record(&file, container, entry)?;
-        self.check(container, entry, &record)
+        self.check(container, entry, &record).map(Plain::from)
     }
 
     /// The bytes of `entry`'s record in `file`.
@@ -536,7 +543,7 @@ impl ContainerFiles {
         }
         let frame =
             self.frames.get_or_decode((container, entry.offset), || decode_frame_record(container, entry, record))?;
-        check_member(&self.ids, container, entry, &frame)
+        check_member(&self.ids, container, entry, &frame).map(<[u8]>::to_vec)
     }
 
     /// How many frames this store's readers have decoded (each is decoded
@@ -552,7 +559,7 @@ impl ContainerFiles {
             return None;
         }
         let frame = self.frames.get((container, entry.offset))?;
-        Some(check_member(&self.ids, container, entry, &frame))
+        Some(check_member(&self.ids, container, entry, &frame).map(<[u8]>::to_vec))
     }
 }
 
@@ -634,7 +641,7 @@ fn decode_frame_record(container: ContainerId, entry: &TableEntry, record: &[u8]
 }
 
 /// `entry`'s plaintext from its decoded frame, checked against its id.
-fn check_member(ids: &IdScheme, container: ContainerId, entry: &TableEntry, frame: &Frame) -> Result<Vec<u8>> {
+fn check_member<'f>(ids: &IdScheme, container: ContainerId, entry: &TableEntry, frame: &'f Frame) -> Result<&'f [u8]> {
     let corrupt = |reason: String| Error::CorruptBlob { container, blob: entry.id, reason };
     let plain = frame
         .member(entry.member as usize)
@@ -651,7 +658,7 @@ fn check_member(ids: &IdScheme, container: ContainerId, entry: &TableEntry, fram
     if actual != entry.id {
         return Err(corrupt(format!("content hashes to {actual:#}")));
     }
-    Ok(plain.to_vec())
+    Ok(plain)
 }
 
 /// Reads a sealed container's footer table. Checks the trailer's shape, not

@@ -839,7 +839,7 @@ impl Run<'_> {
     fn write_located(&self, file: &File, path: &Path, chunks: &Located) -> Result<(u64, bool)> {
         let (mut offset, mut ends_in_hole) = (0u64, false);
         for (chunk, entry) in chunks {
-            let data = check_length(chunk, self.store.read_located(&chunk.id, *entry)?)?;
+            let data = check_length(chunk, self.store.read_located_plain(&chunk.id, *entry)?)?;
             ends_in_hole = write_sparse(file, offset, &data)
                 .map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
             offset += data.len() as u64;
