@@ -42,7 +42,7 @@ use crate::fault::{crash_point, lost_acknowledgement};
 use crate::index::{Index, IndexEntry, cf, meta};
 
 /// Staged entries per batch of step 3.
-const APPLY_BATCH: usize = 16_384;
+pub(crate) const APPLY_BATCH: usize = 16_384;
 
 /// Entries a commit's resolution holds in memory before its stage spills
 /// (`commit::Stage`): below it, the whole commit is one batch.

@@ -423,10 +423,16 @@ impl<'a> Stage<'a> {
         }
         let mut entries: Vec<_> = self.overlay.drain().collect();
         entries.sort_unstable_by_key(|(id, _)| *id);
-        let mut batch = WriteBatch::default();
-        for (id, entry) in entries {
-            batch.put_cf(self.index.cf(cf::STAGE), id.as_bytes(), entry.encode());
+        // In batches: one batch of the whole overlay was a 12 MiB string
+        // that doubled its way there, the largest allocation of a large
+        // commit (heaptrack on a 3 GiB put).
+        for part in entries.chunks(crate::apply::APPLY_BATCH) {
+            let mut batch = WriteBatch::default();
+            for (id, entry) in part {
+                batch.put_cf(self.index.cf(cf::STAGE), id.as_bytes(), entry.encode());
+            }
+            self.index.write_unlogged(batch)?;
         }
-        self.index.write_unlogged(batch)
+        Ok(())
     }
 }
