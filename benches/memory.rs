@@ -43,7 +43,11 @@ fn incompressible(out: &mut dyn Write, bytes: u64, seed: u64) {
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
         stream.fill(&mut block[..n]);
-        out.write_all(&block[..n]).unwrap();
+        // A put that failed (a full disk) closed its input: stop, and
+        // let its exit status and error tell why.
+        if out.write_all(&block[..n]).is_err() {
+            return;
+        }
         left -= n as u64;
     }
 }

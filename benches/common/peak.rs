@@ -13,6 +13,15 @@ fn vm_hwm(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Sets its flag when dropped.
+struct Stop<'a>(&'a AtomicBool);
+
+impl Drop for Stop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs `command` (stdout discarded, stderr kept), feeding its stdin from
 /// `feed` if given; returns its output, the seconds it took and its peak
 /// RSS (its `VmHWM`, read every 20 ms while it runs: the mark only rises,
@@ -28,6 +37,9 @@ pub fn run_watched(command: &mut Command, feed: Option<&dyn Fn(&mut dyn Write)>)
     let peak = AtomicU64::new(0);
     let done = AtomicBool::new(false);
     let output = std::thread::scope(|scope| {
+        // The watcher stops however this thread leaves the scope: a feed
+        // that panics must not leave the scope waiting on it forever.
+        let _stop = Stop(&done);
         scope.spawn(|| {
             while !done.load(Ordering::Relaxed) {
                 if let Some(hwm) = vm_hwm(pid) {
@@ -40,9 +52,7 @@ pub fn run_watched(command: &mut Command, feed: Option<&dyn Fn(&mut dyn Write)>)
             let mut stdin = child.stdin.take().unwrap();
             feed(&mut stdin);
         }
-        let output = child.wait_with_output().unwrap();
-        done.store(true, Ordering::Relaxed);
-        output
+        child.wait_with_output().unwrap()
     });
     (output, started.elapsed().as_secs_f64(), peak.into_inner())
 }
