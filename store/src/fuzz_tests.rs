@@ -18,7 +18,7 @@ use crate::content::{ContentEntry, MAX_ENTRIES, Piece};
 use crate::dataset::tree::{Entry, EntryKind, Tree};
 use crate::ids::{BlobId, BlobKind, ContainerId, IdScheme, Tid};
 use crate::index::entry::{ContainerRecord, IndexEntry};
-use crate::remote::{Delta, DeltaContainer};
+use crate::remote::Delta;
 
 /// A runner with a fixed seed, no failure files, and `cases` cases.
 fn runner(cases: u32) -> TestRunner {
@@ -280,22 +280,7 @@ fn fuzz_index_values() {
 
 #[test]
 fn fuzz_index_deltas() {
-    let entry = TableEntry {
-        id: BlobId::of(b"x"),
-        kind: BlobKind::Data,
-        flags: 1,
-        offset: 32,
-        raw_len: 9,
-        stored_len: 7,
-        member: 0,
-    };
-    let valid = Delta {
-        containers: vec![
-            DeltaContainer { id: ContainerId(3), kind: ContainerKind::Data, len: 4096, table: vec![entry, entry] },
-            DeltaContainer { id: ContainerId(9), kind: ContainerKind::Metadata, len: 88, table: vec![] },
-        ],
-    }
-    .encode();
+    let valid = crate::remote::sample_delta().encode();
     // Mutations break the checksum, so most stop there; these re-seal them
     // so the parser behind it is exercised too.
     let resealed = mutated(valid[..valid.len() - 32].to_vec()).prop_map(|mut body| {

@@ -262,16 +262,15 @@ impl WriteSession {
     /// for when this session looked it up (`absent`), which spares the
     /// commit a lookup.
     pub(crate) fn write_blob_seen(&self, blob: &EncodedBlob, absent: bool) -> Result<bool> {
+        // Data given as plaintext goes into a frame, in a store that has
+        // them; anything else is a record of its own.
+        if blob.kind == BlobKind::Data && blob.flags == 0 && self.store.config.frames() {
+            return self.write_plain_chunk(blob.id, &blob.bytes, absent);
+        }
         let mut guard = self.state();
         let state = &mut *guard;
         if state.pending.is_open(&blob.id) || state.frames.ids.contains(&blob.id) {
             return Ok(false);
-        }
-        // Data given as plaintext goes into a frame, in a store that has
-        // them; anything else is a record of its own.
-        if blob.kind == BlobKind::Data && blob.flags == 0 && self.store.config.frames() {
-            drop(guard);
-            return self.write_plain_chunk(blob.id, &blob.bytes, absent);
         }
         let writer = self.room_for(state, ContainerKind::for_blob(blob.kind), RECORD_HEADER_LEN + blob.bytes.len())?;
         let record = writer.append(blob)?;

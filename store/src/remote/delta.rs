@@ -112,10 +112,29 @@ impl Delta {
     }
 }
 
+/// A small valid delta: two containers, one naming a record twice.
+#[cfg(test)]
+pub(crate) fn sample() -> Delta {
+    let entry = TableEntry {
+        id: crate::ids::BlobId::of(b"x"),
+        kind: crate::ids::BlobKind::Data,
+        flags: 1,
+        offset: 32,
+        raw_len: 9,
+        stored_len: 7,
+        member: 0,
+    };
+    Delta {
+        containers: vec![
+            DeltaContainer { id: ContainerId(3), kind: ContainerKind::Data, len: 4096, table: vec![entry, entry] },
+            DeltaContainer { id: ContainerId(9), kind: ContainerKind::Metadata, len: 88, table: vec![] },
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{BlobId, BlobKind};
 
     #[test]
     fn a_delta_claiming_four_billion_containers_allocates_nothing_for_them() {
@@ -131,21 +150,8 @@ mod tests {
 
     #[test]
     fn deltas_round_trip_and_reject_damage() {
-        let entry = TableEntry {
-            id: BlobId::of(b"x"),
-            kind: BlobKind::Data,
-            flags: 1,
-            offset: 32,
-            raw_len: 9,
-            stored_len: 7,
-            member: 0,
-        };
-        let delta = Delta {
-            containers: vec![
-                DeltaContainer { id: ContainerId(3), kind: ContainerKind::Data, len: 4096, table: vec![entry, entry] },
-                DeltaContainer { id: ContainerId(9), kind: ContainerKind::Metadata, len: 88, table: vec![] },
-            ],
-        };
+        let delta = sample();
+        let entry = delta.containers[0].table[0];
         let bytes = delta.encode();
         assert_eq!(Delta::decode("k", &bytes).unwrap(), delta);
         // A record outside its container is refused, even under a good checksum.

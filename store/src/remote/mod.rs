@@ -39,6 +39,8 @@ mod writer;
 
 pub use attach::{AttachMode, AttachReport};
 pub use client::{MAX_JSON_OBJECT, MAX_SINGLE_PUT_OBJECT, RemoteClient, RemoteObject};
+#[cfg(test)]
+pub(crate) use delta::sample as sample_delta;
 pub use delta::{Delta, DeltaContainer};
 pub use fetch::RemoteSource;
 pub use push::{PushOptions, PushReport};
