@@ -116,6 +116,14 @@ struct SessionState {
     frames: Framing,
 }
 
+impl SessionState {
+    /// Whether this session holds `id` without looking at the index or
+    /// `pending`: in an open container, spilled lately, or in a frame.
+    fn holds(&self, id: &BlobId) -> bool {
+        self.pending.is_open(id) || self.frames.ids.contains(id)
+    }
+}
+
 /// New data chunks on their way into frames (`container/frame.rs`): a
 /// frame being filled per writing thread, across the files each thread
 /// writes, and full frames compressing on a pool of the session's own (not
@@ -269,7 +277,7 @@ impl WriteSession {
         }
         let mut guard = self.state();
         let state = &mut *guard;
-        if state.pending.is_open(&blob.id) || state.frames.ids.contains(&blob.id) {
+        if state.holds(&blob.id) {
             return Ok(false);
         }
         let writer = self.room_for(state, ContainerKind::for_blob(blob.kind), RECORD_HEADER_LEN + blob.bytes.len())?;
@@ -288,7 +296,7 @@ impl WriteSession {
     pub(crate) fn write_plain_chunk(&self, id: BlobId, data: &[u8], absent: bool) -> Result<bool> {
         let mut guard = self.state();
         let state = &mut *guard;
-        if state.pending.is_open(&id) || state.frames.ids.contains(&id) {
+        if state.holds(&id) {
             return Ok(false);
         }
         let Some((members, result)) = self.add_to_frame(state, id, data, absent)? else { return Ok(true) };

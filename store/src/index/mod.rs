@@ -171,12 +171,9 @@ impl Index {
         // out first): a large session fills `pending`, then its commit
         // `stage` and `blobs`, and each family's own budget (64 MiB, two
         // of them, for `blobs`) would add up to the process's largest
-        // share of memory. 16 MiB, not 32 (measured, 2026-12-04, alternated
-        // five times each): an 8 GiB put peaked at 108-110 MiB instead of
-        // 117-131, a 32 GiB put at 117-123 MiB instead of 133-142, at the
-        // same speed within this machine's noise (27.4 against 26.5 s mean
-        // for 8 GiB; a million small files 48,104 against 44,958 files/s);
-        // 8 MiB slowed both (a put of 2 GiB 249 against 368 MiB/s).
+        // share of memory. 16 MiB, not 32: large puts peak 10-20 MiB lower
+        // at the same speed; 8 MiB slowed them (measured: ARCHITECTURE.md,
+        // "Memory of the writing commands").
         db_options.set_db_write_buffer_size(MEMTABLES_BYTES);
         // A store made before a family existed lacks it until a writer
         // opens it (and creates it); a reader opens what there is.
