@@ -71,7 +71,7 @@ fn range(session: SessionId) -> ([u8; 8], [u8; 8]) {
     (session.0.to_be_bytes(), (session.0 + 1).to_be_bytes())
 }
 
-fn encode(written: &Written) -> [u8; crate::index::entry::ENTRY_LEN] {
+fn encode(written: &Written) -> crate::index::entry::EncodedEntry {
     IndexEntry::new(written.container, &written.record, written.absent as i64).encode()
 }
 

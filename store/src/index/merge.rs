@@ -10,7 +10,7 @@
 use rocksdb::MergeOperands;
 
 use crate::ids::BlobKind;
-use crate::index::entry::{DELTA_LEN, ENTRY_LEN, IndexEntry, ORPHAN_CONTAINER};
+use crate::index::entry::{DELTA_LEN, IndexEntry, ORPHAN_CONTAINER};
 
 /// Name under which the operator is registered; changing it makes old
 /// databases unreadable.
@@ -43,7 +43,9 @@ pub fn full_merge(_key: &[u8], existing: Option<&[u8]>, operands: &MergeOperands
     // An operand may itself be a whole entry when a put and merges were
     // combined out of order by compaction; take the newest whole entry.
     for op in operands.iter() {
-        if op.len() == ENTRY_LEN {
+        // Entries are never as short as a delta (a compact one is at least
+        // nine bytes, the old layout 36).
+        if op.len() != DELTA_LEN {
             if let Some(replacement) = IndexEntry::decode(op) {
                 entry = replacement;
             }

@@ -53,8 +53,20 @@ pub mod cf {
     /// Blob id → the entry a commit too large for one batch will put
     /// (`apply.rs`); empty except while such a commit is applied.
     pub const STAGE: &str = "stage";
+    /// What the index's values are written as (`entries`: the number of the
+    /// `blobs` entry layout, u64 little-endian). Its presence alone makes a
+    /// cairn from before compact entries refuse the index (RocksDB opens a
+    /// database only with every family it has), since it could not read
+    /// them; later cairns read the number and refuse a newer one.
+    pub const FORMAT: &str = "format";
     /// Every family, in creation order.
-    pub const ALL: [&str; 9] = [BLOBS, CONTAINERS, ZERO, DATASETS, OBJECTS, META, LOG, PENDING, STAGE];
+    pub const ALL: [&str; 10] = [BLOBS, CONTAINERS, ZERO, DATASETS, OBJECTS, META, LOG, PENDING, STAGE, FORMAT];
+}
+
+/// Keys in the `format` column family.
+pub mod format_key {
+    /// The layout of `blobs` entries ([`super::entry::ENTRIES_FORMAT`]).
+    pub const ENTRIES: &[u8] = b"entries";
 }
 
 /// Keys in the `meta` column family.
@@ -198,7 +210,9 @@ impl Index {
             match secondary {
                 Ok(db) => {
                     let secondary = Some(SecondaryDir(dir));
-                    return Ok(Index { db, path: path.to_path_buf(), read_only, secondary });
+                    let index = Index { db, path: path.to_path_buf(), read_only, secondary };
+                    index.check_entries_format()?;
+                    return Ok(index);
                 }
                 Err(error) => {
                     // A temporary directory we cannot use: a plain read-only
@@ -214,7 +228,37 @@ impl Index {
             DB::open_cf_descriptors(&db_options, path, descriptors)
         };
         let db = result.map_err(|source| Error::Index { path: path.to_path_buf(), cause: source })?;
-        Ok(Index { db, path: path.to_path_buf(), read_only, secondary: None })
+        let index = Index { db, path: path.to_path_buf(), read_only, secondary: None };
+        index.check_entries_format()?;
+        Ok(index)
+    }
+
+    /// Refuses an index whose entries a newer cairn wrote in a layout this
+    /// one does not know; a writer records the layout it writes (compact
+    /// entries, beside any old ones it still reads).
+    fn check_entries_format(&self) -> Result<()> {
+        if !self.has(cf::FORMAT) {
+            return Ok(()); // a reader of an index no writer of this version opened: old entries only
+        }
+        let found = match self.get(cf::FORMAT, format_key::ENTRIES)? {
+            Some(bytes) => Some(bytes.as_slice().try_into().map(u64::from_le_bytes).map_err(|_| Error::BadEntry {
+                what: "format/entries".into(),
+                reason: format!("{} bytes, not a number", bytes.len()),
+            })?),
+            None => None,
+        };
+        match found {
+            Some(format) if format > entry::ENTRIES_FORMAT => Err(Error::BadStore {
+                path: self.path.clone(),
+                reason: format!(
+                    "its index entries are in layout {format}, newer than this cairn reads ({}); upgrade cairn",
+                    entry::ENTRIES_FORMAT
+                ),
+            }),
+            Some(_) => Ok(()),
+            None if self.read_only => Ok(()),
+            None => self.put_unsynced(cf::FORMAT, format_key::ENTRIES, &entry::ENTRIES_FORMAT.to_le_bytes()),
+        }
     }
 
     /// For a reader: sees the writer's commits made since it opened (or
@@ -512,7 +556,7 @@ fn read_options(family: &str) -> ReadOptions {
 pub(crate) fn decode_entry(id: &BlobId, bytes: &[u8]) -> Result<IndexEntry> {
     IndexEntry::decode(bytes).ok_or_else(|| Error::BadEntry {
         what: format!("blob {id}"),
-        reason: format!("{} bytes instead of {}", bytes.len(), entry::ENTRY_LEN),
+        reason: format!("{} bytes that are not an entry in either layout", bytes.len()),
     })
 }
 
@@ -580,6 +624,59 @@ fn family_options(name: &str, cache: &Cache) -> Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer records the entry layout it writes; an index whose layout
+    /// is newer than this cairn's is refused, by writers and readers alike,
+    /// with a message that names the fix; an entry in the old layout is
+    /// read, and a count added to it writes it back compact.
+    #[test]
+    fn entry_layouts_are_recorded_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Index::open(dir.path(), false).unwrap();
+            let recorded = index.get(cf::FORMAT, format_key::ENTRIES).unwrap().unwrap();
+            assert_eq!(recorded, entry::ENTRIES_FORMAT.to_le_bytes());
+            let id = BlobId::of(b"old");
+            let old = IndexEntry {
+                container: ContainerId(3),
+                offset: 4096,
+                stored_len: 77,
+                raw_len: 100,
+                kind: crate::ids::BlobKind::Data,
+                flags: 1,
+                member: 0,
+                refs: 2,
+            };
+            let mut legacy = Vec::new();
+            for field in [
+                &old.container.0.to_le_bytes()[..],
+                &old.offset.to_le_bytes(),
+                &old.stored_len.to_le_bytes(),
+                &old.raw_len.to_le_bytes(),
+                &[old.kind as u8, old.flags],
+                &old.member.to_le_bytes(),
+                &old.refs.to_le_bytes(),
+            ] {
+                legacy.extend_from_slice(field);
+            }
+            index.put_unsynced(cf::BLOBS, id.as_bytes(), &legacy).unwrap();
+            assert_eq!(index.blob(&id).unwrap(), Some(old));
+            let mut batch = WriteBatch::default();
+            batch.merge_cf(index.cf(cf::BLOBS), id.as_bytes(), merge::delta(1));
+            index.write(batch, false).unwrap();
+            index.flush().unwrap();
+            index.db.compact_range_cf(index.cf(cf::BLOBS), None::<&[u8]>, None::<&[u8]>);
+            let merged = index.get(cf::BLOBS, id.as_bytes()).unwrap().unwrap();
+            assert_eq!(merged, IndexEntry { refs: 3, ..old }.encode().to_vec());
+            assert!(merged.len() < 20);
+            index.put_unsynced(cf::FORMAT, format_key::ENTRIES, &(entry::ENTRIES_FORMAT + 1).to_le_bytes()).unwrap();
+            index.sync().unwrap();
+        }
+        for read_only in [false, true] {
+            let error = Index::open(dir.path(), read_only).err().expect("a newer layout is refused").to_string();
+            assert!(error.contains("newer than this cairn reads") && error.contains("upgrade cairn"), "{error}");
+        }
+    }
 
     /// A reader that opened while a value lived only in the write-ahead
     /// log sees the writer's newer value after the writer flushed it and
