@@ -41,6 +41,26 @@ fn racing_sessions_writing_the_same_blobs_count_each_once() {
     assert!(stats.unique_bytes == data.len() as u64, "unique {} for {}", stats.unique_bytes, data.len());
 }
 
+/// Chunks that the first and the last pieces of one new content list both
+/// name reach the commit's walk in different batches (it takes 4,096
+/// children at a time), both before the resolution has counted them: it
+/// gathers uncounted ids and looks them up together, and must add up the
+/// references of an id gathered twice. Losing one would leave the chunk
+/// a reference short, to be deleted while something still names it.
+#[test]
+fn a_chunk_named_in_two_batches_of_one_commit_gets_both_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(&dir);
+    let edge = noise(256 << 10, 31);
+    // About 6,000 chunks between the two copies: more than one batch.
+    let data = [&edge[..], &noise(48 << 20, 32), &edge].concat();
+    store.put_object("twice", Cursor::new(data.clone()), "test", &|_| {}).unwrap();
+    assert_eq!(read_object(&store, "twice"), data);
+    let counts = crate::util::recount(&store);
+    assert!(counts.values().any(|&n| n >= 2), "no chunk is named twice: the test does not test what it says");
+    crate::util::assert_recount_matches(&store);
+}
+
 #[test]
 fn an_abandoned_session_leaves_no_files_and_no_entries() {
     let dir = tempfile::tempdir().unwrap();

@@ -63,6 +63,13 @@ pub mod cf {
     pub const ALL: [&str; 10] = [BLOBS, CONTAINERS, ZERO, DATASETS, OBJECTS, META, LOG, PENDING, STAGE, FORMAT];
 }
 
+/// Keys one multi-get asks for at most: RocksDB holds every block it
+/// read for the call until the call returns (a commit's 100,000 sorted
+/// lookups at once raised a backup's peak RSS by 50-60 MiB), while in
+/// sorted batches of this size each block is still read once for the keys
+/// it holds.
+const MULTI_GET_KEYS: usize = 4096;
+
 /// Keys in the `format` column family.
 pub mod format_key {
     /// The layout of `blobs` entries ([`super::entry::ENTRIES_FORMAT`]).
@@ -302,29 +309,34 @@ impl Index {
     /// Entries for many blobs at once (RocksDB's batched multi-get, which is
     /// faster still when `ids` are sorted).
     pub fn blobs(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
-        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
-        self.db
-            .batched_multi_get_cf(self.cf(cf::BLOBS), keys.iter().copied(), ids.is_sorted())
-            .into_iter()
-            .zip(ids)
-            .map(|(result, id)| {
-                let value = result.map_err(|e| self.err(e))?;
-                match value {
-                    None => Ok(None),
-                    Some(bytes) => decode_entry(id, bytes.as_ref()).map(Some),
-                }
-            })
-            .collect()
+        let mut found = Vec::with_capacity(ids.len());
+        for ids in ids.chunks(MULTI_GET_KEYS) {
+            let keys = ids.iter().map(|id| id.as_bytes().as_slice());
+            for (result, id) in
+                self.db.batched_multi_get_cf(self.cf(cf::BLOBS), keys, ids.is_sorted()).into_iter().zip(ids)
+            {
+                found.push(match result.map_err(|e| self.err(e))? {
+                    None => None,
+                    Some(bytes) => Some(decode_entry(id, bytes.as_ref())?),
+                });
+            }
+        }
+        Ok(found)
     }
 
     /// Raw values for many keys of one family at once (`sorted` if the
     /// keys are in ascending order).
     pub fn get_many<K: AsRef<[u8]>>(&self, family: &str, keys: &[K], sorted: bool) -> Result<Vec<Option<Vec<u8>>>> {
-        self.db
-            .batched_multi_get_cf_opt(self.cf(family), keys.iter().map(|k| k.as_ref()), sorted, &read_options(family))
-            .into_iter()
-            .map(|result| result.map(|value| value.map(|v| v.to_vec())).map_err(|e| self.err(e)))
-            .collect()
+        let mut found = Vec::with_capacity(keys.len());
+        let options = read_options(family);
+        for keys in keys.chunks(MULTI_GET_KEYS) {
+            for result in
+                self.db.batched_multi_get_cf_opt(self.cf(family), keys.iter().map(|k| k.as_ref()), sorted, &options)
+            {
+                found.push(result.map_err(|e| self.err(e))?.map(|value| value.to_vec()));
+            }
+        }
+        Ok(found)
     }
 
     /// Removes every key of a scratch family (`pending`, `stage`) from
