@@ -173,6 +173,22 @@ impl IndexEntry {
     }
 }
 
+/// An entry in the layout before compact entries, as tests make stores
+/// that hold them.
+#[cfg(test)]
+pub(crate) fn legacy_bytes(entry: &IndexEntry) -> Vec<u8> {
+    [
+        &entry.container.0.to_le_bytes()[..],
+        &entry.offset.to_le_bytes(),
+        &entry.stored_len.to_le_bytes(),
+        &entry.raw_len.to_le_bytes(),
+        &[entry.kind as u8, entry.flags],
+        &entry.member.to_le_bytes(),
+        &entry.refs.to_le_bytes(),
+    ]
+    .concat()
+}
+
 /// An entry's fields in the order the compact layout writes them.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct CompactFields {
@@ -333,6 +349,7 @@ mod tests {
         old.extend_from_slice(&3u16.to_le_bytes());
         old.extend_from_slice(&(-2i64).to_le_bytes());
         let entry = IndexEntry::decode(&old).unwrap();
+        assert_eq!(legacy_bytes(&entry), old);
         assert_eq!(
             entry,
             IndexEntry {

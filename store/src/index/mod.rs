@@ -659,18 +659,7 @@ mod tests {
                 member: 0,
                 refs: 2,
             };
-            let mut legacy = Vec::new();
-            for field in [
-                &old.container.0.to_le_bytes()[..],
-                &old.offset.to_le_bytes(),
-                &old.stored_len.to_le_bytes(),
-                &old.raw_len.to_le_bytes(),
-                &[old.kind as u8, old.flags],
-                &old.member.to_le_bytes(),
-                &old.refs.to_le_bytes(),
-            ] {
-                legacy.extend_from_slice(field);
-            }
+            let legacy = entry::legacy_bytes(&old);
             index.put_unsynced(cf::BLOBS, id.as_bytes(), &legacy).unwrap();
             assert_eq!(index.blob(&id).unwrap(), Some(old));
             let mut batch = WriteBatch::default();
