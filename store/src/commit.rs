@@ -252,11 +252,11 @@ impl<'a> Resolution<'a> {
     /// Resolves `commit`'s references top down. Each batch of ids (a
     /// blob's children) is looked up in the stage (already counted by this
     /// commit) at once; the rest, counted by nobody yet, wait in `fresh`
-    /// until it holds [`FRESH_LIMIT`] ids, and are then
-    /// looked up together, in id order, in what the session wrote and in
-    /// the index ([`Resolution::resolve_fresh`]). Memory holds the stage's
-    /// overlay, `fresh`, and one list of children per level of the walk,
-    /// whatever the commit's size.
+    /// until it holds [`FRESH_LIMIT`] ids, and are then looked up
+    /// together, in id order, in what the session wrote and in the index
+    /// ([`Resolution::resolve_fresh`]). Memory holds the stage's overlay,
+    /// `fresh`, and one list of children per level of the walk, whatever
+    /// the commit's size.
     pub(crate) fn resolve(
         index: &'a Index,
         commit: &Commit<'_>,
