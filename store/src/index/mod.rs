@@ -167,8 +167,17 @@ impl Drop for SecondaryDir {
 pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 impl Index {
-    /// Opens (creating if needed, unless read-only) the index at `path`.
+    /// Opens (creating if needed, unless read-only) the index at `path`,
+    /// refusing one whose entries are in a layout newer than this cairn's.
     pub fn open(path: &Path, read_only: bool) -> Result<Index> {
+        let index = Self::open_database(path, read_only)?;
+        index.check_entries_format()?;
+        Ok(index)
+    }
+
+    /// The RocksDB database, with every family this cairn knows (a
+    /// reader: every one the database has).
+    fn open_database(path: &Path, read_only: bool) -> Result<Index> {
         // The block cache bounds what reading the index keeps in memory
         // (index and filter blocks included, below): 64 MiB unless
         // CAIRN_INDEX_CACHE_MIB says otherwise.
@@ -217,9 +226,7 @@ impl Index {
             match secondary {
                 Ok(db) => {
                     let secondary = Some(SecondaryDir(dir));
-                    let index = Index { db, path: path.to_path_buf(), read_only, secondary };
-                    index.check_entries_format()?;
-                    return Ok(index);
+                    return Ok(Index { db, path: path.to_path_buf(), read_only, secondary });
                 }
                 Err(error) => {
                     // A temporary directory we cannot use: a plain read-only
@@ -235,9 +242,7 @@ impl Index {
             DB::open_cf_descriptors(&db_options, path, descriptors)
         };
         let db = result.map_err(|source| Error::Index { path: path.to_path_buf(), cause: source })?;
-        let index = Index { db, path: path.to_path_buf(), read_only, secondary: None };
-        index.check_entries_format()?;
-        Ok(index)
+        Ok(Index { db, path: path.to_path_buf(), read_only, secondary: None })
     }
 
     /// Refuses an index whose entries a newer cairn wrote in a layout this
