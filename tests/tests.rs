@@ -24,6 +24,7 @@ mod hostile_restore;
 mod hostile_sources;
 mod objects;
 mod powercut;
+mod process;
 mod remote;
 mod remote_writers;
 mod repair;

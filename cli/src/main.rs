@@ -2,6 +2,7 @@
 //! command, prints human tables (or JSON with `--json`) and maps errors to
 //! exit codes. All real work happens in the library crates.
 
+mod arenas;
 mod args;
 mod commands;
 mod output;
@@ -19,6 +20,8 @@ use crate::args::Cli;
 const EXIT_ERROR: u8 = 1;
 
 fn main() -> ExitCode {
+    // Before any thread starts: see `arenas`.
+    let arenas = arenas::limit();
     let cli = Cli::parse();
     // Log records name the command that made each commit.
     let mut command: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -41,6 +44,9 @@ fn main() -> ExitCode {
         Err(_) => {
             logs.with_env_filter(tracing_subscriber::EnvFilter::new("warn,aws_config=error")).without_time().init()
         }
+    }
+    if let Some(arenas) = arenas {
+        tracing::debug!(arenas, "malloc arenas limited");
     }
     match commands::run(cli) {
         Ok(code) => code,
