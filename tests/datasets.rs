@@ -338,3 +338,36 @@ fn forget_expired_drops_what_expired_and_keeps_the_reserve() {
     assert!(String::from_utf8_lossy(&usage.stderr).contains("--expired"), "{usage:?}");
     fixture.ok(&["check"]);
 }
+
+/// A sparse file is backed up without reading its holes, as the same
+/// chunks as a dense copy of its bytes: backing up the copy afterwards
+/// adds no data, and the sparse one restores byte for byte.
+#[test]
+fn a_sparse_file_and_its_dense_copy_are_the_same_chunks() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    let (sparse_dir, dense_dir) = (fixture.path("sparse"), fixture.path("dense"));
+    fs::create_dir(&sparse_dir).unwrap();
+    fs::create_dir(&dense_dir).unwrap();
+    let image = fs::File::create(sparse_dir.join("image")).unwrap();
+    image.set_len(40 << 20).unwrap();
+    for (i, at) in [3u64 << 20, (11 << 20) + 4096, 30 << 20].into_iter().enumerate() {
+        std::os::unix::fs::FileExt::write_all_at(&image, &noise(300_000, 40 + i as u64), at).unwrap();
+    }
+    drop(image);
+    let meta = fs::metadata(sparse_dir.join("image")).unwrap();
+    assert!(std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 4 << 20, "the file system made no holes");
+    let bytes = fs::read(sparse_dir.join("image")).unwrap();
+    fs::write(dense_dir.join("image"), &bytes).unwrap();
+
+    fixture.ok(&["backup", sparse_dir.to_str().unwrap(), "--name", "sparse"]);
+    let after_sparse = fixture.stored_bytes();
+    fixture.ok(&["backup", dense_dir.to_str().unwrap(), "--name", "dense"]);
+    let growth = fixture.stored_bytes() - after_sparse;
+    assert!(growth < 64 << 10, "the dense copy added {growth} bytes");
+
+    let target = fixture.path("restored");
+    fixture.ok(&["restore", "sparse", "--to", target.to_str().unwrap()]);
+    assert!(fs::read(target.join("image")).unwrap() == bytes, "the restored image differs");
+    fixture.ok(&["check", "--read-data"]);
+}

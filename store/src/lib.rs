@@ -32,6 +32,7 @@ pub mod refs;
 pub mod remote;
 pub mod scratch;
 pub mod session;
+pub mod sparse;
 pub mod stats;
 mod store;
 
