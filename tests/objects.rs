@@ -147,3 +147,24 @@ fn a_large_put_leaves_its_index_entries_in_table_files_not_only_in_the_log() {
     assert!(log_bytes < 1 << 20, "the write-ahead log still holds {log_bytes} bytes");
     assert_eq!(fixture.get("big"), noise(160 << 20, 3));
 }
+
+/// `put` of a sparse file (read without its holes) stores the same
+/// chunks as `put` of a dense copy, and `get` gives the bytes back.
+#[test]
+fn a_sparse_file_puts_as_its_dense_copy() {
+    let fixture = Fixture::new();
+    let sparse = fixture.path("sparse");
+    let file = std::fs::File::create(&sparse).unwrap();
+    file.set_len(24 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &noise(200_000, 50), 5 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &noise(100_000, 51), (20 << 20) + 1).unwrap();
+    drop(file);
+    let bytes = std::fs::read(&sparse).unwrap();
+    let dense = fixture.file("dense", &bytes);
+    fixture.ok(&["put", "sparse", sparse.to_str().unwrap()]);
+    let after_sparse = fixture.stored_bytes();
+    fixture.ok(&["put", "dense", &dense]);
+    let growth = fixture.stored_bytes() - after_sparse;
+    assert!(growth < 16 << 10, "the dense copy added {growth} bytes");
+    assert!(fixture.get("sparse") == bytes, "the sparse object reads back different bytes");
+}
