@@ -31,6 +31,11 @@ pub enum ChunkerConfig {
         max_size: u32,
         /// Precomputed masks for `avg_size` (small and large).
         masks: (u64, u64),
+        /// Where a chunk that starts with `max_size` zero bytes is cut. The
+        /// same wherever such a chunk starts (FastCDC's hash starts from
+        /// zero at every chunk), so runs of zeros (holes, preallocated
+        /// images) are cut without running the hash over them.
+        zero_cut: u32,
     },
     /// Blocks of `size` bytes at offsets that are multiples of `size`.
     Fixed {
@@ -58,12 +63,10 @@ impl ChunkerConfig {
             return Err(ConfigError::AvgSize(avg_size));
         }
         let avg = avg_size as u32;
-        Ok(ChunkerConfig::Cdc {
-            min_size: avg / 4,
-            avg_size: avg,
-            max_size: avg * 8,
-            masks: v2020::select_masks(avg as usize, Normalization::Level2),
-        })
+        let (min_size, max_size) = (avg / 4, avg * 8);
+        let masks = v2020::select_masks(avg as usize, Normalization::Level2);
+        let zero_cut = gear_cut(&vec![0; max_size as usize], min_size, avg, max_size, masks) as u32;
+        Ok(ChunkerConfig::Cdc { min_size, avg_size: avg, max_size, masks, zero_cut })
     }
 
     /// Fixed blocks of `size` bytes.
@@ -112,18 +115,12 @@ impl ChunkerConfig {
     pub fn cut(&self, data: &[u8], at_end: bool) -> usize {
         debug_assert!(at_end || data.len() >= self.max_size());
         match self {
-            ChunkerConfig::Cdc { min_size, avg_size, max_size, masks: (mask_s, mask_l) } => {
-                let (_hash, count) = v2020::cut(
-                    data,
-                    *min_size as usize,
-                    *avg_size as usize,
-                    *max_size as usize,
-                    *mask_s,
-                    *mask_l,
-                    mask_s << 1,
-                    mask_l << 1,
-                );
-                count.max(1).min(data.len())
+            ChunkerConfig::Cdc { min_size, avg_size, max_size, masks, zero_cut } => {
+                let max = *max_size as usize;
+                if data.len() >= max && all_zero(&data[..max]) {
+                    return *zero_cut as usize;
+                }
+                gear_cut(data, *min_size, *avg_size, *max_size, *masks)
             }
             ChunkerConfig::Fixed { size } => (*size as usize).min(data.len()),
         }
@@ -134,6 +131,28 @@ impl ChunkerConfig {
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<R> {
         ChunkStream::new(self.clone(), reader)
     }
+}
+
+/// FastCDC's cut point in `data` (at least 1 byte, at most all of it).
+fn gear_cut(data: &[u8], min_size: u32, avg_size: u32, max_size: u32, (mask_s, mask_l): (u64, u64)) -> usize {
+    let (_hash, count) = v2020::cut(
+        data,
+        min_size as usize,
+        avg_size as usize,
+        max_size as usize,
+        mask_s,
+        mask_l,
+        mask_s << 1,
+        mask_l << 1,
+    );
+    count.max(1).min(data.len())
+}
+
+/// Whether every byte of `data` is zero. Looks at 256 bytes at a time (a
+/// loop the compiler vectorizes) and stops at the first block that is not
+/// zero, so on ordinary data it costs a few nanoseconds.
+pub fn all_zero(data: &[u8]) -> bool {
+    data.chunks(256).all(|block| block.iter().fold(0, |acc, &byte| acc | byte) == 0)
 }
 
 impl Default for ChunkerConfig {
@@ -155,5 +174,56 @@ mod tests {
         assert!(ChunkerConfig::fixed(2 * MAX_CONFIGURED_SIZE).is_err());
         let data = vec![0u8; MAX_CHUNK_SIZE + 1];
         assert_eq!(largest[0].cut(&data, true), MAX_CHUNK_SIZE);
+    }
+
+    /// The cuts FastCDC's hash makes over the whole of `data`, with no
+    /// shortcut for zeros: what `cut` must agree with.
+    fn gear_lengths(config: &ChunkerConfig, data: &[u8]) -> Vec<usize> {
+        let ChunkerConfig::Cdc { min_size, avg_size, max_size, masks, .. } = *config else { unreachable!() };
+        let mut lengths = Vec::new();
+        let mut start = 0;
+        while start < data.len() {
+            lengths.push(gear_cut(&data[start..], min_size, avg_size, max_size, masks));
+            start += lengths.last().unwrap();
+        }
+        lengths
+    }
+
+    #[test]
+    fn zeros_are_recognised_and_nothing_else_is() {
+        assert!(all_zero(&[]));
+        assert!(all_zero(&[0; 100_000]));
+        for at in [0, 1, 255, 256, 257, 65_535, 99_999] {
+            let mut data = vec![0; 100_000];
+            data[at] = 1;
+            assert!(!all_zero(&data), "a 1 at {at}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Runs of zeros (long and short, at the start, the end and in
+        /// between, touching data or not) are cut where the hash would cut
+        /// them, for every average size.
+        #[test]
+        fn zeros_are_cut_where_the_hash_cuts_them(
+            runs in proptest::collection::vec((0usize..300_000, 0usize..40_000, proptest::prelude::any::<u8>()), 1..8),
+            avg_log in 10u32..15,
+        ) {
+            let config = ChunkerConfig::cdc(1 << avg_log).unwrap();
+            let mut data = Vec::new();
+            for (zeros, noise, seed) in runs {
+                data.resize(data.len() + zeros, 0);
+                let mut state = u64::from(seed) | 1;
+                data.extend((0..noise).map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 24) as u8
+                }));
+            }
+            proptest::prop_assert_eq!(crate::chunk_lengths(&config, &data), gear_lengths(&config, &data));
+        }
     }
 }

@@ -17,7 +17,7 @@ mod config;
 mod id;
 mod stream;
 
-pub use config::{ChunkerConfig, ConfigError, DEFAULT_AVG_SIZE, DEFAULT_FIXED_SIZE, MAX_CHUNK_SIZE};
+pub use config::{ChunkerConfig, ConfigError, DEFAULT_AVG_SIZE, DEFAULT_FIXED_SIZE, MAX_CHUNK_SIZE, all_zero};
 pub use id::{BlobId, ParseBlobIdError};
 pub use stream::{Chunk, ChunkBatch, ChunkStream};
 

@@ -12,11 +12,12 @@
 //! out in order.
 
 use std::io::{Read, Write};
+use std::sync::Mutex;
 use std::sync::mpsc::{SyncSender, sync_channel};
 
 use rayon::prelude::*;
 
-use cairn_chunker::ChunkBatch;
+use cairn_chunker::{ChunkBatch, all_zero};
 
 use crate::container::{EncodedBlob, encode_blob};
 use crate::content::{ContentBuilder, ContentEntry, ContentReader, ContentRef};
@@ -213,7 +214,22 @@ fn store_prepared(
 fn prepare(session: &WriteSession, batch: &ChunkBatch) -> Result<Vec<Prepared>> {
     let store = session.store();
     let key = store.keys_for_writing()?.key(BlobKind::Data);
-    let ids: Vec<BlobId> = (0..batch.len()).into_par_iter().map(|i| BlobId::keyed(key, batch.chunk(i))).collect();
+    // Chunks of zeros (holes, preallocated images) come in runs of one
+    // length: each length is hashed once per batch, not once per chunk.
+    let zero_ids: Mutex<Vec<(usize, BlobId)>> = Mutex::new(Vec::new());
+    let id_of = |data: &[u8]| {
+        if !all_zero(data) {
+            return BlobId::keyed(key, data);
+        }
+        let known =
+            zero_ids.lock().expect("zero ids poisoned").iter().find(|(len, _)| *len == data.len()).map(|(_, id)| *id);
+        known.unwrap_or_else(|| {
+            let id = BlobId::keyed(key, data);
+            zero_ids.lock().expect("zero ids poisoned").push((data.len(), id));
+            id
+        })
+    };
+    let ids: Vec<BlobId> = (0..batch.len()).into_par_iter().map(|i| id_of(batch.chunk(i))).collect();
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_unstable_by_key(|&i| ids[i]);
     let sorted: Vec<BlobId> = order.iter().map(|&i| ids[i]).collect();
