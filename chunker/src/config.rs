@@ -215,13 +215,7 @@ mod tests {
             let mut data = Vec::new();
             for (zeros, noise, seed) in runs {
                 data.resize(data.len() + zeros, 0);
-                let mut state = u64::from(seed) | 1;
-                data.extend((0..noise).map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state >> 24) as u8
-                }));
+                data.extend(crate::test_data::noise(noise, u64::from(seed)));
             }
             proptest::prop_assert_eq!(crate::chunk_lengths(&config, &data), gear_lengths(&config, &data));
         }

@@ -35,3 +35,20 @@ pub fn chunk_lengths(config: &ChunkerConfig, data: &[u8]) -> Vec<usize> {
     }
     lengths
 }
+
+#[cfg(test)]
+pub(crate) mod test_data {
+    /// Pseudo-random but reproducible bytes (xorshift), so chunk boundaries
+    /// actually depend on content.
+    pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect()
+    }
+}

@@ -183,21 +183,8 @@ impl<R: Read> Iterator for ChunkStream<R> {
 mod tests {
     use super::*;
     use crate::chunk_lengths;
+    use crate::test_data::noise;
     use proptest::prelude::*;
-
-    /// Pseudo-random but reproducible bytes (xorshift), so chunk boundaries
-    /// actually depend on content.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect()
-    }
 
     /// A reader that returns at most `step` bytes per call, to exercise refills
     /// at awkward places.

@@ -106,16 +106,11 @@ mod tests {
     use super::*;
     use std::io::{Seek, SeekFrom, Write};
 
+    /// Reproducible bytes that are not zeros: BLAKE3's output stream.
     fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect()
+        let mut bytes = vec![0; len];
+        blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut bytes);
+        bytes
     }
 
     /// Reads `file` through a `SparseFile` in reads of `step` bytes.
