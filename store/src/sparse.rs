@@ -14,7 +14,8 @@
 //! the write changes the file's ctime, which the backup checks after
 //! reading, and it then leaves the file out as changed, as it does for any
 //! write during the read. A file system that cannot say where holes are
-//! reports all of the file as data, and it is read as usual.
+//! reports all of the file as data (or refuses the question: `EINVAL`,
+//! `EOPNOTSUPP`, `ENOSYS`), and the file is read as usual.
 
 use std::borrow::Borrow;
 use std::fs::File;
@@ -70,6 +71,9 @@ impl<F: Borrow<File>> SparseFile<F> {
                 let size = file.metadata()?.len();
                 (self.in_hole, self.until) = if size > self.pos { (true, size) } else { (false, u64::MAX) };
             }
+            // A file system (or FUSE server) that does not know the
+            // question: read the rest as data, as any other file is.
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOSYS) => (self.in_hole, self.until) = (false, u64::MAX),
             Err(error) => return Err(error.into()),
         }
         Ok(())
