@@ -149,9 +149,10 @@ fn chunk_file(
     let what = || path.display().to_string();
     let file = File::open(path).map_err(|cause| Error::Input { what: what(), cause })?;
     // A sparse file's holes are filled in, not read, as `backup` does.
-    let holes = file.metadata().is_ok_and(|meta| cairn_store::sparse::may_have_holes(&meta));
-    let file: Box<dyn std::io::Read> =
-        if holes { Box::new(cairn_store::sparse::SparseFile::new(file)) } else { Box::new(file) };
+    let file: Box<dyn std::io::Read> = match file.metadata() {
+        Ok(meta) => cairn_store::sparse::reader(file, &meta),
+        Err(_) => Box::new(file),
+    };
     let (mut bytes, mut chunks) = (0u64, 0u64);
     let mut pending: Vec<([u8; 32], [u8; 8])> = Vec::new();
     let write = |pending: &mut Vec<([u8; 32], [u8; 8])>| {

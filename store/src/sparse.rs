@@ -25,11 +25,15 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use nix::errno::Errno;
 use nix::unistd::{Whence, lseek};
 
-/// Whether `meta` (of a regular file) says it may have holes: fewer
-/// blocks allocated than its size needs. Other files are read as usual,
-/// with no `lseek` to pay.
-pub fn may_have_holes(meta: &std::fs::Metadata) -> bool {
-    meta.blocks().saturating_mul(512) < meta.size()
+/// A reader of `file` (owned or borrowed) from its start: a [`SparseFile`]
+/// if `meta` (the file's) says it may have holes, with fewer blocks
+/// allocated than its size needs; the file itself otherwise, with no
+/// `lseek` to pay.
+pub fn reader<'a, F>(file: F, meta: &std::fs::Metadata) -> Box<dyn Read + Send + 'a>
+where
+    F: Borrow<File> + Read + Send + 'a,
+{
+    if meta.blocks().saturating_mul(512) < meta.size() { Box::new(SparseFile::new(file)) } else { Box::new(file) }
 }
 
 /// A file (owned or borrowed) read from its start, holes filled in
@@ -184,6 +188,23 @@ mod tests {
         assert_eq!(total, 4 << 20);
         // The end of the file is a read (which fails on this write-only file).
         assert!(reader.read(&mut buf).is_err());
+    }
+
+    /// `reader` reads a file with holes through `SparseFile` (a write-only
+    /// one then reads its hole without a `read`), and a dense file as is.
+    #[test]
+    fn reader_fills_in_the_holes_of_a_file_that_has_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hole");
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
+        file.set_len(1 << 20).unwrap();
+        let meta = file.metadata().unwrap();
+        let mut buf = vec![1u8; 4096];
+        assert_eq!(reader(&file, &meta).read(&mut buf).expect("a hole is filled in, not read"), 4096);
+        assert!(buf.iter().all(|&b| b == 0));
+        std::fs::write(&path, noise(8192, 1)).unwrap();
+        let meta = file.metadata().unwrap();
+        assert!(reader(&file, &meta).read(&mut buf).is_err(), "a dense file is read, and this one is write-only");
     }
 
     /// A file that grows or shrinks while it is read ends where the file

@@ -45,12 +45,7 @@ pub fn put(globals: &Globals, key: &str, file: Option<PathBuf>) -> Result<()> {
                 path.display()
             );
         }
-        let source: Box<dyn io::Read + Send> = if cairn_store::sparse::may_have_holes(&meta) {
-            Box::new(cairn_store::sparse::SparseFile::new(handle))
-        } else {
-            Box::new(handle)
-        };
-        (source, path.display().to_string(), Some(meta.len()))
+        (cairn_store::sparse::reader(handle, &meta), path.display().to_string(), Some(meta.len()))
     };
     let store = globals.open_or_create()?;
     let bar = bytes_bar(globals.progress, total, &format!("put {key}"));

@@ -50,7 +50,7 @@ use crate::fault::pause_point;
 use crate::ids::{BlobId, BlobKind};
 use crate::ingest::ingest_file;
 use crate::session::WriteSession;
-use crate::sparse::{SparseFile, may_have_holes};
+use crate::sparse;
 use crate::store::Store;
 
 /// What to back up, and how.
@@ -674,13 +674,8 @@ impl Walk<'_> {
         // One byte past the size `lstat` saw is enough to see that the file
         // grew (it is then skipped as changed); a file that grows as fast
         // as it is read is never read to an end that does not come.
-        let limit = entry.size.saturating_add(1);
-        let ingested = if may_have_holes(listed) {
-            ingest_file(self.session, SparseFile::new(&file).take(limit), entry.size, &what, &progress)
-        } else {
-            ingest_file(self.session, (&file).take(limit), entry.size, &what, &progress)
-        };
-        let (content, stats) = match ingested {
+        let source = sparse::reader(&file, listed).take(entry.size.saturating_add(1));
+        let (content, stats) = match ingest_file(self.session, source, entry.size, &what, &progress) {
             Ok(done) => done,
             Err(Error::Input { cause, .. }) => {
                 self.skip(path, cause);
