@@ -623,6 +623,12 @@ fn family_options(name: &str, cache: &Cache) -> Options {
         // 1-3% of a store.
         options.set_compression_type(DBCompressionType::None);
         options.set_merge_operator(merge::NAME, merge::full_merge, merge::partial_merge);
+        // No memtable larger than all of them may be (RocksDB's default is
+        // 64 MiB): the memtable bloom below is sized from this, and a large
+        // commit applying millions of staged entries here piled up
+        // memtables beyond the cap while flushes caught up. A 48 GiB put
+        // peaked at 151-164 MiB in that step, 110 MiB with this.
+        options.set_write_buffer_size(MEMTABLES_BYTES);
         // Point lookups are most of what this family sees (a restore
         // makes one or two per file, a backup one per chunk): a hash
         // index in each data block instead of a binary search, and a
