@@ -39,7 +39,7 @@ use serde::Serialize;
 
 use super::Progress;
 use super::apply::{ApplyOptions, Target, apply, make_special_at};
-use super::beneath::{Beneath, kind_at, remove_at};
+use super::beneath::{Beneath, LastDir, kind_at, remove_at};
 use super::fsmeta::{Names, time_ns};
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
@@ -312,10 +312,9 @@ impl Store {
             })
             .collect();
         let write_files = |files: &[(&PathBuf, &Entry)], located: Vec<Option<Located>>| {
-            files
-                .par_iter()
-                .zip(located)
-                .try_for_each(|((path, entry), located)| run.settle(path, run.file(path, entry, located)).map(drop))
+            files.par_iter().zip(located).try_for_each_init(LastDir::default, |last, ((path, entry), located)| {
+                run.settle(path, run.file(last, path, entry, located)).map(drop)
+            })
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
@@ -402,7 +401,7 @@ impl Store {
                             }
                         }
                         None => {
-                            run.settle(path, run.file(path, entry, None))?;
+                            run.settle(path, run.file(&mut LastDir::default(), path, entry, None))?;
                             if run.restored_head(path) {
                                 stand_ins.insert(first, path);
                             }
@@ -665,9 +664,11 @@ impl Run<'_> {
     /// The directory holding `rel`, never reached through a symlink, and
     /// `rel`'s name in it.
     fn parent<'p>(&self, rel: &'p Path) -> Done<(OwnedFd, &'p OsStr)> {
-        self.root.parent(rel).map_err(|e| {
-            target_error("opening its directory (was it replaced by a symlink while the restore ran?)", rel, e)
-        })
+        self.root.parent(rel).map_err(|e| self.parent_error(rel, e))
+    }
+
+    fn parent_error(&self, rel: &Path, e: io::Error) -> NotRestored {
+        target_error("opening its directory (was it replaced by a symlink while the restore ran?)", rel, e)
     }
 
     /// Puts a directory's own metadata on it, through the directory itself.
@@ -731,13 +732,13 @@ impl Run<'_> {
 
     /// Restores one file; true when the file at `rel` now holds the
     /// entry's content (written, or found identical).
-    fn file(&self, rel: &Path, entry: &Entry, located: Option<Located>) -> Done<bool> {
+    fn file(&self, last: &mut LastDir, rel: &Path, entry: &Entry, located: Option<Located>) -> Done<bool> {
         if self.is_blocked(rel) {
             return Ok(false);
         }
-        let (dir, name) = self.parent(rel)?;
+        let (dir, name) = last.parent(&self.root, rel).map_err(|e| self.parent_error(rel, e))?;
         if self.options.overwrite == Overwrite::IfChanged
-            && let Some(same) = self.same_file(dir.as_fd(), name, entry)?
+            && let Some(same) = self.same_file(dir, name, entry)?
         {
             self.unchanged.fetch_add(1, Ordering::Relaxed);
             self.progress.add(1, entry.size);
@@ -745,7 +746,7 @@ impl Run<'_> {
             self.note_head(rel, entry);
             return Ok(true);
         }
-        let Some(file) = self.create(dir.as_fd(), name, rel)? else {
+        let Some(file) = self.create(dir, name, rel)? else {
             self.progress.add(1, entry.size);
             return Ok(false);
         };
@@ -753,7 +754,7 @@ impl Run<'_> {
         let written = self.write(&file, &path, entry, located);
         if written.is_err() {
             // No partial file is left: it would pass for the real one.
-            let _ = unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
         }
         let written = written?;
         self.written.fetch_add(1, Ordering::Relaxed);
