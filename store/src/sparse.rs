@@ -169,14 +169,21 @@ mod tests {
         }
     }
 
+    /// A file in `dir` that is all hole, `len` bytes, opened write-only
+    /// (so any `read` of it fails), and its path.
+    fn write_only_hole(dir: &std::path::Path, len: u64) -> (std::path::PathBuf, File) {
+        let path = dir.join("hole");
+        let file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
+        file.set_len(len).unwrap();
+        (path, file)
+    }
+
     /// The holes are not read: a reader that meets only holes does no
     /// read at all (`read_at` on a file opened write-only would fail).
     #[test]
     fn holes_are_not_read() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hole");
-        let file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
-        file.set_len(4 << 20).unwrap();
+        let (_, file) = write_only_hole(dir.path(), 4 << 20);
         let mut reader = SparseFile::new(&file);
         let mut buf = vec![1u8; 1 << 20];
         let mut total = 0;
@@ -195,9 +202,7 @@ mod tests {
     #[test]
     fn reader_fills_in_the_holes_of_a_file_that_has_them() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hole");
-        let file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
-        file.set_len(1 << 20).unwrap();
+        let (path, file) = write_only_hole(dir.path(), 1 << 20);
         let meta = file.metadata().unwrap();
         let mut buf = vec![1u8; 4096];
         assert_eq!(reader(&file, &meta).read(&mut buf).expect("a hole is filled in, not read"), 4096);
