@@ -16,6 +16,7 @@ mod crash;
 mod dataset_errors;
 mod datasets;
 mod dedupe;
+mod footers;
 mod frames;
 mod gc;
 mod hostile;

@@ -7,22 +7,28 @@ use std::path::Path;
 use cairn_chunker::ChunkerConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::container::{Codec, sync_dir_of};
+use crate::container::{Codec, FooterLayout, sync_dir_of};
 use crate::error::{Error, Result};
 use crate::ids::IdScheme;
 
 /// The store format this code writes. Opening a store with a higher number
-/// fails with a message asking for a newer cairn. Format 4 compresses
-/// data chunks in frames; format 3 names blobs by
+/// fails with a message asking for a newer cairn. Format 5 writes
+/// containers with compact footer tables (`container/footer.rs`);
+/// format 4 compresses data chunks in frames; format 3 names blobs by
 /// keyed BLAKE3, one key per kind (`ids::IdScheme`); formats 1 (lz4 records
 /// only) and 2 (zstd records too) named them by plain BLAKE3, and are read
 /// but never written (see [`OLDEST_WRITABLE_FORMAT`]).
-pub const STORE_FORMAT: u32 = 4;
+pub const STORE_FORMAT: u32 = 5;
 
 /// The first format whose data chunks are compressed in frames
 /// (`container/frame.rs`); format 3 stores go on storing one record per
 /// chunk, which every cairn since format 3 reads.
 pub const FRAMES_FORMAT: u32 = 4;
+
+/// The first format whose containers have compact footer tables; older
+/// stores go on writing the fixed layout, which every cairn reads, so that
+/// the cairn that made them still opens them.
+pub const COMPACT_FOOTERS_FORMAT: u32 = 5;
 
 /// Stores older than this are opened for reading, and for anything that
 /// names no new blob (forget, gc); a command that would store a new blob
@@ -99,6 +105,11 @@ impl StoreConfig {
     /// Whether new data chunks are compressed in frames.
     pub fn frames(&self) -> bool {
         self.format >= FRAMES_FORMAT
+    }
+
+    /// The layout of the footer tables this store's new containers get.
+    pub fn footer_layout(&self) -> FooterLayout {
+        if self.format >= COMPACT_FOOTERS_FORMAT { FooterLayout::Compact } else { FooterLayout::Fixed }
     }
 
     /// How this store names blobs.

@@ -11,8 +11,8 @@ use proptest::sample::Index as At;
 use proptest::test_runner::{RngSeed, TestRunner};
 
 use crate::container::{
-    Codec, ContainerFiles, ContainerKind, ContainerWriter, TableEntry, container_path, decode_blob, encode_blob,
-    parse_table, verify_container,
+    Codec, ContainerFiles, ContainerKind, ContainerWriter, FooterLayout, TableEntry, container_path, decode_blob,
+    encode_blob, parse_table, verify_container,
 };
 use crate::content::{ContentEntry, MAX_ENTRIES, Piece};
 use crate::dataset::tree::{Entry, EntryKind, Tree};
@@ -101,9 +101,10 @@ fn sample_piece() -> Vec<u8> {
     Piece { level: 1, entries }.encode()
 }
 
-/// A sealed metadata container holding a tree and a piece, in `dir`.
-fn sample_container(dir: &std::path::Path, id: ContainerId) -> Vec<u8> {
-    let mut writer = ContainerWriter::create(dir, id, ContainerKind::Metadata).unwrap();
+/// A sealed metadata container holding a tree and a piece, in `dir`, its
+/// footer in `layout`.
+fn sample_container(dir: &std::path::Path, id: ContainerId, layout: FooterLayout) -> Vec<u8> {
+    let mut writer = ContainerWriter::create(dir, id, ContainerKind::Metadata, layout).unwrap();
     for (kind, bytes) in [(BlobKind::Tree, sample_tree()), (BlobKind::ContentList, sample_piece())] {
         writer.append(&encode_blob(BlobId::of(&bytes), kind, &bytes, Codec::Lz4)).unwrap();
     }
@@ -162,14 +163,38 @@ fn fuzz_record_headers_and_footer_entries() {
         .unwrap();
 }
 
-/// The trailer and table of a whole container, read as `read_table` does.
+/// A sealed data container `id` in `dir` holding one frame of four
+/// members, its footer in `layout`: its members and their entries.
+fn frame_container(dir: &std::path::Path, id: ContainerId, layout: FooterLayout) -> (Vec<Vec<u8>>, Vec<TableEntry>) {
+    use crate::container::FrameBuilder;
+    let mut writer = ContainerWriter::create(dir, id, ContainerKind::Data, layout).unwrap();
+    let mut frame = FrameBuilder::default();
+    let members: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 700 + i as usize]).collect();
+    for member in &members {
+        frame.push(member);
+    }
+    let (flags, stored) = frame.encode(Codec::Zstd(3));
+    let ids: Vec<(BlobId, u32)> = members.iter().map(|m| (BlobId::of(m), m.len() as u32)).collect();
+    let real = writer.append_frame(flags, &stored, &ids).unwrap();
+    writer.seal().unwrap();
+    (members, real)
+}
+
+/// The trailer and table of whole containers (a metadata one and one of
+/// a frame, in either footer layout), read as `read_table` does.
 #[test]
 fn fuzz_container_footers() {
     let dir = tempfile::tempdir().unwrap();
-    let valid = sample_container(dir.path(), ContainerId(1));
+    let mut samples = Vec::new();
+    for (n, layout) in [FooterLayout::Fixed, FooterLayout::Compact].into_iter().enumerate() {
+        samples.push(sample_container(dir.path(), ContainerId(1 + n as u64), layout));
+        frame_container(dir.path(), ContainerId(3 + n as u64), layout);
+        samples.push(std::fs::read(container_path(dir.path(), ContainerId(3 + n as u64))).unwrap());
+    }
     let path = dir.path().join("c");
-    runner(1024)
-        .run(&mutated(valid), |bytes| {
+    let seeds = samples.into_iter().map(mutated).collect::<Vec<_>>();
+    runner(2048)
+        .run(&proptest::strategy::Union::new(seeds), |bytes| {
             let read_at = |offset: u64, len: usize| {
                 let start = usize::try_from(offset).unwrap();
                 Ok(bytes[start..start + len].to_vec())
@@ -190,7 +215,7 @@ fn fuzz_container_footers() {
 #[test]
 fn fuzz_whole_containers() {
     let dir = tempfile::tempdir().unwrap();
-    let valid = sample_container(dir.path(), ContainerId(1));
+    let valid = sample_container(dir.path(), ContainerId(1), FooterLayout::Compact);
     let files = ContainerFiles::new(dir.path().to_path_buf(), IdScheme::Plain);
     let id = ContainerId(2);
     let path = container_path(dir.path(), id);
@@ -209,7 +234,7 @@ fn fuzz_whole_containers() {
 #[test]
 fn fuzz_reads_through_crafted_index_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let valid = sample_container(dir.path(), ContainerId(1));
+    let valid = sample_container(dir.path(), ContainerId(1), FooterLayout::Compact);
     let files = ContainerFiles::new(dir.path().to_path_buf(), IdScheme::Plain);
     let len = valid.len() as u64;
     let offsets = prop_oneof![0..len + 64, Just(u64::MAX), (u64::MAX - 100)..=u64::MAX, any::<u64>()];
@@ -266,6 +291,7 @@ fn fuzz_index_values() {
         dead_bytes: 100,
         uploaded: false,
         slack_bytes: 0,
+        table_bytes: 345,
     };
     runner(1024)
         .run(&inputs(vec![entry.encode().to_vec(), record.encode().to_vec()]), |bytes| {
@@ -402,18 +428,9 @@ fn fuzz_frames() {
 /// panics.
 #[test]
 fn fuzz_reads_of_crafted_frame_members() {
-    use crate::container::{FLAG_FRAME, FrameBuilder};
+    use crate::container::FLAG_FRAME;
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = ContainerWriter::create(dir.path(), ContainerId(1), ContainerKind::Data).unwrap();
-    let mut frame = FrameBuilder::default();
-    let members: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 700 + i as usize]).collect();
-    for member in &members {
-        frame.push(member);
-    }
-    let (flags, stored) = frame.encode(Codec::Zstd(3));
-    let ids: Vec<(BlobId, u32)> = members.iter().map(|m| (BlobId::of(m), m.len() as u32)).collect();
-    let real = writer.append_frame(flags, &stored, &ids).unwrap();
-    writer.seal().unwrap();
+    let (members, real) = frame_container(dir.path(), ContainerId(1), FooterLayout::Compact);
     let files = ContainerFiles::new(dir.path().to_path_buf(), IdScheme::Plain);
     for (entry, member) in real.iter().zip(&members) {
         assert_eq!(&files.read_blob(ContainerId(1), entry).unwrap(), member);

@@ -38,12 +38,13 @@ use std::thread::JoinHandle;
 
 use crate::commit::{Commit, Resolution, SessionBlobs};
 use crate::container::{
-    ContainerKind, ContainerWriter, EncodedBlob, FRAME_TARGET, FrameBuilder, RECORD_HEADER_LEN, TableEntry, encode_blob,
+    ContainerKind, ContainerWriter, EncodedBlob, FRAME_TARGET, FooterLayout, FrameBuilder, RECORD_HEADER_LEN,
+    TableEntry, encode_blob,
 };
 use crate::error::{Error, Result};
 use crate::fault::{crash_point, lost_acknowledgement};
 use crate::ids::{BlobId, BlobKind, ContainerId, SessionId, Tid};
-use crate::index::{ContainerRecord, IndexEntry, cf, meta};
+use crate::index::{ContainerRecord, ContainerShape, IndexEntry, cf, meta};
 use crate::log::{Body, LogRecord};
 use crate::pending::{self, Pending};
 use crate::store::{Store, StoreInner};
@@ -63,11 +64,7 @@ pub(crate) struct Written {
 #[derive(Clone, Copy, Debug)]
 struct Sealed {
     id: ContainerId,
-    kind: ContainerKind,
-    len: u64,
-    n_blobs: u64,
-    /// Bytes of its frames no member's share covers (`frame_slack`).
-    slack: u64,
+    shape: ContainerShape,
 }
 
 /// Full containers being sealed in the background at once: sealing ends in
@@ -167,6 +164,7 @@ pub(crate) struct Found {
     pub(crate) id: ContainerId,
     pub(crate) len: u64,
     pub(crate) table: Vec<TableEntry>,
+    pub(crate) layout: FooterLayout,
 }
 
 impl WriteSession {
@@ -178,11 +176,9 @@ impl WriteSession {
         let start_tid = store.index.tid()?;
         let mut state = SessionState::default();
         for container in found {
-            let metadata = container.table.iter().any(|t| t.kind.is_metadata());
-            let kind = if metadata { ContainerKind::Metadata } else { ContainerKind::Data };
-            let n_blobs = container.table.len() as u64;
-            let slack = crate::container::frame_slack(&container.table);
-            state.sealed.push(Sealed { id: container.id, kind, len: container.len, n_blobs, slack });
+            let kind = ContainerKind::holding(&container.table);
+            let shape = ContainerShape::of(kind, container.len, &container.table, container.layout);
+            state.sealed.push(Sealed { id: container.id, shape });
             for entry in &container.table {
                 if state.pending.is_open(&entry.id) {
                     continue;
@@ -337,7 +333,8 @@ impl WriteSession {
         };
         if slot.is_none() {
             let id = ContainerId(self.store.next_container.fetch_add(1, Ordering::SeqCst));
-            *slot = Some(ContainerWriter::create(self.store.files.dir(), id, kind)?);
+            let layout = self.store.config.footer_layout();
+            *slot = Some(ContainerWriter::create(self.store.files.dir(), id, kind, layout)?);
         }
         Ok(slot.as_mut().expect("created above"))
     }
@@ -483,8 +480,8 @@ impl WriteSession {
         let handle = std::thread::spawn(move || {
             let sealed = writer.seal()?;
             crash_point("session:container-sealed");
-            let slack = crate::container::frame_slack(&sealed.table);
-            Ok(Sealed { id: sealed.id, kind: sealed.kind, len: sealed.len, n_blobs: sealed.table.len() as u64, slack })
+            let shape = ContainerShape::of(sealed.kind, sealed.len, &sealed.table, sealed.layout);
+            Ok(Sealed { id: sealed.id, shape })
         });
         state.sealing.push((id, handle));
         Ok(())
@@ -791,18 +788,7 @@ fn write_batch(
 ) -> Result<()> {
     let index = &store.index;
     for sealed in sealed {
-        let mut record = ContainerRecord {
-            kind: sealed.kind,
-            committed_tid: tid,
-            n_blobs: sealed.n_blobs,
-            stored_bytes: sealed.len,
-            dead_bytes: 0,
-            uploaded: false,
-            slack_bytes: sealed.slack,
-        };
-        // A frame's bytes that no member's share covers are never dead.
-        let live = resolution.live_bytes(sealed.id).saturating_add(sealed.slack);
-        record.dead_bytes = record.record_bytes().saturating_sub(live);
+        let record = ContainerRecord::new(&sealed.shape, tid, false, resolution.live_bytes(sealed.id));
         batch.put_cf(index.cf(cf::CONTAINERS), sealed.id.key(), record.encode());
     }
     batch.put_cf(index.cf(cf::META), meta::TID, tid.0.to_le_bytes());

@@ -5,15 +5,14 @@ use crate::ids::{BlobId, BlobKind};
 
 /// First 8 bytes of every container, and its last 8.
 pub const MAGIC: [u8; 8] = *b"CAIRNCTR";
-/// The container format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
 /// Header: magic 8, version u32, container kind u8, 3 reserved, id u64, 8 reserved.
 pub const HEADER_LEN: usize = 32;
 /// Record header: id 32, kind u8, flags u8, raw_len u32, stored_len u32.
 pub const RECORD_HEADER_LEN: usize = 42;
 /// Footer table entry: id 32, kind u8, flags u8, offset u64, raw_len u32, stored_len u32.
 pub const FOOTER_ENTRY_LEN: usize = 50;
-/// Trailer: n_entries u32, reserved u32, table_offset u64, BLAKE3 32, magic 8.
+/// Trailer: n_entries u32, footer layout u32 ([`FooterLayout`](super::FooterLayout)),
+/// table_offset u64, BLAKE3 32, magic 8.
 pub const TRAILER_LEN: usize = 56;
 /// Record flag: the stored bytes are an lz4 block (`lz4_flex::block`).
 pub const FLAG_LZ4: u8 = 1;
@@ -44,6 +43,12 @@ impl ContainerKind {
         if kind.is_metadata() { ContainerKind::Metadata } else { ContainerKind::Data }
     }
 
+    /// The kind of a container whose footer lists `table`: metadata if
+    /// any blob in it is.
+    pub fn holding(table: &[TableEntry]) -> ContainerKind {
+        if table.iter().any(|t| t.kind.is_metadata()) { ContainerKind::Metadata } else { ContainerKind::Data }
+    }
+
     /// Reads the kind byte.
     pub fn from_byte(byte: u8) -> Option<ContainerKind> {
         match byte {
@@ -62,11 +67,12 @@ impl ContainerKind {
     }
 }
 
-/// Encodes a container header.
-pub fn encode_header(kind: ContainerKind, id: u64) -> [u8; HEADER_LEN] {
+/// Encodes a container header; `version` is the container format (1 or
+/// 2, after the footer's layout).
+pub fn encode_header(kind: ContainerKind, id: u64, version: u32) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(&MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[8..12].copy_from_slice(&version.to_le_bytes());
     header[12] = kind as u8;
     header[16..24].copy_from_slice(&id.to_le_bytes());
     header

@@ -9,6 +9,7 @@
 
 mod direct;
 mod encode;
+mod footer;
 mod format;
 mod frame;
 mod frame_cache;
@@ -18,6 +19,7 @@ mod staged;
 mod writer;
 
 pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, check_lengths, decode_blob, encode_blob};
+pub use footer::FooterLayout;
 pub use format::{
     ContainerKind, FLAG_FRAME, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN,
     TableEntry, frame_slack, member_share,
@@ -25,7 +27,7 @@ pub use format::{
 pub use frame::{FRAME_TARGET, Frame, FrameBuilder, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, Plain, decode_frame};
 #[cfg(test)]
 pub(crate) use reader::parse_table;
-pub use reader::{ContainerFiles, read_table, verify_container};
+pub use reader::{ContainerFiles, Footer, read_footer, read_table, verify_container};
 pub use source::{ContainerSource, NextRange, RangeSink};
 pub use staged::{PlannedRange, STAGE_MEMORY, StageReport};
 pub use writer::{ContainerWriter, SealedContainer, sync_dir, sync_dir_of};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
+use crate::container::footer::FooterLayout;
 use crate::container::format::{
     FLAG_FRAME, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
 };
@@ -661,26 +662,52 @@ fn check_member<'f>(ids: &IdScheme, container: ContainerId, entry: &TableEntry, 
     Ok(plain)
 }
 
+/// A sealed container's footer: its table, and the layout it was in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Footer {
+    /// Every record, in file order.
+    pub table: Vec<TableEntry>,
+    /// How the table was laid out.
+    pub layout: FooterLayout,
+}
+
 /// Reads a sealed container's footer table. Checks the trailer's shape, not
 /// the whole-file hash (see [`verify_container`]).
 pub fn read_table(path: &Path, id: ContainerId) -> Result<Vec<TableEntry>> {
+    read_footer(path, id).map(|footer| footer.table)
+}
+
+/// [`read_table`], with the layout the table was in.
+pub fn read_footer(path: &Path, id: ContainerId) -> Result<Footer> {
     let file = File::open(path).map_err(|e| Error::io("opening container", path, e))?;
     let len = file.metadata().map_err(|e| Error::io("reading container", path, e))?.len();
-    parse_table(id, path, len, |offset, len| {
+    parse_footer(id, path, len, |offset, len| {
         let mut bytes = vec![0u8; len];
         file.read_exact_at(&mut bytes, offset).map_err(|e| Error::io("reading container", path, e))?;
         Ok(bytes)
     })
 }
 
-/// Parses the footer of a container `len` bytes long, reading its parts
-/// with `read_at(offset, len)`.
+/// Parses the footer table of a container `len` bytes long, reading its
+/// parts with `read_at(offset, len)`.
+#[cfg(test)]
 pub(crate) fn parse_table(
     id: ContainerId,
     path: &Path,
     len: u64,
     read_at: impl Fn(u64, usize) -> Result<Vec<u8>>,
 ) -> Result<Vec<TableEntry>> {
+    parse_footer(id, path, len, read_at).map(|footer| footer.table)
+}
+
+/// Parses the footer of a container `len` bytes long, reading its parts
+/// with `read_at(offset, len)`.
+fn parse_footer(
+    id: ContainerId,
+    path: &Path,
+    len: u64,
+    read_at: impl Fn(u64, usize) -> Result<Vec<u8>>,
+) -> Result<Footer> {
     let corrupt = |reason: String| Error::CorruptContainer { container: id, path: path.to_path_buf(), reason };
     if len < (HEADER_LEN + TRAILER_LEN) as u64 {
         return Err(corrupt(format!("only {len} bytes long; it was never sealed")));
@@ -690,34 +717,26 @@ pub(crate) fn parse_table(
         return Err(corrupt("no footer magic; it was never sealed or is truncated".into()));
     }
     let n_entries = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as u64;
+    let code = u32::from_le_bytes(trailer[4..8].try_into().expect("4 bytes"));
+    let layout = FooterLayout::from_code(code).ok_or_else(|| {
+        corrupt(format!("its footer is in layout {code}, which a newer cairn writes; upgrade cairn to read it"))
+    })?;
     let table_offset = u64::from_le_bytes(trailer[8..16].try_into().expect("8 bytes"));
-    let table_len = n_entries * FOOTER_ENTRY_LEN as u64;
+    let table_len = match layout {
+        FooterLayout::Fixed => n_entries * FOOTER_ENTRY_LEN as u64,
+        // Whatever lies between the table's start and the trailer (the
+        // check below refuses a start past the trailer).
+        FooterLayout::Compact => (len - TRAILER_LEN as u64).saturating_sub(table_offset),
+    };
     // Checked: the offset comes from disk (or a remote), and one near 2^64
     // would wrap past this test.
     let end = table_offset.checked_add(table_len).and_then(|e| e.checked_add(TRAILER_LEN as u64));
     if table_offset < HEADER_LEN as u64 || end != Some(len) {
         return Err(corrupt(format!("footer table ({n_entries} entries at {table_offset}) does not fit the file")));
     }
-    let table = read_at(table_offset, table_len as usize)?;
-    table
-        .chunks_exact(FOOTER_ENTRY_LEN)
-        .map(|bytes| {
-            let entry =
-                TableEntry::decode_footer(bytes).ok_or_else(|| corrupt("footer entry does not decode".into()))?;
-            // Every record lies between the header and the table; checked,
-            // since both the offset and the length are the file's.
-            let end = entry.offset.checked_add(entry.record_len());
-            if entry.offset < HEADER_LEN as u64 || end.is_none_or(|end| end > table_offset) {
-                return Err(corrupt(format!(
-                    "footer entry for blob {:#} places its record ({} bytes at {}) outside the records",
-                    entry.id,
-                    entry.record_len(),
-                    entry.offset
-                )));
-            }
-            Ok(entry)
-        })
-        .collect()
+    let bytes = read_at(table_offset, table_len as usize)?;
+    let table = layout.decode(&bytes, n_entries as usize, table_offset).map_err(corrupt)?;
+    Ok(Footer { table, layout })
 }
 
 impl ContainerFiles {
@@ -726,9 +745,10 @@ impl ContainerFiles {
     pub fn table(&self, id: ContainerId, len: u64) -> Result<Vec<TableEntry>> {
         let path = self.path(id);
         match (self.is_local(id), self.remote.get()) {
-            (false, Some(remote)) => parse_table(id, &path, len, |offset, n| {
+            (false, Some(remote)) => parse_footer(id, &path, len, |offset, n| {
                 remote.read_ranges(&[(id, offset, n as u64)]).pop().expect("one range")
-            }),
+            })
+            .map(|footer| footer.table),
             _ => read_table(&path, id),
         }
     }
@@ -739,7 +759,7 @@ impl ContainerFiles {
 pub fn verify_container(files: &ContainerFiles, id: ContainerId) -> Result<Vec<TableEntry>> {
     let path = files.path(id);
     let bytes = files.read_whole(id)?;
-    let table = parse_table(id, &path, bytes.len() as u64, |offset, n| {
+    let Footer { table, layout } = parse_footer(id, &path, bytes.len() as u64, |offset, n| {
         Ok(bytes[offset as usize..offset as usize + n].to_vec())
     })?;
     let corrupt = |reason: String| Error::CorruptContainer { container: id, path: path.clone(), reason };
@@ -749,6 +769,13 @@ pub fn verify_container(files: &ContainerFiles, id: ContainerId) -> Result<Vec<T
     }
     if bytes[..8] != MAGIC || u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) != id.0 {
         return Err(corrupt("header does not belong to this container".into()));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != layout.container_format() {
+        return Err(corrupt(format!(
+            "its header says container format {version}, its footer is in format {}'s layout",
+            layout.container_format()
+        )));
     }
     for entry in &table {
         let (start, end) = record_range(id, entry)?;
@@ -771,7 +798,8 @@ mod tests {
     /// A sealed data container of one blob; its files and table.
     fn one_blob_container(dir: &Path) -> (ContainerFiles, Vec<TableEntry>) {
         let bytes = b"hostile input".repeat(100);
-        let mut writer = ContainerWriter::create(dir, ContainerId(1), ContainerKind::Data).unwrap();
+        let mut writer =
+            ContainerWriter::create(dir, ContainerId(1), ContainerKind::Data, FooterLayout::Fixed).unwrap();
         writer.append(&encode_blob(BlobId::of(&bytes), BlobKind::Data, &bytes, Codec::Lz4)).unwrap();
         let sealed = writer.seal().unwrap();
         (ContainerFiles::new(dir.to_path_buf(), IdScheme::Plain), sealed.table)
@@ -799,6 +827,33 @@ mod tests {
         assert!(error.contains(&format!("{}", good.id)) && error.contains("more than a data blob can hold"), "{error}");
         let results = files.read_many(&[(ContainerId(1), huge), (ContainerId(1), good)]);
         assert!(results[0].is_err() && results[1].is_ok());
+    }
+
+    /// A footer in a layout this cairn does not know is refused with the
+    /// fix named, not misread; a header whose container format disagrees
+    /// with its footer's layout fails `verify_container`.
+    #[test]
+    fn an_unknown_footer_layout_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _) = one_blob_container(dir.path());
+        let path = files.path(ContainerId(1));
+        let good = std::fs::read(&path).unwrap();
+        let mut bytes = good.clone();
+        let at = bytes.len() - TRAILER_LEN + 4;
+        bytes[at..at + 4].copy_from_slice(&9u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let error = read_table(&path, ContainerId(1)).unwrap_err().to_string();
+        assert!(error.contains("layout 9") && error.contains("upgrade cairn"), "{error}");
+        // Format 2 in the header of a container whose footer is fixed
+        // (the checksum made right again, as a crafted file would).
+        let mut bytes = good;
+        bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+        let body_end = bytes.len() - 40;
+        let digest = blake3::hash(&bytes[..body_end]);
+        bytes[body_end..body_end + 32].copy_from_slice(digest.as_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let error = verify_container(&files, ContainerId(1)).unwrap_err().to_string();
+        assert!(error.contains("container format 2"), "{error}");
     }
 
     /// Regression (issue 15): a footer entry placing its record past the

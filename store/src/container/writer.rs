@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::container::container_path;
 use crate::container::direct::DirectFile;
 use crate::container::encode::EncodedBlob;
+use crate::container::footer::FooterLayout;
 use crate::container::format::{
     ContainerKind, FLAG_FRAME, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, TRAILER_LEN, TableEntry, encode_header,
 };
@@ -26,6 +27,7 @@ pub struct ContainerWriter {
     file: DirectFile,
     len: u64,
     table: Vec<TableEntry>,
+    layout: FooterLayout,
 }
 
 /// What sealing a container produced.
@@ -39,18 +41,26 @@ pub struct SealedContainer {
     pub len: u64,
     /// Every record, in file order.
     pub table: Vec<TableEntry>,
+    /// How its footer table is laid out.
+    pub layout: FooterLayout,
 }
 
 impl ContainerWriter {
     /// Creates the file of container `id` (which must not exist) and writes
     /// its header. The shard directory is created (and its parent fsynced) on
-    /// first use.
-    pub fn create(containers_dir: &Path, id: ContainerId, kind: ContainerKind) -> Result<ContainerWriter> {
+    /// first use. Its footer table is written in `layout` (the store's
+    /// format decides which).
+    pub fn create(
+        containers_dir: &Path,
+        id: ContainerId,
+        kind: ContainerKind,
+        layout: FooterLayout,
+    ) -> Result<ContainerWriter> {
         let path = container_path(containers_dir, id);
         super::ensure_shard(containers_dir, &path)?;
         let file = DirectFile::create_new(&path).map_err(|e| Error::io("creating container", &path, e))?;
-        let mut writer = ContainerWriter { id, kind, path, file, len: 0, table: Vec::new() };
-        writer.write(&encode_header(kind, id.0))?;
+        let mut writer = ContainerWriter { id, kind, path, file, len: 0, table: Vec::new(), layout };
+        writer.write(&encode_header(kind, id.0, layout.container_format()))?;
         Ok(writer)
     }
 
@@ -131,12 +141,12 @@ impl ContainerWriter {
     /// directory. After this returns the container survives a crash.
     pub fn seal(mut self) -> Result<SealedContainer> {
         let table_offset = self.len;
+        // The fixed layout's size bounds the compact one's (at most 44
+        // bytes an entry).
         let mut footer = Vec::with_capacity(self.table.len() * FOOTER_ENTRY_LEN + TRAILER_LEN);
-        for entry in &self.table {
-            entry.encode_footer(&mut footer);
-        }
+        self.layout.encode(&self.table, &mut footer);
         footer.extend_from_slice(&(self.table.len() as u32).to_le_bytes());
-        footer.extend_from_slice(&0u32.to_le_bytes());
+        footer.extend_from_slice(&self.layout.code().to_le_bytes());
         footer.extend_from_slice(&table_offset.to_le_bytes());
         self.write(&footer)?;
         let digest = self.file.digest();
@@ -147,7 +157,7 @@ impl ContainerWriter {
         self.file.finish().map_err(|e| Error::io("writing container", &self.path, e))?;
         sync_dir(self.path.parent().expect("container paths have a parent"))?;
         debug_assert!(self.len >= (HEADER_LEN + TRAILER_LEN) as u64);
-        Ok(SealedContainer { id: self.id, kind: self.kind, len: self.len, table: self.table })
+        Ok(SealedContainer { id: self.id, kind: self.kind, len: self.len, table: self.table, layout: self.layout })
     }
 
     /// Removes the unsealed file (a session that is abandoned).

@@ -1,6 +1,6 @@
 //! Fixed binary layouts of the index's values (see `docs/format.md`).
 
-use crate::container::{ContainerKind, TableEntry};
+use crate::container::{ContainerKind, FOOTER_ENTRY_LEN, FooterLayout, TableEntry};
 use crate::ids::{BlobId, BlobKind, ContainerId, Tid};
 
 /// A `blobs` value: where a blob lives and how many references it has.
@@ -243,17 +243,68 @@ pub struct ContainerRecord {
     /// Bytes of its frames that no member's share covers, counted live
     /// (`container::frame_slack`); 0 for containers without frames.
     pub slack_bytes: u64,
+    /// Bytes of its footer table: 50 per blob in the fixed layout, fewer
+    /// in the compact one ([`FooterLayout`]).
+    pub table_bytes: u64,
+}
+
+/// What a sealed container holds, as its footer tells: what its record
+/// in `containers` is made from, by whichever command enters it (a
+/// commit, its redo, a repair, an attach).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContainerShape {
+    /// Data or metadata.
+    pub kind: ContainerKind,
+    /// File length, footer included.
+    pub len: u64,
+    /// Records in its table.
+    pub n_blobs: u64,
+    /// Bytes of its footer table.
+    pub table_bytes: u64,
+    /// Bytes of its frames no member's share covers (`frame_slack`).
+    pub slack: u64,
+}
+
+impl ContainerShape {
+    /// The shape of a container of `kind`, `len` bytes long, whose footer
+    /// lists `table` in `layout`.
+    pub fn of(kind: ContainerKind, len: u64, table: &[TableEntry], layout: FooterLayout) -> ContainerShape {
+        ContainerShape {
+            kind,
+            len,
+            n_blobs: table.len() as u64,
+            table_bytes: layout.table_len(table),
+            slack: crate::container::frame_slack(table),
+        }
+    }
 }
 
 impl ContainerRecord {
+    /// The record of a container of `shape`, committed at `tid`, whose
+    /// blobs that some index entry names account for `live` bytes (frame
+    /// slack is added here: it is never dead).
+    pub fn new(shape: &ContainerShape, committed_tid: Tid, uploaded: bool, live: u64) -> ContainerRecord {
+        let mut record = ContainerRecord {
+            kind: shape.kind,
+            committed_tid,
+            n_blobs: shape.n_blobs,
+            stored_bytes: shape.len,
+            dead_bytes: 0,
+            uploaded,
+            slack_bytes: shape.slack,
+            table_bytes: shape.table_bytes,
+        };
+        record.dead_bytes = record.record_bytes().saturating_sub(live.saturating_add(shape.slack));
+        record
+    }
+
     /// Bytes of blob records in the file (headers included): the file less
     /// its header, footer table and trailer.
     pub fn record_bytes(&self) -> u64 {
-        use crate::container::{FOOTER_ENTRY_LEN, HEADER_LEN, TRAILER_LEN};
-        // Saturating: `n_blobs` comes from disk, and a crafted count must
+        use crate::container::{HEADER_LEN, TRAILER_LEN};
+        // Saturating: the counts come from disk, and a crafted one must
         // not overflow (it leaves no record bytes).
-        let overhead =
-            ((HEADER_LEN + TRAILER_LEN) as u64).saturating_add(self.n_blobs.saturating_mul(FOOTER_ENTRY_LEN as u64));
+        let overhead = ((HEADER_LEN + TRAILER_LEN) as u64).saturating_add(self.table_bytes);
         self.stored_bytes.saturating_sub(overhead)
     }
 
@@ -281,6 +332,14 @@ impl ContainerRecord {
         out[0] = 1; // record version
         out[1] = self.kind as u8;
         out[2] = self.uploaded as u8;
+        // A table in the fixed layout is known from the blob count (every
+        // record before compact footers, which left bytes 3..8 zero); any
+        // other is given. A compact table of 4 GiB would need a container
+        // of 100 million blobs.
+        if self.table_bytes != fixed_table_bytes(self.n_blobs) {
+            out[3] = 1;
+            out[4..8].copy_from_slice(&u32::try_from(self.table_bytes).unwrap_or(u32::MAX).to_le_bytes());
+        }
         out[8..16].copy_from_slice(&self.committed_tid.0.to_le_bytes());
         out[16..24].copy_from_slice(&self.n_blobs.to_le_bytes());
         out[24..32].copy_from_slice(&self.stored_bytes.to_le_bytes());
@@ -295,16 +354,29 @@ impl ContainerRecord {
         if bytes[0] != 1 {
             return None;
         }
+        let n_blobs = u64::from_le_bytes(bytes[16..24].try_into().ok()?);
+        let table_bytes = match bytes[3] {
+            0 => fixed_table_bytes(n_blobs),
+            1 => u64::from(u32::from_le_bytes(bytes[4..8].try_into().ok()?)),
+            _ => return None,
+        };
         Some(ContainerRecord {
             kind: ContainerKind::from_byte(bytes[1])?,
             uploaded: bytes[2] != 0,
             committed_tid: Tid(u64::from_le_bytes(bytes[8..16].try_into().ok()?)),
-            n_blobs: u64::from_le_bytes(bytes[16..24].try_into().ok()?),
+            n_blobs,
             stored_bytes: u64::from_le_bytes(bytes[24..32].try_into().ok()?),
             dead_bytes: u64::from_le_bytes(bytes[32..40].try_into().ok()?),
             slack_bytes: u64::from_le_bytes(bytes[40..48].try_into().ok()?),
+            table_bytes,
         })
     }
+}
+
+/// Bytes of a fixed-layout table of `n_blobs` entries (saturating: the
+/// count comes from disk).
+fn fixed_table_bytes(n_blobs: u64) -> u64 {
+    n_blobs.saturating_mul(FOOTER_ENTRY_LEN as u64)
 }
 
 #[cfg(test)]
@@ -332,8 +404,15 @@ mod tests {
             dead_bytes: 100,
             uploaded: true,
             slack_bytes: 7,
+            table_bytes: 500,
         };
+        // A fixed table is implied by the count, as records before compact
+        // footers were written; a compact one is carried.
+        assert_eq!(record.encode()[3..8], [0; 5]);
         assert_eq!(ContainerRecord::decode(&record.encode()), Some(record));
+        let compact = ContainerRecord { table_bytes: 333, ..record };
+        assert_eq!(ContainerRecord::decode(&compact.encode()), Some(compact));
+        assert_eq!(compact.record_bytes(), record.record_bytes() + 167);
     }
 
     /// The layout before compact entries, written by hand as those stores
@@ -455,6 +534,7 @@ mod tests {
             dead_bytes: 0,
             uploaded: false,
             slack_bytes: 0,
+            table_bytes: u64::MAX,
         };
         let record = ContainerRecord::decode(&record.encode()).unwrap();
         assert_eq!((record.record_bytes(), record.live_bytes(), record.dead_share()), (0, 0, 1.0));

@@ -25,7 +25,7 @@ use rocksdb::{
     DataBlockIndexType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
-pub use entry::{ContainerRecord, IndexEntry};
+pub use entry::{ContainerRecord, ContainerShape, IndexEntry};
 
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId, Tid};

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::container::read_table;
+use crate::container::{Footer, read_footer};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, ContainerId};
 use crate::log::record::{Body, LogBlob, LogRecord};
@@ -42,8 +42,8 @@ pub(crate) fn records_in(
     let mut tables = BTreeMap::new();
     for &container in containers {
         let path = store.files().path(container);
-        let table = match read_table(&path, container) {
-            Ok(table) => table,
+        let Footer { table, layout } = match read_footer(&path, container) {
+            Ok(footer) => footer,
             Err(error) => {
                 damaged(container, error);
                 continue;
@@ -57,7 +57,7 @@ pub(crate) fn records_in(
             }
         }
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        tables.insert(container, Found { id: container, len, table });
+        tables.insert(container, Found { id: container, len, table, layout });
     }
     (records, tables)
 }

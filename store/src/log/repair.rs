@@ -31,12 +31,12 @@ use rocksdb::WriteBatch;
 use serde::Serialize;
 
 use crate::config::StoreConfig;
-use crate::container::{ContainerFiles, ContainerKind, TableEntry, read_table, sync_dir};
+use crate::container::{ContainerFiles, ContainerKind, Footer, TableEntry, read_footer, sync_dir};
 use crate::dataset::Progress;
 use crate::error::{Error, Result};
 use crate::fault::crash_point;
 use crate::ids::{BlobId, BlobKind, ContainerId, Tid};
-use crate::index::{ContainerRecord, Index, IndexEntry, cf, meta};
+use crate::index::{ContainerRecord, ContainerShape, Index, IndexEntry, cf, meta};
 use crate::lock::{LockWait, WriterLock};
 use crate::log::record::{Body, LogBlob, LogRecord};
 use crate::log::write::tid_key;
@@ -200,8 +200,8 @@ fn remove_dir(path: &Path) -> Result<()> {
 
 /// What the footers said about each container.
 struct Containers {
-    /// Kind, length, blobs, record bytes.
-    info: BTreeMap<ContainerId, (ContainerKind, u64, u64, u64)>,
+    /// What each holds.
+    info: BTreeMap<ContainerId, ContainerShape>,
     /// Every log blob, where it is.
     logs: Vec<(ContainerId, TableEntry)>,
 }
@@ -226,8 +226,8 @@ impl Builder<'_> {
         let mut containers = Containers { info: BTreeMap::new(), logs: Vec::new() };
         for id in ids {
             let path = self.files.path(id);
-            let table = match read_table(&path, id) {
-                Ok(table) => table,
+            let Footer { table, layout } = match read_footer(&path, id) {
+                Ok(footer) => footer,
                 Err(error) => {
                     if !error.is_never_sealed() {
                         self.report.problems.push(format!("{error}; the blobs it holds are left out"));
@@ -251,10 +251,7 @@ impl Builder<'_> {
                 }
             }
             self.index.write_unlogged(batch)?;
-            let metadata = table.iter().any(|t| t.kind.is_metadata());
-            let kind = if metadata { ContainerKind::Metadata } else { ContainerKind::Data };
-            let slack = crate::container::frame_slack(&table);
-            containers.info.insert(id, (kind, len, table.len() as u64, slack));
+            containers.info.insert(id, ContainerShape::of(ContainerKind::holding(&table), len, &table, layout));
             self.report.containers += 1;
             progress.add(1, len);
         }
@@ -408,18 +405,8 @@ impl Builder<'_> {
                 self.index.write_unlogged(std::mem::take(&mut batch))?;
             }
         }
-        for (id, (kind, len, n_blobs, slack)) in &containers.info {
-            let mut record = ContainerRecord {
-                kind: *kind,
-                committed_tid: tid,
-                n_blobs: *n_blobs,
-                stored_bytes: *len,
-                dead_bytes: 0,
-                uploaded: false,
-                slack_bytes: *slack,
-            };
-            let live = live.get(id).copied().unwrap_or(0).saturating_add(*slack);
-            record.dead_bytes = record.record_bytes().saturating_sub(live);
+        for (id, shape) in &containers.info {
+            let record = ContainerRecord::new(shape, tid, false, live.get(id).copied().unwrap_or(0));
             self.report.dead_bytes += record.dead_bytes;
             batch.put_cf(self.index.cf(cf::CONTAINERS), id.key(), record.encode());
         }

@@ -31,7 +31,7 @@ use crate::container::{ContainerKind, PARTIAL_EXTENSION, TableEntry, ensure_shar
 use crate::dataset::{DatasetRecord, Progress};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, ContainerId, Tid};
-use crate::index::entry::{ContainerRecord, IndexEntry};
+use crate::index::entry::{ContainerRecord, ContainerShape, IndexEntry};
 use crate::index::{cf, meta};
 use crate::refs::children_of;
 use crate::store::{OpenMode, Store};
@@ -81,7 +81,7 @@ pub struct AttachReport {
 /// The remote's index, as its deltas describe it: its containers (kind,
 /// length and number of records), and its blobs, on disk.
 struct RemoteIndex {
-    containers: BTreeMap<ContainerId, (ContainerKind, u64, u64, u64)>,
+    containers: BTreeMap<ContainerId, ContainerShape>,
     blobs: RemoteBlobs,
 }
 
@@ -282,8 +282,8 @@ fn read_deltas(
                 continue;
             }
             blobs.lock().expect("remote blobs poisoned").add_container(container.id, &container.table)?;
-            let slack = crate::container::frame_slack(&container.table);
-            named.push((container.id, (container.kind, container.len, container.table.len() as u64, slack)));
+            let shape = ContainerShape::of(container.kind, container.len, &container.table, container.layout);
+            named.push((container.id, shape));
         }
         Ok((bytes.len() as u64, named))
     });
@@ -342,8 +342,8 @@ fn download_metadata(
     let metadata: Vec<(ContainerId, u64)> = index
         .containers
         .iter()
-        .filter(|(_, (kind, _, _, _))| *kind == ContainerKind::Metadata)
-        .map(|(id, (_, len, _, _))| (*id, *len))
+        .filter(|(_, shape)| shape.kind == ContainerKind::Metadata)
+        .map(|(id, shape)| (*id, shape.len))
         .collect();
     progress.total_files.store(metadata.len() as u64, Ordering::Relaxed);
     progress.total_bytes.store(metadata.iter().fold(0u64, |sum, (_, len)| sum.saturating_add(*len)), Ordering::Relaxed);
@@ -491,18 +491,8 @@ fn write_records(
 ) -> Result<()> {
     let db = store.index();
     let mut batch = rocksdb::WriteBatch::default();
-    for (id, (kind, len, n_blobs, slack)) in &index.containers {
-        let mut record = ContainerRecord {
-            kind: *kind,
-            committed_tid: tid,
-            n_blobs: *n_blobs,
-            stored_bytes: *len,
-            dead_bytes: 0,
-            uploaded: true,
-            slack_bytes: *slack,
-        };
-        let live = live.get(id).copied().unwrap_or(0).saturating_add(*slack);
-        record.dead_bytes = record.record_bytes().saturating_sub(live);
+    for (id, shape) in &index.containers {
+        let record = ContainerRecord::new(shape, tid, true, live.get(id).copied().unwrap_or(0));
         batch.put_cf(db.cf(cf::CONTAINERS), id.key(), record.encode());
     }
     for record in records {

@@ -4,12 +4,16 @@
 //!
 //! ```text
 //! "CAIRNIDX" | version u32 = 1 | n_containers u32
-//! per container: id u64 | kind u8 | 0 u8 x3 | n_blobs u32 | file length u64
+//! per container: id u64 | kind u8 | footer layout u8 | 0 u8 x2 | n_blobs u32 | file length u64
 //!                then n_blobs footer entries (docs/format.md, 50 bytes each)
 //! BLAKE3-256 of everything before it
 //! ```
+//!
+//! The entries are always in the fixed layout; the layout byte says which
+//! the container's own footer is in (0 fixed, 1 compact: deltas written
+//! before compact footers have 0 there), for its record's byte counts.
 
-use crate::container::{ContainerKind, FOOTER_ENTRY_LEN, HEADER_LEN, TableEntry};
+use crate::container::{ContainerKind, FOOTER_ENTRY_LEN, FooterLayout, HEADER_LEN, TableEntry};
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
 
@@ -28,6 +32,8 @@ pub struct DeltaContainer {
     pub len: u64,
     /// Its footer table.
     pub table: Vec<TableEntry>,
+    /// The layout its footer is in, in the container's file.
+    pub layout: FooterLayout,
 }
 
 /// A decoded delta.
@@ -48,7 +54,7 @@ impl Delta {
         out.extend_from_slice(&(self.containers.len() as u32).to_le_bytes());
         for container in &self.containers {
             out.extend_from_slice(&container.id.0.to_le_bytes());
-            out.extend_from_slice(&[container.kind as u8, 0, 0, 0]);
+            out.extend_from_slice(&[container.kind as u8, container.layout.code() as u8, 0, 0]);
             out.extend_from_slice(&(container.table.len() as u32).to_le_bytes());
             out.extend_from_slice(&container.len.to_le_bytes());
             for entry in &container.table {
@@ -84,6 +90,9 @@ impl Delta {
             let header = body.get(at..at + CONTAINER_HEADER_LEN).ok_or_else(|| bad("it is truncated"))?;
             let id = ContainerId(u64::from_le_bytes(header[..8].try_into().expect("8 bytes")));
             let kind = ContainerKind::from_byte(header[8]).ok_or_else(|| bad("a container kind is unknown"))?;
+            let layout = FooterLayout::from_code(u32::from(header[9])).ok_or_else(|| {
+                bad("a container's footer layout is unknown (a newer cairn pushed it; upgrade cairn)")
+            })?;
             let n_blobs = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes")) as usize;
             let len = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
             at += CONTAINER_HEADER_LEN;
@@ -103,7 +112,7 @@ impl Delta {
                 })
                 .collect::<Result<Vec<_>>>()?;
             at += n_blobs * FOOTER_ENTRY_LEN;
-            containers.push(DeltaContainer { id, kind, len, table });
+            containers.push(DeltaContainer { id, kind, len, table, layout });
         }
         if at != body.len() {
             return Err(bad("it has bytes after its last container"));
@@ -126,8 +135,20 @@ pub(crate) fn sample() -> Delta {
     };
     Delta {
         containers: vec![
-            DeltaContainer { id: ContainerId(3), kind: ContainerKind::Data, len: 4096, table: vec![entry, entry] },
-            DeltaContainer { id: ContainerId(9), kind: ContainerKind::Metadata, len: 88, table: vec![] },
+            DeltaContainer {
+                id: ContainerId(3),
+                kind: ContainerKind::Data,
+                len: 4096,
+                table: vec![entry, entry],
+                layout: FooterLayout::Compact,
+            },
+            DeltaContainer {
+                id: ContainerId(9),
+                kind: ContainerKind::Metadata,
+                len: 88,
+                table: vec![],
+                layout: FooterLayout::Fixed,
+            },
         ],
     }
 }
@@ -161,10 +182,17 @@ mod tests {
                 kind: ContainerKind::Data,
                 len: 48,
                 table: vec![entry],
+                layout: FooterLayout::Fixed,
             }],
         };
         let error = Delta::decode("k", &outside.encode()).unwrap_err().to_string();
         assert!(error.contains("outside its container"), "{error}");
+        // A layout this cairn does not know is refused by name.
+        let mut unknown = bytes[..bytes.len() - 32].to_vec();
+        unknown[16 + 9] = 7;
+        unknown.extend_from_slice(blake3::hash(&unknown).as_bytes());
+        let error = Delta::decode("k", &unknown).unwrap_err().to_string();
+        assert!(error.contains("footer layout is unknown") && error.contains("upgrade cairn"), "{error}");
         let mut flipped = bytes.clone();
         flipped[30] ^= 1;
         assert!(Delta::decode("k", &flipped).is_err());

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::client::MAX_JSON_OBJECT;
 use super::{Delta, DeltaContainer, RemoteClient, RemoteConfig};
-use crate::container::read_table;
+use crate::container::{Footer, read_footer};
 use crate::dataset::{DatasetId, Progress};
 use crate::error::{Error, Result};
 use crate::ids::ContainerId;
@@ -141,11 +141,13 @@ impl Store {
                             .into(),
                     });
                 }
+                let Footer { table, layout } = read_footer(&path, *id)?;
                 delta.containers.push(DeltaContainer {
                     id: *id,
                     kind: record.kind,
                     len: record.stored_bytes,
-                    table: read_table(&path, *id)?,
+                    table,
+                    layout,
                 });
             }
             client.put(&location.delta_key(tid, crate::clock::now_ns_unsigned()), delta.encode())?;

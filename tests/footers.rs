@@ -1,0 +1,152 @@
+//! Compact footer tables (store format 5): new stores write them, stores
+//! made before keep the fixed layout, and every path that makes a
+//! container's record from its footer (a commit, compaction, repair,
+//! attach) counts its bytes exactly in either layout.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::Path;
+
+use cairn_store::container::{ContainerKind, FooterLayout, HEADER_LEN, read_footer};
+use cairn_store::index::ContainerRecord;
+use cairn_store::{ContainerId, OpenMode, Store};
+
+use crate::remote::{add_remote, attach, push};
+use crate::s3::S3Server;
+use crate::util::{Fixture, assert_recount_matches, noise, text};
+
+/// A tree of text and noise that backs up into several containers.
+fn build_source(dir: &Path, seed: u64) {
+    fs::create_dir_all(dir).unwrap();
+    for i in 0..40u64 {
+        fs::write(dir.join(format!("t{i:02}.txt")), text(2_000 + i as usize * 900, seed * 100 + i)).unwrap();
+    }
+    fs::write(dir.join("big.bin"), noise(3 << 20, seed)).unwrap();
+}
+
+/// Every committed container's record, and the layout of its footer.
+fn records(store_dir: &Path) -> BTreeMap<ContainerId, (ContainerRecord, FooterLayout)> {
+    let store = Store::open(store_dir, OpenMode::ReadOnly).unwrap();
+    store
+        .containers()
+        .unwrap()
+        .into_iter()
+        .map(|(id, record)| {
+            let footer = read_footer(&store.files().path(id), id).unwrap();
+            // The records' bytes, each frame once: what the record must
+            // count, whatever the footer's size.
+            let mut seen = HashSet::new();
+            let records: u64 = footer.table.iter().filter(|e| seen.insert(e.offset)).map(|e| e.record_len()).sum();
+            let end = footer.table.iter().map(|e| e.offset + e.record_len()).max().unwrap_or(HEADER_LEN as u64);
+            assert_eq!(records, end - HEADER_LEN as u64, "container {id}: records are back to back");
+            assert_eq!(record.record_bytes(), records, "container {id} ({:?}): record bytes", footer.layout);
+            (id, (record, footer.layout))
+        })
+        .collect()
+}
+
+/// Back up, change, back up, forget the first and collect (compaction
+/// rewrites the half-dead containers), then check, repair and restore:
+/// every container in `layout`, and every record exact.
+fn lifecycle(fixture: &Fixture, layout: FooterLayout) {
+    let source = fixture.path("source");
+    build_source(&source, 1);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    fs::remove_dir_all(&source).unwrap();
+    build_source(&source, 2);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let before = records(&fixture.store());
+    assert!(before.len() >= 3, "{} containers", before.len());
+    assert!(before.values().all(|(_, l)| *l == layout), "{before:?}");
+
+    fixture.ok(&["forget", "1"]);
+    let collected = fixture.ok(&["gc"]);
+    let after = records(&fixture.store());
+    assert!(after.keys().any(|id| !before.contains_key(id)), "compaction wrote containers: {collected}");
+    assert!(after.values().all(|(_, l)| *l == layout), "{after:?}");
+    fixture.ok(&["check", "--read-data"]);
+
+    // A repair makes every record again from the footers alone: the same.
+    fixture.ok(&["repair"]);
+    let repaired = records(&fixture.store());
+    for (id, (record, _)) in &after {
+        let (again, _) = &repaired[id];
+        assert_eq!(
+            (again.stored_bytes, again.n_blobs, again.table_bytes, again.dead_bytes),
+            (record.stored_bytes, record.n_blobs, record.table_bytes, record.dead_bytes),
+            "container {id} after repair"
+        );
+    }
+    assert_recount_matches(&Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap());
+    let restored = fixture.path("restored");
+    fixture.ok(&["restore", "latest", "--to", restored.to_str().unwrap()]);
+    for entry in fs::read_dir(&source).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert_eq!(fs::read(restored.join(&name)).unwrap(), fs::read(source.join(&name)).unwrap(), "{name:?}");
+    }
+}
+
+#[test]
+fn a_new_store_writes_compact_footers_and_counts_them_exactly() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    lifecycle(&fixture, FooterLayout::Compact);
+}
+
+/// A store made by the cairn before compact footers is opened by that
+/// cairn still, so this one goes on writing the fixed layout in it.
+#[test]
+fn a_store_made_before_compact_footers_keeps_the_fixed_layout() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    assert_eq!(fixture.set_format(4), 5);
+    lifecycle(&fixture, FooterLayout::Fixed);
+}
+
+/// The compact footer is smaller: on chunks of 8 KiB, under 36 bytes a
+/// blob against 50.
+#[test]
+fn compact_footers_take_about_two_thirds_of_the_fixed_ones() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    let source = fixture.path("source");
+    build_source(&source, 3);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let (blobs, bytes) = records(&fixture.store())
+        .values()
+        .fold((0, 0), |(blobs, bytes), (record, _)| (blobs + record.n_blobs, bytes + record.table_bytes));
+    assert!(blobs > 300, "{blobs} blobs");
+    assert!(bytes < blobs * 36, "{bytes} bytes of footer for {blobs} blobs");
+}
+
+/// A pushed store attached elsewhere: each container's record counts the
+/// same bytes as where it was made (the index delta names the layout).
+#[test]
+fn attach_counts_compact_footers_as_the_store_that_pushed_them() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    fixture.ok(&["init"]);
+    let source = fixture.path("source");
+    build_source(&source, 4);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    add_remote(&store, &server, &[]);
+    push(&store, &server);
+    let attached = fixture.path("attached");
+    attach(&attached, &server);
+    let ours = records(&store);
+    // The attached store holds its metadata containers only: its records
+    // come from the index deltas.
+    let theirs = Store::open(&attached, OpenMode::ReadOnly).unwrap().containers().unwrap();
+    assert_eq!(ours.keys().copied().collect::<Vec<_>>(), theirs.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    for (id, again) in &theirs {
+        let (record, layout) = &ours[id];
+        assert_eq!(layout, &FooterLayout::Compact);
+        assert_eq!((again.table_bytes, again.record_bytes()), (record.table_bytes, record.record_bytes()), "{id}");
+        // The origin's log records are dead in the attached store (its
+        // own log starts afresh), so only data containers count alike.
+        if record.kind == ContainerKind::Data {
+            assert_eq!((again.dead_bytes, record.dead_bytes), (0, 0), "container {id}");
+        }
+    }
+}
