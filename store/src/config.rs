@@ -8,12 +8,14 @@ use cairn_chunker::ChunkerConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::container::{Codec, FooterLayout, sync_dir_of};
+use crate::content::PieceLayout;
 use crate::error::{Error, Result};
 use crate::ids::IdScheme;
 
 /// The store format this code writes. Opening a store with a higher number
 /// fails with a message asking for a newer cairn. Format 5 writes
-/// containers with compact footer tables (`container/footer.rs`);
+/// containers with compact footer tables (`container/footer.rs`) and
+/// compact content-list pieces (`content.rs`);
 /// format 4 compresses data chunks in frames; format 3 names blobs by
 /// keyed BLAKE3, one key per kind (`ids::IdScheme`); formats 1 (lz4 records
 /// only) and 2 (zstd records too) named them by plain BLAKE3, and are read
@@ -25,10 +27,11 @@ pub const STORE_FORMAT: u32 = 5;
 /// chunk, which every cairn since format 3 reads.
 pub const FRAMES_FORMAT: u32 = 4;
 
-/// The first format whose containers have compact footer tables; older
-/// stores go on writing the fixed layout, which every cairn reads, so that
-/// the cairn that made them still opens them.
-pub const COMPACT_FOOTERS_FORMAT: u32 = 5;
+/// The first format whose containers have compact footer tables and
+/// whose content-list pieces are compact (version 2); older stores go on
+/// writing the fixed layouts, which every cairn reads, so that the cairn
+/// that made them still opens them.
+pub const COMPACT_LAYOUTS_FORMAT: u32 = 5;
 
 /// Stores older than this are opened for reading, and for anything that
 /// names no new blob (forget, gc); a command that would store a new blob
@@ -109,7 +112,12 @@ impl StoreConfig {
 
     /// The layout of the footer tables this store's new containers get.
     pub fn footer_layout(&self) -> FooterLayout {
-        if self.format >= COMPACT_FOOTERS_FORMAT { FooterLayout::Compact } else { FooterLayout::Fixed }
+        if self.format >= COMPACT_LAYOUTS_FORMAT { FooterLayout::Compact } else { FooterLayout::Fixed }
+    }
+
+    /// The layout of the content-list pieces this store's writers make.
+    pub fn piece_layout(&self) -> PieceLayout {
+        if self.format >= COMPACT_LAYOUTS_FORMAT { PieceLayout::Compact } else { PieceLayout::Fixed }
     }
 
     /// How this store names blobs.

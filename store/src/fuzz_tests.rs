@@ -14,7 +14,7 @@ use crate::container::{
     Codec, ContainerFiles, ContainerKind, ContainerWriter, FooterLayout, TableEntry, container_path, decode_blob,
     encode_blob, parse_table, verify_container,
 };
-use crate::content::{ContentEntry, MAX_ENTRIES, Piece};
+use crate::content::{ContentEntry, MAX_ENTRIES, Piece, PieceLayout};
 use crate::dataset::tree::{Entry, EntryKind, Tree};
 use crate::ids::{BlobId, BlobKind, ContainerId, IdScheme, Tid};
 use crate::index::entry::{ContainerRecord, IndexEntry};
@@ -126,14 +126,17 @@ fn fuzz_trees() {
 
 #[test]
 fn fuzz_content_pieces() {
-    runner(1024)
-        .run(&inputs(vec![sample_piece(), Piece { level: 0, entries: Vec::new() }.encode()]), |bytes| {
-            // The layout is fixed, so what decodes encodes back to the same
-            // bytes, but for the two reserved ones (written 0, not read).
+    let fixed = Piece::decode(BlobId::of(b""), &sample_piece()).unwrap().encode_as(PieceLayout::Fixed);
+    let samples = vec![sample_piece(), fixed, Piece { level: 0, entries: Vec::new() }.encode()];
+    runner(2048)
+        .run(&inputs(samples), |bytes| {
+            // Each layout has one encoding of a piece, so what decodes
+            // encodes back to the same bytes in its layout, but for the two
+            // reserved ones (written 0, not read).
             if let Ok(piece) = Piece::decode(BlobId::of(&bytes), &bytes) {
                 let mut expected = bytes.clone();
                 expected[2..4].fill(0);
-                prop_assert_eq!(piece.encode(), expected);
+                prop_assert_eq!(piece.encode_as(Piece::layout_of(&bytes).unwrap()), expected);
                 prop_assert!(piece.entries.len() <= MAX_ENTRIES);
             }
             Ok(())

@@ -35,6 +35,7 @@ pub mod session;
 pub mod sparse;
 pub mod stats;
 mod store;
+mod varint;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::commit::{Commit, Resolution, SessionBlobs};
+use crate::config::StoreConfig;
 use crate::container::{
     ContainerKind, ContainerWriter, EncodedBlob, FRAME_TARGET, FooterLayout, FrameBuilder, RECORD_HEADER_LEN,
     TableEntry, encode_blob,
@@ -841,6 +842,11 @@ impl Drop for WriteSession {
 }
 
 impl WriteSession {
+    /// The store's settings.
+    pub(crate) fn config(&self) -> &StoreConfig {
+        &self.store.config
+    }
+
     /// The store's chunker.
     pub fn chunker(&self) -> &cairn_chunker::ChunkerConfig {
         &self.store.chunker

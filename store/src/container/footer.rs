@@ -16,13 +16,15 @@
 //!   per member (one for a record that is not a frame): id (32) | raw_len varint
 //! ```
 //!
-//! Decoding trusts nothing: every varint is bounded to 32 bits, a frame to
+//! Varints are [`crate::varint`]'s. Decoding trusts nothing: every varint
+//! is bounded to 32 bits, a frame to
 //! [`MAX_FRAME_MEMBERS`], the entries to the trailer's count, and the
 //! records must end exactly where the table begins.
 
 use crate::container::format::{FLAG_FRAME, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TableEntry};
 use crate::container::frame::MAX_FRAME_MEMBERS;
 use crate::ids::{BlobId, BlobKind};
+use crate::varint;
 
 /// How a container's footer table is laid out; named by the trailer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,13 +72,13 @@ impl FooterLayout {
                     let first = &record[0];
                     out.push(first.kind as u8);
                     out.push(first.flags);
-                    put_varint(out, first.stored_len);
+                    varint::put(out, first.stored_len.into());
                     if first.is_member() {
-                        put_varint(out, u32::try_from(record.len() - 1).expect("frames hold at most 4,096 members"));
+                        varint::put(out, (record.len() - 1) as u64);
                     }
                     for entry in record {
                         out.extend_from_slice(entry.id.as_bytes());
-                        put_varint(out, entry.raw_len);
+                        varint::put(out, entry.raw_len.into());
                     }
                 }
             }
@@ -87,11 +89,14 @@ impl FooterLayout {
     pub fn table_len(self, table: &[TableEntry]) -> u64 {
         match self {
             FooterLayout::Fixed => (table.len() * FOOTER_ENTRY_LEN) as u64,
-            FooterLayout::Compact => {
-                let mut out = Vec::new();
-                self.encode(table, &mut out);
-                out.len() as u64
-            }
+            FooterLayout::Compact => records(table)
+                .map(|record| {
+                    let first = &record[0];
+                    let members = if first.is_member() { varint::len((record.len() - 1) as u64) } else { 0 };
+                    let entries: usize = record.iter().map(|e| 32 + varint::len(e.raw_len.into())).sum();
+                    (2 + varint::len(first.stored_len.into()) + members + entries) as u64
+                })
+                .sum(),
         }
     }
 
@@ -171,15 +176,6 @@ fn decode_compact(bytes: &[u8], n_entries: usize, table_offset: u64) -> Result<V
     Ok(table)
 }
 
-/// Appends `value` as an unsigned LEB128 varint (1 to 5 bytes).
-fn put_varint(out: &mut Vec<u8>, mut value: u32) {
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
 /// Reads a compact table front to back, every read bounded.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -197,17 +193,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
-    /// A varint of at most 32 bits; longer or larger ones are refused.
+    /// A varint of at most 32 bits; larger ones are refused.
     fn varint(&mut self) -> Result<u32, String> {
-        let mut value = 0u64;
-        for shift in (0..35).step_by(7) {
-            let byte = self.byte()?;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return u32::try_from(value).map_err(|_| "a length in the footer is past 2^32".to_string());
-            }
-        }
-        Err("a length in the footer runs past five bytes".into())
+        let value = varint::take(self.bytes, &mut self.at).map_err(|e| format!("the footer table has {e}"))?;
+        u32::try_from(value).map_err(|_| "a length in the footer is past 2^32".to_string())
     }
 }
 
@@ -265,12 +254,12 @@ mod tests {
         assert!(decode(&[bytes.clone(), vec![0]].concat(), table.len(), end).contains("after its last entry"));
         assert!(decode(&[9, 0, 0], 1, end).contains("unknown blob kind 9"));
         assert!(decode(&[0, 0, 0xff, 0xff, 0xff, 0xff, 0x7f], 1, u64::MAX).contains("past 2^32"));
-        assert!(decode(&[0, 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0], 1, u64::MAX).contains("past five bytes"));
+        assert!(decode(&[0, 0, 0x80, 0x80, 0], 1, u64::MAX).contains("shortest form"));
         let mut frame = vec![0, FLAG_FRAME | FLAG_ZSTD, 10];
-        put_varint(&mut frame, MAX_FRAME_MEMBERS as u32);
+        varint::put(&mut frame, MAX_FRAME_MEMBERS as u64);
         assert!(decode(&frame, usize::MAX, u64::MAX).contains("4097 members"));
         let mut lone = vec![0, FLAG_ZSTD];
-        put_varint(&mut lone, u32::MAX);
+        varint::put(&mut lone, u32::MAX.into());
         assert!(decode(&lone, 1, u64::MAX).contains("truncated"));
         assert!(decode(&lone, 1, 100).contains("past the records"));
     }

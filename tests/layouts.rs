@@ -1,15 +1,17 @@
-//! Compact footer tables (store format 5): new stores write them, stores
-//! made before keep the fixed layout, and every path that makes a
-//! container's record from its footer (a commit, compaction, repair,
-//! attach) counts its bytes exactly in either layout.
+//! Compact layouts (store format 5): new stores write compact footer
+//! tables and content-list pieces, stores made before keep the fixed
+//! layouts, and every path that makes a container's record from its
+//! footer (a commit, compaction, repair, attach) counts its bytes exactly
+//! in either layout.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::Path;
 
 use cairn_store::container::{ContainerKind, FooterLayout, HEADER_LEN, read_footer};
+use cairn_store::content::{Piece, PieceLayout};
 use cairn_store::index::ContainerRecord;
-use cairn_store::{ContainerId, OpenMode, Store};
+use cairn_store::{BlobKind, ContainerId, OpenMode, Store};
 
 use crate::remote::{add_remote, attach, push};
 use crate::s3::S3Server;
@@ -45,10 +47,26 @@ fn records(store_dir: &Path) -> BTreeMap<ContainerId, (ContainerRecord, FooterLa
         .collect()
 }
 
+/// The layouts of every content-list piece in the store.
+fn piece_layouts(store_dir: &Path) -> HashSet<PieceLayout> {
+    let store = Store::open(store_dir, OpenMode::ReadOnly).unwrap();
+    let mut layouts = HashSet::new();
+    for (id, _) in store.containers().unwrap() {
+        for entry in read_footer(&store.files().path(id), id).unwrap().table {
+            if entry.kind == BlobKind::ContentList {
+                let bytes = store.files().read_blob(id, &entry).unwrap();
+                layouts.insert(Piece::layout_of(&bytes).unwrap());
+            }
+        }
+    }
+    layouts
+}
+
 /// Back up, change, back up, forget the first and collect (compaction
 /// rewrites the half-dead containers), then check, repair and restore:
-/// every container in `layout`, and every record exact.
-fn lifecycle(fixture: &Fixture, layout: FooterLayout) {
+/// every container in `layout` (and every piece in `pieces`), and every
+/// record exact.
+fn lifecycle(fixture: &Fixture, layout: FooterLayout, pieces: PieceLayout) {
     let source = fixture.path("source");
     build_source(&source, 1);
     fixture.ok(&["backup", source.to_str().unwrap()]);
@@ -58,12 +76,14 @@ fn lifecycle(fixture: &Fixture, layout: FooterLayout) {
     let before = records(&fixture.store());
     assert!(before.len() >= 3, "{} containers", before.len());
     assert!(before.values().all(|(_, l)| *l == layout), "{before:?}");
+    assert_eq!(piece_layouts(&fixture.store()), HashSet::from([pieces]));
 
     fixture.ok(&["forget", "1"]);
     let collected = fixture.ok(&["gc"]);
     let after = records(&fixture.store());
     assert!(after.keys().any(|id| !before.contains_key(id)), "compaction wrote containers: {collected}");
     assert!(after.values().all(|(_, l)| *l == layout), "{after:?}");
+    assert_eq!(piece_layouts(&fixture.store()), HashSet::from([pieces]));
     fixture.ok(&["check", "--read-data"]);
 
     // A repair makes every record again from the footers alone: the same.
@@ -87,20 +107,20 @@ fn lifecycle(fixture: &Fixture, layout: FooterLayout) {
 }
 
 #[test]
-fn a_new_store_writes_compact_footers_and_counts_them_exactly() {
+fn a_new_store_writes_compact_layouts_and_counts_footers_exactly() {
     let fixture = Fixture::new();
     fixture.ok(&["init"]);
-    lifecycle(&fixture, FooterLayout::Compact);
+    lifecycle(&fixture, FooterLayout::Compact, PieceLayout::Compact);
 }
 
-/// A store made by the cairn before compact footers is opened by that
-/// cairn still, so this one goes on writing the fixed layout in it.
+/// A store made by the cairn before compact layouts is opened by that
+/// cairn still, so this one goes on writing the fixed layouts in it.
 #[test]
-fn a_store_made_before_compact_footers_keeps_the_fixed_layout() {
+fn a_store_made_before_compact_layouts_keeps_the_fixed_ones() {
     let fixture = Fixture::new();
     fixture.ok(&["init"]);
     assert_eq!(fixture.set_format(4), 5);
-    lifecycle(&fixture, FooterLayout::Fixed);
+    lifecycle(&fixture, FooterLayout::Fixed, PieceLayout::Fixed);
 }
 
 /// The compact footer is smaller: on chunks of 8 KiB, under 36 bytes a
