@@ -144,12 +144,13 @@ impl Piece {
                     .collect()
             }
             PieceLayout::Compact => {
-                let (ids, mut lengths) = (body.get(..n * 32).ok_or_else(wrong_size)?, n * 32);
+                // The ids, then a varint per id from `at` to the end.
+                let (ids, mut at) = (body.get(..n * 32).ok_or_else(wrong_size)?, n * 32);
                 let entries = ids
                     .chunks_exact(32)
-                    .map(|id| Ok((id, varint::take(body, &mut lengths).map_err(|e| malformed(e.into()))?)))
+                    .map(|id| Ok((id, varint::take(body, &mut at).map_err(|e| malformed(e.into()))?)))
                     .collect::<Result<Vec<_>>>()?;
-                if lengths != body.len() {
+                if at != body.len() {
                     return Err(wrong_size());
                 }
                 entries

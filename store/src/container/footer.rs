@@ -8,7 +8,7 @@
 //!   so those are written once per record. What is left per entry is its
 //!   id and its plaintext length as a varint: about 34 bytes where the
 //!   fixed layout takes 50. On a store of 8 KiB chunks that is 0.3-0.4%
-//!   of the store (ARCHITECTURE.md, "Compact footers").
+//!   of the store (ARCHITECTURE.md, "Compact footers and pieces").
 //!
 //! ```text
 //! per record, in file order:
