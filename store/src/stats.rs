@@ -21,7 +21,11 @@ pub struct KindStats {
     pub blobs: u64,
     /// Their plaintext bytes.
     pub raw_bytes: u64,
-    /// Their stored bytes (compressed, without record headers).
+    /// Their stored bytes (compressed, without record headers). Data
+    /// chunks in frames count their shares of their frames, and the
+    /// bytes of live frames that no share covers (their slack, about a
+    /// half chunk a frame) are added to data's, so that the kinds add up
+    /// to what the records take.
     pub stored_bytes: u64,
     /// Blobs at zero references, waiting for the delete job.
     pub garbage_blobs: u64,
@@ -106,6 +110,8 @@ impl Store {
             // them from a remote), and a crafted one must not overflow.
             stats.stored_bytes = stats.stored_bytes.saturating_add(record.stored_bytes);
             stats.dead_bytes = stats.dead_bytes.saturating_add(record.dead_bytes);
+            let data = &mut kinds[BlobKind::Data as usize];
+            data.stored_bytes = data.stored_bytes.saturating_add(record.slack_bytes);
         }
         for object in self.objects("")? {
             stats.objects += 1;
