@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::Path;
 
-use cairn_store::container::{ContainerKind, FooterLayout, HEADER_LEN, read_footer};
+use cairn_store::container::{ContainerKind, FooterLayout, HEADER_LEN, read_footer, records_len};
 use cairn_store::content::{Piece, PieceLayout};
-use cairn_store::index::ContainerRecord;
+use cairn_store::index::{ContainerRecord, cf};
 use cairn_store::{BlobKind, ContainerId, OpenMode, Store};
 
 use crate::remote::{add_remote, attach, push};
@@ -41,6 +41,7 @@ fn records(store_dir: &Path) -> BTreeMap<ContainerId, (ContainerRecord, FooterLa
             let records: u64 = footer.table.iter().filter(|e| seen.insert(e.offset)).map(|e| e.record_len()).sum();
             let end = footer.table.iter().map(|e| e.offset + e.record_len()).max().unwrap_or(HEADER_LEN as u64);
             assert_eq!(records, end - HEADER_LEN as u64, "container {id}: records are back to back");
+            assert_eq!(records_len(&footer.table), records, "container {id}");
             assert_eq!(record.record_bytes(), records, "container {id} ({:?}): record bytes", footer.layout);
             (id, (record, footer.layout))
         })
@@ -169,4 +170,29 @@ fn attach_counts_compact_footers_as_the_store_that_pushed_them() {
             assert_eq!((again.dead_bytes, record.dead_bytes), (0, 0), "container {id}");
         }
     }
+}
+
+/// A container record whose byte count disagrees with its file (a
+/// damaged index, or one a cairn with a bug wrote) is reported by
+/// `check`, naming the container and the fix; `repair` makes it right.
+#[test]
+fn check_finds_a_record_that_miscounts_its_container() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    let source = fixture.path("source");
+    build_source(&source, 5);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    {
+        let store = Store::open(&fixture.store(), OpenMode::Write).unwrap();
+        let (id, record) = store.containers().unwrap()[0];
+        let wrong = ContainerRecord { table_bytes: record.table_bytes + 7, ..record };
+        store.index().put_unsynced(cf::CONTAINERS, &id.key(), &wrong.encode()).unwrap();
+        store.index().sync().unwrap();
+    }
+    let output = fixture.run(&["check"]);
+    let said = String::from_utf8_lossy(&output.stderr).to_string() + &String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("the index counts") && said.contains("cairn repair"), "{said}");
+    fixture.ok(&["repair"]);
+    fixture.ok(&["check"]);
 }

@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::check_recount::{Named, Namer, Recount};
-use crate::container::verify_container;
+use crate::container::{records_len, verify_container};
 use crate::content::Piece;
 use crate::error::Result;
 use crate::ids::{BlobId, BlobKind, ContainerId};
@@ -102,6 +102,12 @@ impl Store {
                     "container {id}: footer lists {} blobs, index says {}",
                     table.len(),
                     record.n_blobs
+                )),
+                Ok(table) if records_len(&table) != record.record_bytes() => report.problems.push(format!(
+                    "container {id}: its records take {} bytes, the index counts {} (its live and dead bytes \
+                     are off by as much); `cairn repair` rebuilds the index from the containers",
+                    records_len(&table),
+                    record.record_bytes()
                 )),
                 Ok(_) => {}
                 // A compaction running beside the check removed it since the

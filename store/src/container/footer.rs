@@ -116,6 +116,13 @@ fn records(table: &[TableEntry]) -> impl Iterator<Item = &[TableEntry]> {
     table.chunk_by(|a, b| b.is_member() && a.is_member() && a.offset == b.offset)
 }
 
+/// Bytes of the records `table` names, headers included, each frame
+/// once: what a container's record in the index must count, whatever its
+/// footer's layout (saturating: a crafted table's lengths are the file's).
+pub fn records_len(table: &[TableEntry]) -> u64 {
+    records(table).fold(0u64, |sum, record| sum.saturating_add(record[0].record_len()))
+}
+
 fn decode_fixed(bytes: &[u8], table_offset: u64) -> Result<Vec<TableEntry>, String> {
     bytes
         .chunks_exact(FOOTER_ENTRY_LEN)

@@ -19,7 +19,7 @@ mod staged;
 mod writer;
 
 pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, check_lengths, decode_blob, encode_blob};
-pub use footer::FooterLayout;
+pub use footer::{FooterLayout, records_len};
 pub use format::{
     ContainerKind, FLAG_FRAME, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN,
     TableEntry, frame_slack, member_share,
