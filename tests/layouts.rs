@@ -14,7 +14,7 @@ use cairn_store::index::{ContainerRecord, cf};
 use cairn_store::{BlobKind, ContainerId, OpenMode, Store};
 
 use crate::remote::{add_remote, attach, push};
-use crate::s3::S3Server;
+use crate::s3::{BUCKET, S3Server};
 use crate::util::{Fixture, assert_recount_matches, noise, text};
 
 /// A tree of text and noise that backs up into several containers.
@@ -195,4 +195,66 @@ fn check_finds_a_record_that_miscounts_its_container() {
     assert!(said.contains("the index counts") && said.contains("cairn repair"), "{said}");
     fixture.ok(&["repair"]);
     fixture.ok(&["check"]);
+}
+
+/// `cairn upgrade` moves a format-4 store to this cairn's format: what
+/// was stored stays as it was and reads, what is written after gets the
+/// compact layouts, the remote's config follows at the next push, and a
+/// second upgrade, or one of a store too old for it, says so.
+#[test]
+fn upgrade_moves_an_older_store_to_the_compact_layouts() {
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let store = fixture.store();
+    fixture.ok(&["init"]);
+    assert_eq!(fixture.set_format(4), 5);
+    let source = fixture.path("source");
+    build_source(&source, 6);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    add_remote(&store, &server, &[]);
+    push(&store, &server);
+    let remote_format = || {
+        let config = server.root().join(BUCKET).join("team/cairn/config");
+        let config: serde_json::Value = serde_json::from_slice(&fs::read(config).unwrap()).unwrap();
+        config["store"]["format"].as_u64().unwrap()
+    };
+    assert_eq!(remote_format(), 4);
+    let before = records(&store);
+    assert!(before.values().all(|(_, layout)| *layout == FooterLayout::Fixed));
+
+    let said = fixture.ok(&["upgrade"]);
+    assert!(said.contains("from format 4 to 5"), "{said}");
+    let said = fixture.ok(&["upgrade"]);
+    assert!(said.contains("at format 5 already"), "{said}");
+    let first = fixture.path("first");
+    fixture.ok(&["restore", "1", "--to", first.to_str().unwrap()]);
+    fs::remove_dir_all(&source).unwrap();
+    build_source(&source, 7);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let after = records(&store);
+    for (id, (_, layout)) in &after {
+        let expected = if before.contains_key(id) { FooterLayout::Fixed } else { FooterLayout::Compact };
+        assert_eq!(*layout, expected, "container {id}");
+    }
+    assert!(after.len() > before.len());
+    assert_eq!(piece_layouts(&store), HashSet::from([PieceLayout::Fixed, PieceLayout::Compact]));
+    fixture.ok(&["check", "--read-data"]);
+    push(&store, &server);
+    assert_eq!(remote_format(), 5);
+    let second = fixture.path("second");
+    fixture.ok(&["restore", "2", "--to", second.to_str().unwrap()]);
+    for (restored, seed) in [(&first, 6), (&second, 7)] {
+        let expected = fixture.path(&format!("expected{seed}"));
+        build_source(&expected, seed);
+        for entry in fs::read_dir(&expected).unwrap() {
+            let name = entry.unwrap().file_name();
+            assert_eq!(fs::read(restored.join(&name)).unwrap(), fs::read(expected.join(&name)).unwrap(), "{name:?}");
+        }
+    }
+
+    let old = Fixture::new();
+    old.ok(&["init"]);
+    old.set_format(2);
+    let error = old.fails(&["upgrade"]);
+    assert!(error.contains("format 2") && error.contains("cairn init"), "{error}");
 }

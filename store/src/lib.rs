@@ -35,6 +35,7 @@ pub mod session;
 pub mod sparse;
 pub mod stats;
 mod store;
+mod upgrade;
 mod varint;
 
 #[cfg(test)]
@@ -53,3 +54,4 @@ pub use reclaim::ReclaimBatch;
 pub use session::WriteSession;
 pub use stats::StoreStats;
 pub use store::{OpenMode, Store, open_to_others};
+pub use upgrade::Upgrade;

@@ -1,4 +1,4 @@
-//! `cairn init`.
+//! `cairn init` and `cairn upgrade`: a store's settings.
 
 use anyhow::Result;
 use cairn_store::container::Codec;
@@ -37,6 +37,28 @@ pub fn init(
             output::size(config.chunk_size),
             output::size(config.container_size),
             config.compression
+        );
+    }
+    Ok(())
+}
+
+/// Moves the store to this cairn's format (`Store::upgrade`).
+pub fn upgrade(globals: &Globals) -> Result<()> {
+    let store = globals.open_write()?;
+    let upgrade = store.upgrade()?;
+    if globals.json {
+        return output::json(&upgrade);
+    }
+    if upgrade.from == upgrade.to {
+        println!("store {} is at format {} already: nothing to do", store.root().display(), upgrade.to);
+    } else {
+        println!(
+            "store {} upgraded from format {} to {}: new containers get the new layouts; \
+             cairns older than format {} now refuse this store",
+            store.root().display(),
+            upgrade.from,
+            upgrade.to,
+            upgrade.to
         );
     }
     Ok(())

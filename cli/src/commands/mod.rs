@@ -201,6 +201,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stats => done(stats::stats(&globals)),
         Command::Check { read_data } => done(check::check(&globals, read_data)),
         Command::Repair { dry_run } => done(repair::repair(&globals, dry_run)),
+        Command::Upgrade => done(init::upgrade(&globals)),
         Command::Log { dataset } => done(log::log(&globals, dataset.as_deref())),
         Command::Backup {
             paths,

@@ -230,6 +230,14 @@ impl Store {
                         ),
                     });
                 }
+                // The store was upgraded since its first push (`cairn
+                // upgrade`): the remote says so too, so that a cairn older
+                // than the format refuses to attach it, by name, instead of
+                // finding containers it cannot read.
+                if theirs.store.format < self.config().format {
+                    let config = RemoteConfig { store: self.config().clone() };
+                    client.put(&key, serde_json::to_vec_pretty(&config).expect("config serializes"))?;
+                }
                 Ok(())
             }
             None => {
