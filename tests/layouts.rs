@@ -26,6 +26,17 @@ fn build_source(dir: &Path, seed: u64) {
     fs::write(dir.join("big.bin"), noise(3 << 20, seed)).unwrap();
 }
 
+/// A new store holding one backup of the source `build_source` makes
+/// from `seed`.
+fn store_with_backup(seed: u64) -> Fixture {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    let source = fixture.path("source");
+    build_source(&source, seed);
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    fixture
+}
+
 /// Every committed container's record, and the layout of its footer.
 fn records(store_dir: &Path) -> BTreeMap<ContainerId, (ContainerRecord, FooterLayout)> {
     let store = Store::open(store_dir, OpenMode::ReadOnly).unwrap();
@@ -128,11 +139,7 @@ fn a_store_made_before_compact_layouts_keeps_the_fixed_ones() {
 /// blob against 50.
 #[test]
 fn compact_footers_take_about_two_thirds_of_the_fixed_ones() {
-    let fixture = Fixture::new();
-    fixture.ok(&["init"]);
-    let source = fixture.path("source");
-    build_source(&source, 3);
-    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let fixture = store_with_backup(3);
     let (blobs, bytes) = records(&fixture.store())
         .values()
         .fold((0, 0), |(blobs, bytes), (record, _)| (blobs + record.n_blobs, bytes + record.table_bytes));
@@ -144,13 +151,9 @@ fn compact_footers_take_about_two_thirds_of_the_fixed_ones() {
 /// same bytes as where it was made (the index delta names the layout).
 #[test]
 fn attach_counts_compact_footers_as_the_store_that_pushed_them() {
-    let fixture = Fixture::new();
+    let fixture = store_with_backup(4);
     let server = S3Server::start(&fixture.path("s3"));
     let store = fixture.store();
-    fixture.ok(&["init"]);
-    let source = fixture.path("source");
-    build_source(&source, 4);
-    fixture.ok(&["backup", source.to_str().unwrap()]);
     add_remote(&store, &server, &[]);
     push(&store, &server);
     let attached = fixture.path("attached");
@@ -177,11 +180,7 @@ fn attach_counts_compact_footers_as_the_store_that_pushed_them() {
 /// `check`, naming the container and the fix; `repair` makes it right.
 #[test]
 fn check_finds_a_record_that_miscounts_its_container() {
-    let fixture = Fixture::new();
-    fixture.ok(&["init"]);
-    let source = fixture.path("source");
-    build_source(&source, 5);
-    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let fixture = store_with_backup(5);
     {
         let store = Store::open(&fixture.store(), OpenMode::Write).unwrap();
         let (id, record) = store.containers().unwrap()[0];
