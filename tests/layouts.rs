@@ -238,6 +238,14 @@ fn upgrade_moves_an_older_store_to_the_compact_layouts() {
     assert!(after.len() > before.len());
     assert_eq!(piece_layouts(&store), HashSet::from([PieceLayout::Fixed, PieceLayout::Compact]));
     fixture.ok(&["check", "--read-data"]);
+    // A repair reads both layouts and counts each container as before.
+    fixture.ok(&["repair"]);
+    let repaired = records(&store);
+    for (id, (record, _)) in &after {
+        let (again, _) = &repaired[id];
+        assert_eq!((again.table_bytes, again.dead_bytes), (record.table_bytes, record.dead_bytes), "container {id}");
+    }
+    fixture.ok(&["check"]);
     push(&store, &server);
     assert_eq!(remote_format(), 5);
     let second = fixture.path("second");
