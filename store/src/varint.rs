@@ -13,11 +13,6 @@ pub fn put(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-/// Bytes `value` takes.
-pub fn len(value: u64) -> usize {
-    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
-}
-
 /// Reads the varint at `bytes[*at..]` and moves `at` past it. The error
 /// says what is wrong; the caller names the thing that holds it.
 pub fn take(bytes: &[u8], at: &mut usize) -> Result<u64, &'static str> {
@@ -48,7 +43,6 @@ mod tests {
         for value in [0, 1, 127, 128, 8192, 70_000, u64::from(u32::MAX), 1 << 63, u64::MAX] {
             let mut bytes = Vec::new();
             put(&mut bytes, value);
-            assert_eq!(bytes.len(), len(value), "{value}");
             let mut at = 0;
             assert_eq!(take(&bytes, &mut at), Ok(value));
             assert_eq!(at, bytes.len());

@@ -89,14 +89,13 @@ impl FooterLayout {
     pub fn table_len(self, table: &[TableEntry]) -> u64 {
         match self {
             FooterLayout::Fixed => (table.len() * FOOTER_ENTRY_LEN) as u64,
-            FooterLayout::Compact => records(table)
-                .map(|record| {
-                    let first = &record[0];
-                    let members = if first.is_member() { varint::len((record.len() - 1) as u64) } else { 0 };
-                    let entries: usize = record.iter().map(|e| 32 + varint::len(e.raw_len.into())).sum();
-                    (2 + varint::len(first.stored_len.into()) + members + entries) as u64
-                })
-                .sum(),
+            // Encoded to be measured (once a container, tens of KiB), so
+            // that the layout is written down in one place.
+            FooterLayout::Compact => {
+                let mut bytes = Vec::with_capacity(table.len() * FOOTER_ENTRY_LEN);
+                self.encode(table, &mut bytes);
+                bytes.len() as u64
+            }
         }
     }
 
