@@ -242,6 +242,9 @@ impl Index {
             DB::open_cf_descriptors(&db_options, path, descriptors)
         };
         let db = result.map_err(|source| Error::Index { path: path.to_path_buf(), cause: source })?;
+        if !read_only {
+            remove_older_options_files(path);
+        }
         Ok(Index { db, path: path.to_path_buf(), read_only, secondary: None })
     }
 
@@ -558,6 +561,33 @@ impl Index {
     }
 }
 
+/// RocksDB writes a text file of every family's options at each open and
+/// keeps the two newest (`OPTIONS-<number>`). Nothing reads them to open
+/// the database: they are for tools. Each is about 6 KiB per family, 66
+/// KiB with cairn's families, so the older one was a tenth of the index of
+/// a store of 400 MiB (measured: ARCHITECTURE.md, "Compact footers and
+/// pieces"). The newest, which RocksDB names among the database's live
+/// files, stays; the rest go, best effort (RocksDB would remove them at a
+/// later open anyway).
+fn remove_older_options_files(path: &Path) {
+    let Ok(entries) = std::fs::read_dir(path) else { return };
+    let numbered: Vec<(u64, PathBuf)> = entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let number = entry.file_name().to_str()?.strip_prefix("OPTIONS-")?.parse::<u64>().ok()?;
+            Some((number, entry.path()))
+        })
+        .collect();
+    let Some(newest) = numbered.iter().map(|(number, _)| *number).max() else { return };
+    for (number, file) in numbered {
+        if number < newest {
+            if let Err(error) = std::fs::remove_file(&file) {
+                tracing::debug!(%error, file = %file.display(), "removing an older RocksDB options file");
+            }
+        }
+    }
+}
+
 /// Reads of the scratch families (`pending`, `stage`) touch each block
 /// about once, in a session's or a commit's own order: they would only
 /// push the blocks that lookups of `blobs` reuse out of the block cache,
@@ -647,6 +677,28 @@ fn family_options(name: &str, cache: &Cache) -> Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options_files(dir: &Path) -> Vec<String> {
+        let names = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap());
+        names.filter(|name| name.starts_with("OPTIONS-")).collect()
+    }
+
+    /// Every writer's open leaves one options file, the newest (RocksDB
+    /// keeps two), and the index still opens for writers and readers with
+    /// what it holds.
+    #[test]
+    fn a_writer_keeps_only_the_newest_options_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..3u8 {
+            let index = Index::open(dir.path(), false).unwrap();
+            index.put_unsynced(cf::META, &[round], &[round]).unwrap();
+            let files = options_files(dir.path());
+            assert_eq!(files.len(), 1, "round {round}: {files:?}");
+        }
+        let reader = Index::open(dir.path(), true).unwrap();
+        assert_eq!(reader.get(cf::META, &[2]).unwrap(), Some(vec![2]));
+        assert_eq!(options_files(dir.path()).len(), 1);
+    }
 
     /// A writer records the entry layout it writes; an index whose layout
     /// is newer than this cairn's is refused, by writers and readers alike,
