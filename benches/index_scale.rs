@@ -1,7 +1,8 @@
 //! How the index holds up as it grows: fills a real index (the store's
 //! RocksDB settings, through its batch writer) with synthetic blob entries
 //! and prints, at each size, point lookups per second for hits and for
-//! misses, disk bytes per entry, and the process's RSS. Beside the point
+//! misses, disk bytes per entry, the process's RSS, and the blob family's
+//! table files at each level (what a miss probes). Beside the point
 //! lookups, the same ids looked up as the store does in a backup and a
 //! restore: sorted batches of [`BATCH`] through `Index::blobs` (RocksDB's
 //! batched multi-get).
@@ -90,7 +91,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open(&dir.path().join("index"), false).unwrap();
     println!(
-        "{:>12} {:>12} {:>12} {:>14} {:>14} {:>9} {:>8} {:>8} {:>7} {:>8} {:>4}",
+        "{:>12} {:>12} {:>12} {:>14} {:>14} {:>9} {:>8} {:>8} {:>7} {:>8}  {}",
         "entries",
         "hits/s",
         "misses/s",
@@ -101,7 +102,7 @@ fn main() {
         "peak MiB",
         "fill s",
         "settle s",
-        "L0"
+        "files per level"
     );
     let probes = if benchmarking { 200_000 } else { 20_000 };
     let mut filled = 0u64;
@@ -142,10 +143,12 @@ fn main() {
         let batched_hits = batched_lookups(&index, &hits, true);
         let batched_misses = batched_lookups(&index, &misses, false);
         let bytes = index.disk_bytes().unwrap();
+        let levels: Vec<String> = index.blob_levels().unwrap().iter().map(u64::to_string).collect();
         let (now, peak) = rss();
         println!(
-            "{size:>12} {hit_rate:>12.0} {miss_rate:>12.0} {batched_hits:>14.0} {batched_misses:>14.0} {:>9.1} {now:>8} {peak:>8} {fill:>7.1} {settle:>8.1} {level0:>4}",
-            bytes as f64 / size as f64
+            "{size:>12} {hit_rate:>12.0} {miss_rate:>12.0} {batched_hits:>14.0} {batched_misses:>14.0} {:>9.1} {now:>8} {peak:>8} {fill:>7.1} {settle:>8.1}  {}",
+            bytes as f64 / size as f64,
+            levels.join("/")
         );
     }
 }

@@ -498,6 +498,19 @@ impl Index {
         Ok((property("rocksdb.estimate-pending-compaction-bytes")?, property("rocksdb.num-files-at-level0")?))
     }
 
+    /// Table files of the blob family at each of RocksDB's seven levels
+    /// (0 first): a lookup that misses checks a filter in every level-0
+    /// file and in each other level that has files.
+    pub fn blob_levels(&self) -> Result<Vec<u64>> {
+        (0..7)
+            .map(|level| {
+                let name = format!("rocksdb.num-files-at-level{level}");
+                let files = self.db.property_int_value_cf(self.cf(cf::BLOBS), &name).map_err(|e| self.err(e))?;
+                Ok(files.unwrap_or(0))
+            })
+            .collect()
+    }
+
     /// The bytes the index's files take on disk.
     pub fn disk_bytes(&self) -> Result<u64> {
         let entries = std::fs::read_dir(&self.path).map_err(|e| Error::io("listing the index", &self.path, e))?;
