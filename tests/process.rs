@@ -28,3 +28,38 @@ fn malloc_arenas_are_limited_unless_the_user_set_a_limit() {
     let logged = backup(Some("1"));
     assert!(!logged.contains("malloc arenas limited"), "{logged}");
 }
+
+/// The index's block cache is a setting (`--index-cache-mib`, or
+/// `CAIRN_INDEX_CACHE_MIB`): each index a command opens gets the size
+/// given, 64 MiB without one, and a size out of range or not a number is
+/// refused before anything opens, naming the flag.
+#[test]
+fn the_index_cache_is_a_setting_and_a_bad_size_is_refused() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    let stats = |flag: Option<&str>, env: Option<&str>| {
+        let mut args = vec!["stats"];
+        if let Some(flag) = flag {
+            args.extend(["--index-cache-mib", flag]);
+        }
+        let mut command = fixture.command(&args);
+        command.env("CAIRN_LOG", "cairn_store=debug").env_remove("CAIRN_INDEX_CACHE_MIB");
+        if let Some(env) = env {
+            command.env("CAIRN_INDEX_CACHE_MIB", env);
+        }
+        command.output().unwrap()
+    };
+    for (flag, env, mib) in [(None, None, 64), (Some("256"), None, 256), (None, Some("512"), 512)] {
+        let output = stats(flag, env);
+        let logged = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{logged}");
+        assert!(logged.contains(&format!("opening the index cache_mib={mib}")), "{flag:?} {env:?}: {logged}");
+    }
+    for (flag, env) in [(Some("4"), None), (Some("lots"), None), (None, Some("1G"))] {
+        let output = stats(flag, env);
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag:?} {env:?}: {said}");
+        assert!(said.contains("--index-cache-mib"), "{said}");
+        assert!(!said.contains("opening the index"), "{said}");
+    }
+}

@@ -52,6 +52,19 @@ pub struct Cli {
     )]
     pub wait: Option<cairn_store::LockWait>,
 
+    /// Memory for the index's block cache, in MiB (its index and filter
+    /// blocks first). Every command's memory grows with it; a store of
+    /// hundreds of millions of chunks may look them up faster with more.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_INDEX_CACHE_MIB",
+        value_name = "MIB",
+        default_value_t = cairn_store::index::DEFAULT_CACHE_MIB as u32,
+        value_parser = clap::value_parser!(u32).range(8..=65536)
+    )]
+    pub index_cache_mib: u32,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     // Before any thread starts: see `arenas`.
     let arenas = arenas::limit();
     let cli = Cli::parse();
+    cairn_store::index::set_cache_mib(cli.index_cache_mib as usize);
     // Log records name the command that made each commit.
     let mut command: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     if let Some(name) = command.first_mut() {

@@ -179,9 +179,9 @@ impl Index {
     /// reader: every one the database has).
     fn open_database(path: &Path, read_only: bool) -> Result<Index> {
         // The block cache bounds what reading the index keeps in memory
-        // (index and filter blocks included, below): 64 MiB unless
-        // CAIRN_INDEX_CACHE_MIB says otherwise.
-        let cache_mib = std::env::var("CAIRN_INDEX_CACHE_MIB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(64);
+        // (index and filter blocks included, below).
+        let cache_mib = cache_mib();
+        tracing::debug!(cache_mib, read_only, "opening the index");
         let cache = Cache::new_lru_cache(cache_mib.max(1) << 20);
         let mut db_options = Options::default();
         db_options.create_if_missing(!read_only);
@@ -571,6 +571,31 @@ impl Index {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(family), key, value);
         self.write(batch, false)
+    }
+}
+
+/// The block cache's size, MiB, when nothing sets it: index and filter
+/// blocks of a store of 100 million chunks no longer fit, and misses
+/// there cost a read from the page cache, but a larger cache did not make
+/// them faster (measured: ARCHITECTURE.md, "The index at scale").
+pub const DEFAULT_CACHE_MIB: usize = 64;
+
+/// The block cache's size set for this process ([`set_cache_mib`]); zero
+/// when unset.
+static CACHE_MIB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the block cache's size, MiB, for every index this process opens
+/// from now on (the command line's `--index-cache-mib`).
+pub fn set_cache_mib(mib: usize) {
+    CACHE_MIB.store(mib, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The block cache's size: as set, else `CAIRN_INDEX_CACHE_MIB` (which
+/// benches use), else [`DEFAULT_CACHE_MIB`].
+fn cache_mib() -> usize {
+    match CACHE_MIB.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => std::env::var("CAIRN_INDEX_CACHE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CACHE_MIB),
+        set => set,
     }
 }
 
