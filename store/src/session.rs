@@ -519,6 +519,7 @@ impl WriteSession {
     ) -> Result<(Tid, T)> {
         self.seal_open(true)?;
         crash_point("commit:sealed");
+        log_index_memory(&self.store.index, "before the commit");
         let store = self.store.clone();
         let _guard = store.lock_commits();
         let index = &store.index;
@@ -542,6 +543,7 @@ impl WriteSession {
         let blobs = state.blobs_written;
         self.settle(written, tid)?;
         tracing::debug!(resolve_seconds, total_seconds = started.elapsed().as_secs_f64(), blobs, "commit {tid}");
+        log_index_memory(index, "after the commit");
         Ok((tid, value))
     }
 
@@ -855,5 +857,17 @@ impl WriteSession {
     /// The store this session writes to.
     pub fn store(&self) -> Store {
         Store { inner: self.store.clone() }
+    }
+}
+
+/// What the index holds in memory at `when`, in MiB, at debug level.
+fn log_index_memory(index: &crate::index::Index, when: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    if let Ok(uses) = index.memory_use() {
+        let uses: Vec<String> =
+            uses.iter().map(|(what, bytes)| format!("{what}={:.1}", *bytes as f64 / 1048576.0)).collect();
+        tracing::debug!("index memory {when}, MiB: {}", uses.join(" "));
     }
 }

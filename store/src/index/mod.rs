@@ -511,6 +511,29 @@ impl Index {
             .collect()
     }
 
+    /// What the index holds in memory, in bytes, for `CAIRN_LOG=debug`:
+    /// the shared block cache and its pinned part, the scratch families'
+    /// cache, all memtables, and the table readers outside the caches.
+    pub fn memory_use(&self) -> Result<[(&'static str, u64); 5]> {
+        let property = |family: &str, name: &str| {
+            let value = self.db.property_int_value_cf(self.cf(family), name).map_err(|e| self.err(e))?;
+            Ok::<u64, Error>(value.unwrap_or(0))
+        };
+        let mut memtables = 0;
+        let mut readers = 0;
+        for family in cf::ALL.iter().filter(|family| self.has(family)) {
+            memtables += property(family, "rocksdb.cur-size-all-mem-tables")?;
+            readers += property(family, "rocksdb.estimate-table-readers-mem")?;
+        }
+        Ok([
+            ("block_cache", property(cf::BLOBS, "rocksdb.block-cache-usage")?),
+            ("pinned", property(cf::BLOBS, "rocksdb.block-cache-pinned-usage")?),
+            ("scratch_cache", property(cf::PENDING, "rocksdb.block-cache-usage")?),
+            ("memtables", memtables),
+            ("table_readers", readers),
+        ])
+    }
+
     /// The bytes the index's files take on disk.
     pub fn disk_bytes(&self) -> Result<u64> {
         let entries = std::fs::read_dir(&self.path).map_err(|e| Error::io("listing the index", &self.path, e))?;
@@ -719,6 +742,29 @@ mod tests {
     fn options_files(dir: &Path) -> Vec<String> {
         let names = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap());
         names.filter(|name| name.starts_with("OPTIONS-")).collect()
+    }
+
+    /// The memory report counts what was written into the memtables, and
+    /// the scratch cache once a scratch table is read.
+    #[test]
+    fn memory_use_counts_memtables_and_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path(), false).unwrap();
+        let used = |name: &str| index.memory_use().unwrap().iter().find(|(n, _)| *n == name).unwrap().1;
+        let before = used("memtables");
+        let mut batch = WriteBatch::default();
+        for n in 0..100_000u32 {
+            batch.put_cf(index.cf(cf::PENDING), BlobId::of(&n.to_le_bytes()).as_bytes(), [7u8; 20]);
+        }
+        index.write(batch, false).unwrap();
+        assert!(used("memtables") >= before + 5_000_000, "{:?}", index.memory_use().unwrap());
+        index.flush().unwrap();
+        let key = BlobId::of(&5u32.to_le_bytes());
+        assert_eq!(index.get(cf::PENDING, key.as_bytes()).unwrap(), Some(vec![7u8; 20]));
+        // The scratch table's filter (about 125 KB) and index are in the
+        // scratch cache, not in the shared one.
+        assert!(used("scratch_cache") > 100_000, "{:?}", index.memory_use().unwrap());
+        assert!(used("block_cache") < 100_000, "{:?}", index.memory_use().unwrap());
     }
 
     /// Every writer's open leaves one options file, the newest (RocksDB
