@@ -625,9 +625,9 @@ fn cache_mib() -> usize {
 /// RocksDB writes a text file of every family's options at each open and
 /// keeps the two newest (`OPTIONS-<number>`). Nothing reads them to open
 /// the database: they are for tools. Each is about 6 KiB per family, 66
-/// KiB with cairn's families, so the older one was a tenth of the index of
-/// a store of 400 MiB (measured: ARCHITECTURE.md, "Compact footers and
-/// pieces"). The newest, which RocksDB names among the database's live
+/// KiB with cairn's families: the older one was 0.1% of the whole store
+/// of a 400 MiB disk image (ARCHITECTURE.md, "One OPTIONS file"), and 8 B
+/// per live blob of a small store's index. The newest, which RocksDB names among the database's live
 /// files, stays; the rest go, best effort (RocksDB would remove them at a
 /// later open anyway).
 fn remove_older_options_files(path: &Path) {
