@@ -627,9 +627,9 @@ fn cache_mib() -> usize {
 /// the database: they are for tools. Each is about 6 KiB per family, 66
 /// KiB with cairn's families: the older one was 0.1% of the whole store
 /// of a 400 MiB disk image (ARCHITECTURE.md, "One OPTIONS file"), and 8 B
-/// per live blob of a small store's index. The newest, which RocksDB names among the database's live
-/// files, stays; the rest go, best effort (RocksDB would remove them at a
-/// later open anyway).
+/// per live blob of a small store's index. The newest, which RocksDB
+/// names among the database's live files, stays; the rest go, best effort
+/// (RocksDB would remove them at a later open anyway).
 fn remove_older_options_files(path: &Path) {
     let Ok(entries) = std::fs::read_dir(path) else { return };
     let numbered: Vec<(u64, PathBuf)> = entries
