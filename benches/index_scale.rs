@@ -8,8 +8,10 @@
 //! batched multi-get).
 //!
 //! `cargo bench --bench index_scale` (1 and 10 million entries;
-//! CAIRN_BENCH_ENTRIES=100000000 goes to 100 million). Under `cargo test`
-//! it runs to 100,000 as a smoke test.
+//! CAIRN_BENCH_ENTRIES=100000000 goes to 100 million;
+//! CAIRN_INDEX_CACHE_MIB sets the block cache, as the command line's
+//! variable of that name does). Under `cargo test` it runs to 100,000 as a
+//! smoke test.
 
 use std::time::Instant;
 
@@ -87,6 +89,9 @@ fn main() {
     let mut sizes: Vec<u64> = [100_000, 1_000_000, 10_000_000, 100_000_000].into_iter().filter(|s| *s <= top).collect();
     if sizes.last() != Some(&top) {
         sizes.push(top);
+    }
+    if let Some(mib) = std::env::var("CAIRN_INDEX_CACHE_MIB").ok().and_then(|v| v.parse().ok()) {
+        cairn_store::index::set_cache_mib(mib);
     }
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open(&dir.path().join("index"), false).unwrap();

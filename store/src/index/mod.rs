@@ -603,23 +603,18 @@ impl Index {
 /// them faster (measured: ARCHITECTURE.md, "The index at scale").
 pub const DEFAULT_CACHE_MIB: usize = 64;
 
-/// The block cache's size set for this process ([`set_cache_mib`]); zero
-/// when unset.
-static CACHE_MIB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The block cache's size, MiB, for indexes this process opens.
+static CACHE_MIB: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(DEFAULT_CACHE_MIB);
 
 /// Sets the block cache's size, MiB, for every index this process opens
-/// from now on (the command line's `--index-cache-mib`).
+/// from now on (the command line's `--index-cache-mib`, the index bench's
+/// `CAIRN_INDEX_CACHE_MIB`).
 pub fn set_cache_mib(mib: usize) {
     CACHE_MIB.store(mib, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The block cache's size: as set, else `CAIRN_INDEX_CACHE_MIB` (which
-/// benches use), else [`DEFAULT_CACHE_MIB`].
 fn cache_mib() -> usize {
-    match CACHE_MIB.load(std::sync::atomic::Ordering::Relaxed) {
-        0 => std::env::var("CAIRN_INDEX_CACHE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_CACHE_MIB),
-        set => set,
-    }
+    CACHE_MIB.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// RocksDB writes a text file of every family's options at each open and
