@@ -371,3 +371,43 @@ fn a_sparse_file_and_its_dense_copy_are_the_same_chunks() {
     assert!(fs::read(target.join("image")).unwrap() == bytes, "the restored image differs");
     fixture.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn a_restore_in_batches_of_a_few_entries_restores_the_same_tree() {
+    // Batches of 1, 2 and 5 steps: directories are made in one batch and
+    // end (getting their mode and times) in a later one, and hard links'
+    // later names come in later batches than their first names.
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    build_every_kind(&source);
+    fixture.ok(&["backup", source.to_str().unwrap(), "--name", "all-kinds"]);
+    let mut expected = snapshot(&source);
+    expected.remove(Path::new("special/socket"));
+    let whole = json(&fixture.ok(&["--json", "restore", "all-kinds", "--to", "unused", "--dry-run"]));
+    for batch in ["1", "2", "5"] {
+        let target = fixture.path(&format!("restored-{batch}"));
+        let args = ["--json", "restore", "all-kinds", "--to", target.to_str().unwrap(), "--batch", batch];
+        let restore = json(&fixture.ok(&args));
+        assert_eq!(restore["problems"].as_array().unwrap().len(), 0, "batch {batch}: {restore}");
+        assert_eq!(restore["hardlinks"], 2, "batch {batch}: {restore}");
+        assert_same(&expected, &snapshot(&target));
+        let dry =
+            json(&fixture.ok(&["--json", "restore", "all-kinds", "--to", "unused", "--dry-run", "--batch", batch]));
+        assert_eq!(dry, whole, "a dry run in batches of {batch} counts the same");
+    }
+
+    // Several paths under shared ancestors, one step at a time: the
+    // ancestors get their metadata at the end, and the second name of a
+    // hard link is linked to the first.
+    let deep = ["deep", &format!("00{}", "d".repeat(58)), &format!("01{}", "d".repeat(58))].join("/");
+    let target = fixture.path("paths");
+    let t = target.to_str().unwrap();
+    fixture.ok(&["restore", "all-kinds", &deep, "hard/two", "other/three", "docs", "--to", t, "--batch", "1"]);
+    let restored = snapshot(&target);
+    for rel in [deep.as_str(), "deep", "hard", "other", "docs", "docs/empty-dir", "docs/readme.txt"] {
+        let (want, got) = (&expected[Path::new(rel)], &restored[Path::new(rel)]);
+        assert_eq!((want.mode, want.mtime_ns), (got.mode, got.mtime_ns), "{rel}");
+    }
+    let inode = |rel: &str| std::os::unix::fs::MetadataExt::ino(&fs::metadata(target.join(rel)).unwrap());
+    assert_eq!(inode("hard/two"), inode("other/three"), "the later name is a link to the first");
+}

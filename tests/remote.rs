@@ -351,6 +351,27 @@ fn a_restore_with_almost_no_memory_for_fetching_ahead_is_exact_and_never_stalls(
     assert!(spilled > 0, "{stderr}");
 }
 
+/// A restore straight from S3 in batches of a few entries stages each
+/// batch's ranges in turn (the staging of one batch is over before the
+/// next begins) and restores the same tree.
+#[test]
+fn a_restore_from_s3_in_small_batches_stages_each_batch_and_is_exact() {
+    let (fixture, server, _store, source) = pushed_in_small_containers();
+    let target = fixture.path("restored");
+    let url = url();
+    let mut command = cairn(
+        &fixture.path("no-store-here"),
+        &server,
+        &["--remote", &url, "restore", "latest", "--to", target.to_str().unwrap(), "--batch", "7"],
+    );
+    command.env("CAIRN_LOG", "cairn_store::dataset::stage=debug");
+    let (status, stderr) = finish_within(command);
+    assert!(status.success(), "{stderr}");
+    diff_r(&source, &target);
+    let stagings = stderr.matches("staged remote containers").count();
+    assert!(stagings > 3, "one staging per batch with files, got {stagings}: {stderr}");
+}
+
 #[test]
 fn attached_store_backs_up_deduplicating_against_the_remote_and_pushes_back() {
     let fixture = Fixture::new();

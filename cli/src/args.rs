@@ -325,6 +325,11 @@ pub enum Command {
         /// (past that, they wait in files under the store's staging/).
         #[arg(long, default_value = "256MiB", value_name = "SIZE")]
         memory: bytesize::ByteSize,
+        /// Entries planned and restored at a time: memory holds one batch
+        /// (about a kilobyte an entry). For tests, which need many batches
+        /// from small trees.
+        #[arg(long, hide = true, default_value_t = cairn_store::dataset::PLAN_BATCH, value_name = "N")]
+        batch: usize,
     },
     /// Reclaim the space of what no dataset or object names any more:
     /// collect blobs whose references reached zero, then rewrite containers

@@ -294,10 +294,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let options = cairn_gc::GcOptions { compact_threshold, batch_blobs: batch, ..Default::default() };
             gc::gc(&globals, &options, dry_run, every)
         }
-        Command::Restore { dataset, paths, to, overwrite, dry_run, no_owner, no_xattrs, no_special, jobs, memory } => {
+        Command::Restore {
+            dataset,
+            paths,
+            to,
+            overwrite,
+            dry_run,
+            no_owner,
+            no_xattrs,
+            no_special,
+            jobs,
+            memory,
+            batch,
+        } => {
             let leave_out = restore::LeaveOut { owners: no_owner, xattrs: no_xattrs, special: no_special };
-            let fetching = restore::Fetching { jobs, memory: memory.as_u64() };
-            restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run, leave_out, fetching)
+            let pacing = restore::Pacing { jobs, memory: memory.as_u64(), batch };
+            restore::restore(&globals, &dataset, &paths, &to, overwrite, dry_run, leave_out, pacing)
         }
     }
 }

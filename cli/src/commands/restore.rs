@@ -22,12 +22,15 @@ pub struct LeaveOut {
     pub special: bool,
 }
 
-/// How a restore from a remote fetches: `--jobs` and `--memory`.
-pub struct Fetching {
+/// How a restore goes: `--jobs` and `--memory` (how a remote is
+/// fetched), and `--batch`.
+pub struct Pacing {
     /// Requests in flight at once.
     pub jobs: usize,
     /// Bytes fetched ahead held in memory at most.
     pub memory: u64,
+    /// Entries planned and restored at a time.
+    pub batch: usize,
 }
 
 /// Restores `paths` of `dataset` under `to`; exits [`EXIT_PARTIAL`] when
@@ -40,7 +43,7 @@ pub fn restore(
     overwrite: OverwriteArg,
     dry_run: bool,
     leave_out: LeaveOut,
-    fetching: Fetching,
+    pacing: Pacing,
 ) -> Result<ExitCode> {
     let started = Instant::now();
     let store = globals.open_read()?;
@@ -56,8 +59,9 @@ pub fn restore(
         xattrs: !leave_out.xattrs,
         special: !leave_out.special,
         on_warning: Some(|warning| eprintln!("cairn: warning: {warning}")),
-        jobs: fetching.jobs.max(1),
-        memory: usize::try_from(fetching.memory).unwrap_or(usize::MAX),
+        jobs: pacing.jobs.max(1),
+        memory: usize::try_from(pacing.memory).unwrap_or(usize::MAX),
+        batch: pacing.batch,
     };
     let progress = Progress::default();
     let report = track(globals.progress && !dry_run, "restore", &progress, || {

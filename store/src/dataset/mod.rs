@@ -19,6 +19,7 @@ mod beneath;
 pub mod browse;
 mod clone;
 pub mod fsmeta;
+mod plan;
 pub mod record;
 pub mod restore;
 mod stage;
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use backup::{BackupOptions, BackupReport};
 pub use browse::{Change, ChangeKind, ChunkUse};
 pub use record::{DatasetId, DatasetRecord};
-pub use restore::{Overwrite, RestoreOptions, RestoreReport};
+pub use restore::{Overwrite, PLAN_BATCH, RestoreOptions, RestoreReport};
 pub use stage::STAGE_JOBS;
 pub use tree::{Entry, EntryKind, Tree};
 

@@ -1,8 +1,10 @@
 //! `restore`: puts a dataset (or parts of it) back under a target directory.
 //!
-//! A plan is made first (one walk of the trees), then carried out:
-//! directories in order, files in parallel (rayon, every chunk checked
-//! against its id), hard links, then directory metadata deepest first (so
+//! The trees are walked in batches of steps (`plan.rs`), so memory holds
+//! one batch and not the dataset, and each batch is carried out before the
+//! next is planned: directories in order, files in parallel (rayon, every
+//! chunk checked against its id), hard links and other entries, then the
+//! metadata of the directories that ended in the batch, deepest first (so
 //! writing files does not disturb restored directory times).
 //!
 //! Safety: every name was checked when its tree was decoded (one path
@@ -41,9 +43,10 @@ use super::Progress;
 use super::apply::{ApplyOptions, Target, apply, make_special_at};
 use super::beneath::{Beneath, LastDir, kind_at, remove_at};
 use super::fsmeta::{Names, time_ns};
+pub use super::plan::PLAN_BATCH;
+use super::plan::{Planner, Step};
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
-use super::walk::{MAX_TREE_DEPTH, TreeBudget, TreeLimits};
 use crate::content::{ContentEntry, ContentReader, Piece};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind};
@@ -149,6 +152,9 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// From a remote: bytes of fetched ranges held in memory at most.
     pub memory: usize,
+    /// Steps of the trees' walk planned and restored at a time (memory
+    /// holds one batch): [`PLAN_BATCH`], or fewer to test many batches.
+    pub batch: usize,
 }
 
 impl Default for RestoreOptions {
@@ -164,6 +170,7 @@ impl Default for RestoreOptions {
             on_warning: None,
             jobs: super::stage::STAGE_JOBS,
             memory: crate::container::STAGE_MEMORY,
+            batch: PLAN_BATCH,
         }
     }
 }
@@ -197,37 +204,35 @@ pub struct RestoreReport {
     pub problems: Vec<String>,
 }
 
-/// One step of a restore, with the path relative to the target.
-enum Step {
-    Dir(PathBuf, Entry),
-    File(PathBuf, Entry),
-    /// A later name of a hard-linked file, and the first name of its group.
-    Link(PathBuf, PathBuf, Entry),
-    Other(PathBuf, Entry),
-}
-
-impl Step {
-    fn entry(&self) -> &Entry {
-        match self {
-            Step::Dir(_, e) | Step::File(_, e) | Step::Link(_, _, e) | Step::Other(_, e) => e,
-        }
-    }
-}
-
-/// Most entries one restore plans. Lower than a walk's limit
-/// ([`MAX_TREE_ENTRIES`](super::walk::MAX_TREE_ENTRIES)) because a plan
-/// holds every entry in memory (a few hundred bytes each): more than any
-/// real tree restored at once, far fewer than a crafted tree that names
-/// one subtree over and over would make it hold.
-pub const MAX_RESTORE_ENTRIES: u64 = 50_000_000;
-
 /// Blocks of zeros at this granularity (and alignment) become holes.
 const HOLE_BLOCK: usize = 4096;
 static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 const BATCH_CHUNKS: usize = 128;
 
+/// The files and bytes of `steps` that a restore writes (hard links'
+/// later names are linked, not written).
+fn files_and_bytes(steps: &[Step]) -> (u64, u64) {
+    steps.iter().fold((0, 0), |(f, b), s| match s {
+        Step::File(_, e) => (f + 1, b + e.size),
+        _ => (f, b),
+    })
+}
+
+/// What a restore carries from one batch to the next.
+#[derive(Default)]
+struct Carried {
+    /// Whether each directory the walk is inside was made (or found) and
+    /// so gets its metadata at its end: pushed at [`Step::Dir`], popped at
+    /// [`Step::DirEnd`], which nest.
+    made: Vec<bool>,
+    /// For a hard-link group whose first name was not restored, the name
+    /// written instead, which later names link to.
+    stand_ins: HashMap<PathBuf, PathBuf>,
+}
+
 impl Store {
-    /// Restores `paths` of `dataset` (everything when empty) under `target`.
+    /// Restores `paths` of `dataset` (everything when empty) under `target`,
+    /// one batch of the trees' walk at a time (`plan.rs`).
     pub fn restore(
         &self,
         dataset: &DatasetRecord,
@@ -237,34 +242,44 @@ impl Store {
         progress: &Progress,
     ) -> Result<RestoreReport> {
         let started = std::time::Instant::now();
-        let steps = self.plan(dataset, paths)?;
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), steps = steps.len(), "walked the trees");
-        let (files, bytes) = steps.iter().fold((0, 0), |(f, b), s| match s {
-            Step::File(_, e) => (f + 1, b + e.size),
-            _ => (f, b),
-        });
-        progress.total_files.store(files, Ordering::Relaxed);
-        progress.total_bytes.store(bytes, Ordering::Relaxed);
-        let mut report = RestoreReport { warnings: self.unauthenticated(&steps, options), ..Default::default() };
+        let mut planner = Planner::new(self, dataset, paths)?;
+        let mut steps = planner.next_batch(options.batch)?;
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            steps = steps.len(),
+            all = planner.is_done(),
+            "walked the trees"
+        );
+        let mut planned = (0u64, 0u64);
+        let mut show_planned = |steps: &[Step], done: bool| {
+            let (files, bytes) = files_and_bytes(steps);
+            planned = (planned.0 + files, planned.1 + bytes);
+            // While the walk goes on, a whole dataset's totals are its
+            // record's (what `datasets` shows), and the walk's own once
+            // it is over.
+            let (files, bytes) = match done || !paths.is_empty() {
+                true => planned,
+                false => (planned.0.max(dataset.files), planned.1.max(dataset.logical_bytes)),
+            };
+            progress.total_files.store(files, Ordering::Relaxed);
+            progress.total_bytes.store(bytes, Ordering::Relaxed);
+        };
+        let mut report = RestoreReport {
+            warnings: self.unauthenticated(dataset, paths, (&steps, planner.is_done()), options)?,
+            ..Default::default()
+        };
         if let Some(warn) = options.on_warning {
             report.warnings.iter().for_each(|w| warn(w));
         }
         if options.dry_run {
-            for step in &steps {
-                match step {
-                    Step::Dir(..) => report.dirs += 1,
-                    Step::File(path, entry) => match std::fs::symlink_metadata(target.join(path)) {
-                        Ok(_) if options.overwrite == Overwrite::Never => report.skipped_existing += 1,
-                        _ => {
-                            report.files_written += 1;
-                            report.bytes_written += entry.size;
-                        }
-                    },
-                    Step::Link(..) => report.hardlinks += 1,
-                    Step::Other(..) => report.others += 1,
+            loop {
+                show_planned(&steps, planner.is_done());
+                dry_run(&steps, target, options, &mut report);
+                if planner.is_done() {
+                    return Ok(report);
                 }
+                steps = planner.next_batch(options.batch)?;
             }
-            return Ok(report);
         }
         if std::fs::metadata(target).is_ok_and(|m| !m.is_dir()) {
             return Err(Error::Usage(format!(
@@ -291,19 +306,113 @@ impl Store {
             blocked: Mutex::new(Vec::new()),
             heads: Mutex::new(HashSet::new()),
         };
-        // Directories, in order (parents first), private until the end.
-        let mut dirs = Vec::new();
-        for step in &steps {
-            if let Step::Dir(path, entry) = step
-                && run.settle(path, run.make_dir(path))?.unwrap_or(false)
-            {
-                dirs.push((path, entry));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?;
+        let _staged = Unstage(self);
+        let mut carried = Carried::default();
+        loop {
+            show_planned(&steps, planner.is_done());
+            self.restore_batch(&run, &pool, &steps, &mut carried, &mut report)?;
+            tracing::debug!(seconds = started.elapsed().as_secs_f64(), steps = steps.len(), "batch restored");
+            if planner.is_done() {
+                break;
+            }
+            // The batch's memory goes before the next is planned.
+            drop(std::mem::take(&mut steps));
+            steps = planner.next_batch(options.batch)?;
+        }
+        if paths.is_empty()
+            && let Some(meta) = &dataset.root_meta
+        {
+            run.dir_metadata(Path::new(""), meta);
+        }
+        report.files_written = run.written.into_inner();
+        report.files_unchanged = run.unchanged.into_inner();
+        report.skipped_existing = run.skipped.into_inner();
+        report.bytes_written = run.bytes.into_inner();
+        report.files_failed = run.failed.into_inner();
+        report.problems = run.problems.into_inner().expect("problem list poisoned");
+        Ok(report)
+    }
+
+    /// Carries out one batch of steps: its directories in order, its files
+    /// in parallel (each checks every chunk), its hard links and other
+    /// entries, then the metadata of the directories that end in it,
+    /// deepest first (a directory gets its own mode only once nothing more
+    /// is written into it, and writing files does not disturb its times).
+    fn restore_batch(
+        &self,
+        run: &Run<'_>,
+        pool: &rayon::ThreadPool,
+        steps: &[Step],
+        carried: &mut Carried,
+        report: &mut RestoreReport,
+    ) -> Result<()> {
+        // Directories, in order (parents first), private until they end.
+        let mut ended = Vec::new();
+        for step in steps {
+            match step {
+                Step::Dir(path) => {
+                    let made = run.settle(path, run.make_dir(path))?.unwrap_or(false);
+                    report.dirs += u64::from(made);
+                    carried.made.push(made);
+                }
+                Step::DirEnd(path, entry) => {
+                    if carried.made.pop().unwrap_or(false) {
+                        ended.push((path, entry));
+                    }
+                }
+                _ => {}
             }
         }
-        report.dirs = dirs.len() as u64;
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "directories made");
+        tracing::debug!("directories made");
         crate::fault::pause_point("restore:dirs-made", None);
-        // Files, in parallel; each checks every chunk.
+        self.write_files(run, pool, steps)?;
+        // Later names of hard-linked files. A group whose first name was
+        // not restored (damaged, or left alone by --overwrite never) has
+        // its next name restored as a file instead, and the rest linked to
+        // that: a link is never made to a file this restore did not write.
+        for step in steps {
+            match step {
+                Step::Link(path, first, entry) => {
+                    let head = match carried.stand_ins.get(first) {
+                        Some(stand_in) => Some(stand_in.clone()),
+                        None => run.restored_head(first).then(|| first.clone()),
+                    };
+                    match head {
+                        Some(head) => {
+                            if run.settle(path, run.link(path, &head))?.unwrap_or(false) {
+                                report.hardlinks += 1;
+                            }
+                        }
+                        None => {
+                            run.settle(path, run.file(&mut LastDir::default(), path, entry, None))?;
+                            if run.restored_head(path) {
+                                carried.stand_ins.insert(first.clone(), path.clone());
+                            }
+                        }
+                    }
+                }
+                Step::Other(path, entry) => match run.settle(path, run.other(path, entry))? {
+                    Some(Made::Yes) => report.others += 1,
+                    Some(Made::LeftOut) => report.devices_skipped += 1,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        crate::fault::pause_point("restore:files-written", None);
+        for (path, entry) in ended {
+            run.dir_metadata(path, entry);
+        }
+        Ok(())
+    }
+
+    /// Writes the files of `steps`, in parallel, each checking every chunk.
+    fn write_files(&self, run: &Run<'_>, pool: &rayon::ThreadPool, steps: &[Step]) -> Result<()> {
+        let started = std::time::Instant::now();
         let mut files: Vec<(&PathBuf, &Entry)> = steps
             .iter()
             .filter_map(|s| match s {
@@ -316,19 +425,14 @@ impl Store {
                 run.settle(path, run.file(last, path, entry, located)).map(drop)
             })
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(LOCAL_RESTORE_THREADS_PER_CORE * rayon::current_num_threads())
-            .build()
-            .map_err(|e| Error::Usage(format!("cannot start restore threads: {e}")))?;
         // From a remote, files are written in the order their bytes were
         // stored, and the ranges of its containers that they need are
         // fetched many at once (`stage.rs`) and held in memory, in the
         // order the windows of files need them, until the last window that
         // needs each is written; each file is written once its bytes have
         // landed, while the next are fetched.
-        let _staged = Unstage(self);
         let mut plan = self.plan_stage(&mut files, LOCATE_WINDOW)?;
-        tracing::debug!(seconds = started.elapsed().as_secs_f64(), ranges = plan.ranges.len(), "planned the restore");
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), ranges = plan.ranges.len(), "planned the files");
         // The plan found where the first files' chunks are, and put the
         // files in the order their chunks were stored; the writers look
         // up the rest.
@@ -354,96 +458,64 @@ impl Store {
                 frames_decoded = self.files().frames_decoded(),
                 "files written"
             );
-        } else {
-            self.begin_staging(&plan, options.memory);
-            let staged = std::thread::scope(|scope| {
-                let stager = scope.spawn(|| self.stage(&plan, options.jobs));
-                // Windows in order, several at once as threads free up; a
-                // file whose bytes have not landed waits for them, and a
-                // written window releases what only it needed.
-                let windows = files.chunks(LOCATE_WINDOW).zip(located).enumerate();
-                let written = pool.install(|| {
-                    windows.par_bridge().try_for_each(|(number, (window, located))| {
-                        write_files(window, self.locate_rest(window, located))?;
-                        self.files().window_written(number);
-                        Ok::<(), Error>(())
-                    })
-                });
-                // However the writers ended, the fetcher must not wait for
-                // them to release memory.
-                self.files().writers_done();
-                let staged = stager.join().expect("the staging thread panicked");
-                written.map(|()| staged)
-            })?;
-            tracing::debug!(seconds = started.elapsed().as_secs_f64(), "files written");
-            // What failed to stage was read from the remote by the files
-            // that needed it, which report their own errors.
-            if let Err(error) = staged {
-                tracing::warn!(%error, "fetching ahead from the remote failed; the files read what they needed themselves");
-            }
+            return Ok(());
         }
-        // Later names of hard-linked files. A group whose first name was
-        // not restored (damaged, or left alone by --overwrite never) has
-        // its next name restored as a file instead, and the rest linked to
-        // that: a link is never made to a file this restore did not write.
-        let mut stand_ins: HashMap<&PathBuf, &PathBuf> = HashMap::new();
-        for step in &steps {
-            match step {
-                Step::Link(path, first, entry) => {
-                    let head = match stand_ins.get(first) {
-                        Some(stand_in) => Some(*stand_in),
-                        None => run.restored_head(first).then_some(first),
-                    };
-                    match head {
-                        Some(head) => {
-                            if run.settle(path, run.link(path, head))?.unwrap_or(false) {
-                                report.hardlinks += 1;
-                            }
-                        }
-                        None => {
-                            run.settle(path, run.file(&mut LastDir::default(), path, entry, None))?;
-                            if run.restored_head(path) {
-                                stand_ins.insert(first, path);
-                            }
-                        }
-                    }
-                }
-                Step::Other(path, entry) => match run.settle(path, run.other(path, entry))? {
-                    Some(Made::Yes) => report.others += 1,
-                    Some(Made::LeftOut) => report.devices_skipped += 1,
-                    _ => {}
-                },
-                _ => {}
-            }
+        self.begin_staging(&plan, run.options.memory);
+        let staged = std::thread::scope(|scope| {
+            let stager = scope.spawn(|| self.stage(&plan, run.options.jobs));
+            // Windows in order, several at once as threads free up; a
+            // file whose bytes have not landed waits for them, and a
+            // written window releases what only it needed.
+            let windows = files.chunks(LOCATE_WINDOW).zip(located).enumerate();
+            let written = pool.install(|| {
+                windows.par_bridge().try_for_each(|(number, (window, located))| {
+                    write_files(window, self.locate_rest(window, located))?;
+                    self.files().window_written(number);
+                    Ok::<(), Error>(())
+                })
+            });
+            // However the writers ended, the fetcher must not wait for
+            // them to release memory.
+            self.files().writers_done();
+            let staged = stager.join().expect("the staging thread panicked");
+            written.map(|()| staged)
+        })?;
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "files written");
+        // What failed to stage was read from the remote by the files
+        // that needed it, which report their own errors.
+        if let Err(error) = staged {
+            tracing::warn!(%error, "fetching ahead from the remote failed; the files read what they needed themselves");
         }
-        crate::fault::pause_point("restore:files-written", None);
-        // Directory metadata last, deepest first: a directory gets its own
-        // mode only once nothing more is written into it.
-        for (path, entry) in dirs.into_iter().rev() {
-            run.dir_metadata(path, entry);
-        }
-        if paths.is_empty()
-            && let Some(meta) = &dataset.root_meta
-        {
-            run.dir_metadata(Path::new(""), meta);
-        }
-        report.files_written = run.written.into_inner();
-        report.files_unchanged = run.unchanged.into_inner();
-        report.skipped_existing = run.skipped.into_inner();
-        report.bytes_written = run.bytes.into_inner();
-        report.files_failed = run.failed.into_inner();
-        report.problems = run.problems.into_inner().expect("problem list poisoned");
-        Ok(report)
+        Ok(())
     }
 
     /// What a root restore from a remote would take on trust: nothing
     /// authenticates a bucket's contents until encryption exists, so
     /// whoever could write to it chose the owners, devices and security
-    /// attributes that root would now apply.
-    fn unauthenticated(&self, steps: &[Step], options: &RestoreOptions) -> Vec<String> {
-        let Some(remote) = self.files().remote() else { return Vec::new() };
+    /// attributes that root would now apply. `first` is the walk's first
+    /// batch, and whether it was all of it; if not, the devices and
+    /// attributes are counted with a walk of their own before anything
+    /// is restored.
+    fn unauthenticated(
+        &self,
+        dataset: &DatasetRecord,
+        paths: &[String],
+        first: (&[Step], bool),
+        options: &RestoreOptions,
+    ) -> Result<Vec<String>> {
+        let Some(remote) = self.files().remote() else { return Ok(Vec::new()) };
+        let (steps, all) = first;
         if !nix::unistd::geteuid().is_root() || steps.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
+        }
+        let mut trusted = Trusted::default();
+        if all || !(options.special || options.xattrs) {
+            trusted.count(steps);
+        } else {
+            let mut survey = Planner::new(self, dataset, paths)?;
+            while !survey.is_done() {
+                trusted.count(&survey.next_batch(options.batch)?);
+            }
         }
         let from = remote.to_string();
         let mut warnings = Vec::new();
@@ -453,110 +525,61 @@ impl Store {
                  write there chose them (--no-owner makes everything yours)"
             ));
         }
-        let devices =
-            steps.iter().filter(|s| matches!(s.entry().kind, EntryKind::CharDevice | EntryKind::BlockDevice)).count();
-        if options.special && devices > 0 {
+        if options.special && trusted.devices > 0 {
             warnings.push(format!(
-                "restoring {devices} device nodes as root from {from}, whose contents nothing authenticates \
-                 (--no-special leaves them out)"
+                "restoring {} device nodes as root from {from}, whose contents nothing authenticates \
+                 (--no-special leaves them out)",
+                trusted.devices
             ));
         }
-        let privileged = steps
-            .iter()
-            .flat_map(|s| &s.entry().xattrs)
-            .filter(|(name, _)| name.starts_with(b"security.") || name.starts_with(b"trusted."))
-            .count();
-        if options.xattrs && privileged > 0 {
+        if options.xattrs && trusted.privileged > 0 {
             warnings.push(format!(
-                "restoring {privileged} security.* or trusted.* xattrs as root from {from}, whose contents \
-                 nothing authenticates (--no-xattrs leaves them out)"
+                "restoring {} security.* or trusted.* xattrs as root from {from}, whose contents \
+                 nothing authenticates (--no-xattrs leaves them out)",
+                trusted.privileged
             ));
         }
-        warnings
-    }
-
-    /// The steps restoring `paths` take: the ancestors of each path as
-    /// directories, then everything under it.
-    fn plan(&self, dataset: &DatasetRecord, paths: &[String]) -> Result<Vec<Step>> {
-        let limits = TreeLimits { max_depth: MAX_TREE_DEPTH, max_entries: MAX_RESTORE_ENTRIES };
-        let mut plan = Plan { steps: Vec::new(), links: HashMap::new(), budget: TreeBudget::new(limits) };
-        let whole = [String::new()];
-        let paths = if paths.is_empty() { &whole[..] } else { paths };
-        let mut made: HashSet<PathBuf> = HashSet::new();
-        for path in paths {
-            // One walk down: each ancestor becomes a directory step, the last part the entry.
-            let no_such = || Error::NoSuchPath { dataset: dataset.id.to_string(), path: path.to_string() };
-            let mut rel = PathBuf::new();
-            let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-            let mut entry = dataset.root_entry();
-            for (i, part) in parts.iter().enumerate() {
-                let tree = match (entry.kind, entry.blob) {
-                    (EntryKind::Dir, Some(tree)) => self.tree(tree)?,
-                    _ => return Err(no_such()),
-                };
-                entry = tree.get(part.as_bytes()).cloned().ok_or_else(no_such)?;
-                if i + 1 < parts.len() {
-                    rel.push(part);
-                    if made.insert(rel.clone()) {
-                        plan.steps.push(Step::Dir(rel.clone(), entry.clone()));
-                    }
-                }
-            }
-            if let Some(last) = parts.last() {
-                rel.push(last);
-            }
-            self.plan_below(&mut plan, rel, entry, parts.len())?;
-        }
-        Ok(plan.steps)
-    }
-
-    /// Adds `entry` at `rel` and everything under it, depth first (parents
-    /// before children, each directory's entries in name order), walking
-    /// with a stack of its own rather than recursion, so a deep tree
-    /// (real, or crafted) cannot overflow the thread's stack. The top
-    /// directory of a whole dataset (`rel` empty) is the target itself.
-    fn plan_below(&self, plan: &mut Plan, rel: PathBuf, entry: Entry, depth: usize) -> Result<()> {
-        let mut stack = vec![(rel, entry, depth)];
-        while let Some((rel, entry, depth)) = stack.pop() {
-            match entry.kind {
-                EntryKind::Dir => {
-                    let tree = entry.blob;
-                    if !rel.as_os_str().is_empty() {
-                        plan.steps.push(Step::Dir(rel.clone(), entry));
-                    }
-                    let Some(tree) = tree else { continue };
-                    let children = self.tree(tree)?.entries;
-                    plan.budget.enter(tree, depth + 1, children.len())?;
-                    for child in children.into_iter().rev() {
-                        let path = rel.join(OsStr::from_bytes(&child.name));
-                        stack.push((path, child, depth + 1));
-                    }
-                }
-                EntryKind::File if entry.is_hardlinked() => {
-                    let key = (entry.dev, entry.inode);
-                    match plan.links.get(&key) {
-                        Some(first) => plan.steps.push(Step::Link(rel, first.clone(), entry)),
-                        None => {
-                            plan.links.insert(key, rel.clone());
-                            plan.steps.push(Step::File(rel, entry));
-                        }
-                    }
-                }
-                EntryKind::File => plan.steps.push(Step::File(rel, entry)),
-                _ => plan.steps.push(Step::Other(rel, entry)),
-            }
-        }
-        Ok(())
+        Ok(warnings)
     }
 }
 
-/// A plan being made.
-struct Plan {
-    steps: Vec<Step>,
-    /// The first name of each hard-link group, by (device, inode).
-    links: HashMap<(u64, u64), PathBuf>,
-    /// Depth and entries, against the limits.
-    budget: TreeBudget,
+/// Device nodes, and xattrs only root may set, among steps.
+#[derive(Default)]
+struct Trusted {
+    devices: usize,
+    privileged: usize,
+}
+
+impl Trusted {
+    fn count(&mut self, steps: &[Step]) {
+        for entry in steps.iter().filter_map(Step::entry) {
+            self.devices += usize::from(matches!(entry.kind, EntryKind::CharDevice | EntryKind::BlockDevice));
+            self.privileged += entry
+                .xattrs
+                .iter()
+                .filter(|(name, _)| name.starts_with(b"security.") || name.starts_with(b"trusted."))
+                .count();
+        }
+    }
+}
+
+/// Counts what restoring `steps` into `target` would do, writing nothing.
+fn dry_run(steps: &[Step], target: &Path, options: &RestoreOptions, report: &mut RestoreReport) {
+    for step in steps {
+        match step {
+            Step::Dir(..) => report.dirs += 1,
+            Step::File(path, entry) => match std::fs::symlink_metadata(target.join(path)) {
+                Ok(_) if options.overwrite == Overwrite::Never => report.skipped_existing += 1,
+                _ => {
+                    report.files_written += 1;
+                    report.bytes_written += entry.size;
+                }
+            },
+            Step::Link(..) => report.hardlinks += 1,
+            Step::Other(..) => report.others += 1,
+            Step::DirEnd(..) => {}
+        }
+    }
 }
 
 /// Why one entry was not restored.
