@@ -449,3 +449,44 @@ fn a_compaction_whose_index_write_has_an_unknown_outcome_loses_nothing() {
     assert_files_match_records(&fixture);
     restore_and_compare(&fixture, "latest", &source);
 }
+
+/// A cascade batch whose metadata blobs name more children than the job
+/// allows ends after the blob that passes the limit, and the job still
+/// collects everything; compaction groups hold a bounded number of records.
+#[test]
+fn cascade_batches_and_compaction_groups_stay_within_their_limits() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init", "--container-size", "64KiB"]);
+    let source = fixture.path("source");
+    for dir in 0..3 {
+        fs::create_dir_all(source.join(format!("d{dir}"))).unwrap();
+        for file in 0..40 {
+            fs::write(source.join(format!("d{dir}/f{file}")), format!("file {file} of directory {dir}")).unwrap();
+        }
+    }
+    let id = backup(&fixture, &source);
+    fixture.ok(&["forget", &id.to_string()]);
+
+    let store = Store::open(&fixture.store(), OpenMode::Write).unwrap();
+    // Pass 1: the dataset's root tree, which names the three directories.
+    let first = store.reclaim_batch(None, 10_000, 50).unwrap();
+    assert_eq!((first.blobs, first.metadata_blobs, first.next), (1, 1, None), "{first:?}");
+    // Pass 2: the three directories' trees, 40 files each. The second
+    // brings the children to 80, past 50: the batch ends there.
+    let second = store.reclaim_batch(None, 10_000, 50).unwrap();
+    assert_eq!((second.examined, second.metadata_blobs, second.newly_zero), (2, 2, 80), "{second:?}");
+    let after = second.next.expect("the batch ended early, so the pass goes on");
+    let third = store.reclaim_batch(Some(after), 10_000, 50).unwrap();
+    assert_eq!(third.metadata_blobs, 1, "{third:?}");
+
+    // The job with the same limits collects the rest, and compacts in
+    // groups of at most 64 records (the store's containers hold more).
+    let options = GcOptions { compact_threshold: 0.0, batch_children: 50, group_records: 64, ..GcOptions::default() };
+    let report = cairn_gc::collect(&store, &options, &AtomicBool::new(false), &|_| {}).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(first.blobs + second.blobs + third.blobs + report.blobs_reclaimed, 4 + 120, "{report:?}");
+    let stats = store.stats().unwrap();
+    let left: Vec<_> = stats.kinds.iter().filter(|k| k.kind != "log" && k.blobs > 0).collect();
+    assert!(left.is_empty(), "only the log is left once the only dataset is collected: {left:?}");
+    assert_clean(&store);
+}

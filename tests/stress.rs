@@ -110,7 +110,13 @@ fn backups_forget_gc_and_restores_race_for_a_minute() {
         let (store, stop, collected) = (store.clone(), stop.clone(), collected.clone());
         others.push(std::thread::spawn(move || {
             // Small batches and groups: many commits interleaved with the backups'.
-            let options = GcOptions { compact_threshold: 0.1, batch_blobs: 64, group_bytes: 1 << 20 };
+            let options = GcOptions {
+                compact_threshold: 0.1,
+                batch_blobs: 64,
+                batch_children: 16,
+                group_bytes: 1 << 20,
+                group_records: 64,
+            };
             while !stop.load(Ordering::Relaxed) {
                 let report = cairn_gc::collect(&store, &options, &AtomicBool::new(false), &|_| {}).unwrap();
                 assert!(report.problems.is_empty(), "{:?}", report.problems);

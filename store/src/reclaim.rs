@@ -38,6 +38,9 @@ use crate::index::{IndexEntry, cf, merge, meta};
 use crate::refs::children_of;
 use crate::store::Store;
 
+/// Metadata blobs read at once (in parallel) while listing children.
+const LIST_AT_ONCE: usize = 64;
+
 /// What one batch of the cascade did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReclaimBatch {
@@ -92,46 +95,71 @@ impl Store {
     }
 
     /// Collects up to `limit` queued blobs starting after `after` (see the
-    /// module documentation). Call it again with the returned `next` until it
-    /// is `None` to make one pass over the queue; children zeroed by a pass
-    /// are collected by the next pass.
-    pub fn reclaim_batch(&self, after: Option<BlobId>, limit: usize) -> Result<ReclaimBatch> {
+    /// module documentation), ending early after the metadata blob that
+    /// brings the children they name past `max_children` (a batch holds each
+    /// child a few times over while it runs, and holds the commit lock
+    /// while it applies them). Call it again with the returned `next` until
+    /// it is `None` to make one pass over the queue; children zeroed by a
+    /// pass are collected by it if they come later in the queue, or by the
+    /// next pass.
+    pub fn reclaim_batch(&self, after: Option<BlobId>, limit: usize, max_children: usize) -> Result<ReclaimBatch> {
         let started = std::time::Instant::now();
         let limit = limit.max(1);
         let queued = self.zero_queue(after, limit + 1)?;
         let mut report = ReclaimBatch::default();
-        let batch: &[(BlobId, Tid)] = if queued.len() > limit {
+        let mut batch: &[(BlobId, Tid)] = if queued.len() > limit {
             report.next = Some(queued[limit - 1].0);
             &queued[..limit]
         } else {
             &queued
         };
-        report.examined = batch.len() as u64;
 
         // Outside the lock: which blobs look collectable, and the children of
         // the metadata ones. Blob contents never change for an id, so what is
         // read here stays true; counts are read again under the lock.
         let horizon = self.horizon()?;
-        let ids: Vec<BlobId> = batch.iter().map(|(id, _)| *id).collect();
-        let entries = self.index().blobs(&ids)?;
+        let entries = self.index().blobs(&batch.iter().map(|(id, _)| *id).collect::<Vec<_>>())?;
         let mut children: HashMap<BlobId, Vec<BlobId>> = HashMap::new();
         let mut unreadable: HashSet<BlobId> = HashSet::new();
-        let metadata: Vec<(BlobId, IndexEntry)> = batch
+        let metadata: Vec<(usize, BlobId, IndexEntry)> = batch
             .iter()
             .zip(&entries)
-            .filter_map(|((id, tid), entry)| {
+            .enumerate()
+            .filter_map(|(at, ((id, tid), entry))| {
                 entry
                     .filter(|e| !e.is_orphan() && e.refs == 0 && *tid <= horizon && e.kind.is_metadata())
-                    .map(|e| (*id, e))
+                    .map(|e| (at, *id, e))
             })
             .collect();
-        let listed: Vec<(BlobId, IndexEntry, Result<Vec<BlobId>>)> = metadata
-            .into_par_iter()
-            .map(|(id, entry)| {
-                let kids = self.read_located(&id, entry).and_then(|bytes| children_of(entry.kind, id, &bytes));
-                (id, entry, kids)
-            })
-            .collect();
+        // Listed a few at a time, so that a batch whose blobs name more
+        // than `max_children` children ends after the one that passes that,
+        // and the rest wait for the next batch.
+        let mut listed: Vec<(BlobId, IndexEntry, Result<Vec<BlobId>>)> = Vec::new();
+        let (mut named, mut cut) = (0usize, None);
+        for group in metadata.chunks(LIST_AT_ONCE) {
+            let read: Vec<_> = group
+                .par_iter()
+                .map(|&(_, id, entry)| {
+                    let kids = self.read_located(&id, entry).and_then(|bytes| children_of(entry.kind, id, &bytes));
+                    (id, entry, kids)
+                })
+                .collect();
+            for (&(at, id, _), item) in group.iter().zip(read) {
+                named += item.2.as_ref().map_or(0, Vec::len);
+                listed.push(item);
+                if named > max_children && at + 1 < batch.len() {
+                    cut = Some((at, id));
+                    break;
+                }
+            }
+            if let Some((at, id)) = cut {
+                batch = &batch[..=at];
+                report.next = Some(id);
+                break;
+            }
+        }
+        report.examined = batch.len() as u64;
+        let ids: Vec<BlobId> = batch.iter().map(|(id, _)| *id).collect();
         for (id, entry, kids) in listed {
             match kids {
                 Ok(kids) => {
