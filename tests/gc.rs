@@ -490,3 +490,33 @@ fn cascade_batches_and_compaction_groups_stay_within_their_limits() {
     assert!(left.is_empty(), "only the log is left once the only dataset is collected: {left:?}");
     assert_clean(&store);
 }
+
+/// The simulated cascade (`gc --dry-run`, `dedupe stats`) keeps what it
+/// subtracts on scratch space and works in batches. In batches of one
+/// (every collected metadata blob waits on disk to be listed), of three,
+/// and of the default size, it predicts the same, and the real job then
+/// collects exactly that.
+#[test]
+fn a_simulated_cascade_in_tiny_batches_predicts_what_gc_collects() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    back_up_versions(&fixture, &source, 200, 11, 3, |_| {});
+    let store = Store::open(&fixture.store(), OpenMode::Write).unwrap();
+    let first = store.datasets().unwrap().remove(0);
+    let mut predictions = Vec::new();
+    for batch in [1, 3, 16 << 10] {
+        let mut cascade = cairn_gc::Cascade::with_batch(&store, batch).unwrap();
+        cascade.release(first.root).unwrap();
+        cascade.run().unwrap();
+        assert!(cascade.problems.is_empty(), "{:?}", cascade.problems);
+        predictions.push((cascade.blobs, cascade.metadata_blobs, cascade.record_bytes, cascade.data_raw_bytes));
+    }
+    assert_eq!(predictions[0], predictions[1]);
+    assert_eq!(predictions[0], predictions[2]);
+    let (blobs, metadata_blobs, bytes, _) = predictions[0];
+    assert!(metadata_blobs > 3 && blobs > metadata_blobs, "{predictions:?}");
+
+    store.forget(&[first.id]).unwrap();
+    let report = collect(&store);
+    assert_eq!((report.blobs_reclaimed, report.metadata_blobs, report.bytes_reclaimed), (blobs, metadata_blobs, bytes));
+}

@@ -101,7 +101,7 @@ pub fn dedupe_stats(store: &Store) -> Result<DedupeStats> {
     })?;
     let mut datasets = Vec::new();
     for record in store.datasets()? {
-        let mut cascade = Cascade::new(store);
+        let mut cascade = Cascade::new(store)?;
         cascade.release(record.root)?;
         cascade.run()?;
         datasets.push(DatasetShare {

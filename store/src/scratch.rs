@@ -89,7 +89,7 @@ impl ScratchMap {
     }
 
     /// The values of `keys`, in their order.
-    pub(crate) fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
         self.db
             .multi_get(keys)
             .into_iter()
@@ -98,7 +98,7 @@ impl ScratchMap {
     }
 
     /// Keys from `start` on, in key order, with their values.
-    pub(crate) fn iter_from(&self, start: &[u8]) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+    pub fn iter_from(&self, start: &[u8]) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
         self.db
             .iterator(IteratorMode::From(start, Direction::Forward))
             .map(|item| item.map_err(|e| scratch_error("reading", self._dir.path(), e)))
