@@ -198,6 +198,9 @@ fn browsing_lists_finds_stats_cats_and_diffs() {
     assert!(!diff.contains("lib.rs"), "{diff}");
     let changes = json(&fixture.ok(&["--json", "diff", "latest~1", "latest", "src"]));
     assert_eq!(changes.as_array().unwrap().len(), 2, "{changes}");
+    // Written as the changes come: an empty diff and an empty find are still arrays.
+    assert_eq!(json(&fixture.ok(&["--json", "diff", "first", "first"])), serde_json::json!([]));
+    assert_eq!(json(&fixture.ok(&["--json", "find", "first", "/", "--name", "absent*"])), serde_json::json!([]));
 
     // stat: most of the changed file's chunks are shared with the first version.
     let stat = json(&fixture.ok(&["--json", "stat", "second", "src/main.rs"]));

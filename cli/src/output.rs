@@ -37,6 +37,40 @@ pub fn json<T: Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
+/// A JSON array written one element at a time, one per line, so that a
+/// command listing millions of things (`find`, `diff`) holds none of them.
+pub struct JsonArray<W: Write> {
+    out: W,
+    first: bool,
+}
+
+impl<W: Write> JsonArray<W> {
+    /// Opens the array on `out`.
+    pub fn new(mut out: W) -> std::io::Result<JsonArray<W>> {
+        out.write_all(b"[")?;
+        Ok(JsonArray { out, first: true })
+    }
+
+    /// Writes one element.
+    pub fn push<T: Serialize>(&mut self, item: &T) -> std::io::Result<()> {
+        let comma = if std::mem::take(&mut self.first) { "" } else { "," };
+        write!(self.out, "{comma}\n  ")?;
+        serde_json::to_writer(&mut self.out, item).map_err(std::io::Error::from)
+    }
+
+    /// Closes the array and flushes.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        writeln!(self.out, "{}]", if self.first { "" } else { "\n" })?;
+        self.out.flush()
+    }
+}
+
+/// A failed write to standard output, as the store's error type (for
+/// callbacks that the store calls).
+pub fn stdout_error(cause: std::io::Error) -> cairn_store::Error {
+    cairn_store::Error::Output { what: "standard output".into(), cause }
+}
+
 /// How names (file names, paths, labels, keys, targets) are written for
 /// people on one output stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

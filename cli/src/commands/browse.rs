@@ -181,8 +181,8 @@ pub fn find(globals: &Globals, dataset: &str, path: &str, name: Option<&str>, ki
         .transpose()
         .map_err(|e| anyhow::anyhow!("bad --name pattern: {e}"))?;
     let names = Names::stdout();
+    let mut json = globals.json.then(|| output::JsonArray::new(BufWriter::new(io::stdout().lock()))).transpose()?;
     let mut out = BufWriter::new(io::stdout().lock());
-    let mut views = Vec::new();
     let mut matched = 0u64;
     store.walk(&record, path, &mut |at, entry| {
         if kind.is_some_and(|k| k.letter() != entry.kind.letter()) {
@@ -196,16 +196,14 @@ pub fn find(globals: &Globals, dataset: &str, path: &str, name: Option<&str>, ki
         }
         matched += 1;
         let full = walked(at);
-        if globals.json {
-            views.push(EntryView::new(display_path(&full), entry));
-            return Ok(());
+        if let Some(array) = json.as_mut() {
+            return array.push(&EntryView::new(display_path(&full), entry)).map_err(output::stdout_error);
         }
-        out.write_all(&names.bytes(&full))
-            .and_then(|()| out.write_all(b"\n"))
-            .map_err(|e| cairn_store::Error::Output { what: "standard output".into(), cause: e })
+        out.write_all(&names.bytes(&full)).and_then(|()| out.write_all(b"\n")).map_err(output::stdout_error)
     })?;
-    if globals.json {
-        return output::json(&views);
+    if let Some(array) = json {
+        array.finish()?;
+        return Ok(());
     }
     out.flush()?;
     if matched == 0 {
@@ -293,14 +291,16 @@ pub fn cat(globals: &Globals, dataset: &str, path: &str) -> Result<()> {
 pub fn diff(globals: &Globals, old: &str, new: &str, path: &str) -> Result<()> {
     let store = globals.open_read()?;
     let (old, new) = (store.dataset(old)?, store.dataset(new)?);
-    let changes = store.diff(&old, &new, path)?;
+    let mut out = BufWriter::new(io::stdout().lock());
     if globals.json {
-        return output::json(&changes);
+        let mut array = output::JsonArray::new(out)?;
+        store.diff_each(&old, &new, path, &mut |change| array.push(&change).map_err(output::stdout_error))?;
+        array.finish()?;
+        return Ok(());
     }
     let mut counts = [0u64; 4];
     let names = Names::stdout();
-    let mut out = BufWriter::new(io::stdout().lock());
-    for c in &changes {
+    store.diff_each(&old, &new, path, &mut |c| {
         let (mark, slot) = match c.change {
             ChangeKind::Added => ('+', 0),
             ChangeKind::Removed => ('-', 1),
@@ -317,8 +317,8 @@ pub fn diff(globals: &Globals, old: &str, new: &str, path: &str) -> Result<()> {
             (_, Some(b)) | (Some(b), None) => format!("  {}", output::size(b)),
             (None, None) => String::new(),
         };
-        writeln!(out, "{mark} {}{sizes}", names.text(&c.path))?;
-    }
+        writeln!(out, "{mark} {}{sizes}", names.text(&c.path)).map_err(output::stdout_error)
+    })?;
     out.flush()?;
     eprintln!(
         "{} added, {} removed, {} modified, {} metadata only (dataset {} -> {})",

@@ -185,11 +185,30 @@ impl Store {
 
     /// What differs between `old` and `new` under `path`.
     pub fn diff(&self, old: &DatasetRecord, new: &DatasetRecord, path: &str) -> Result<Vec<Change>> {
-        self.diff_within(old, new, path, TreeLimits::DEFAULT)
+        let mut changes = Vec::new();
+        self.diff_each(old, new, path, &mut |change| {
+            changes.push(change);
+            Ok(())
+        })?;
+        Ok(changes)
     }
 
-    /// [`Store::diff`] within `limits`. Iterative, like [`walk_tree`]: a
-    /// stack of comparisons still to make, each with its depth, and of
+    /// Calls `each` with what differs between `old` and `new` under
+    /// `path`, in order, as it is found: memory holds the walk's stack,
+    /// not the changes (two datasets of ten million files each, every file
+    /// changed, are ten million changes).
+    pub fn diff_each(
+        &self,
+        old: &DatasetRecord,
+        new: &DatasetRecord,
+        path: &str,
+        each: &mut dyn FnMut(Change) -> Result<()>,
+    ) -> Result<()> {
+        self.diff_within(old, new, path, TreeLimits::DEFAULT, each)
+    }
+
+    /// [`Store::diff_each`] within `limits`. Iterative, like [`walk_tree`]:
+    /// a stack of comparisons still to make, each with its depth, and of
     /// changes held back until everything under them is reported (a
     /// directory's own metadata change comes after its contents').
     pub(crate) fn diff_within(
@@ -198,24 +217,30 @@ impl Store {
         new: &DatasetRecord,
         path: &str,
         limits: TreeLimits,
-    ) -> Result<Vec<Change>> {
+        each: &mut dyn FnMut(Change) -> Result<()>,
+    ) -> Result<()> {
         let a = self.lookup(old, path).ok();
         let b = self.lookup(new, path).ok();
         if a.is_none() && b.is_none() {
             return Err(Error::NoSuchPath { dataset: format!("{} or {}", old.id, new.id), path: path.to_string() });
         }
         let prefix: Vec<u8> = components(path).collect::<Vec<_>>().join(&b'/');
+        // The directory asked about is the frame, not a change in it.
+        let top = display_path(&absolute(&prefix));
+        let mut emit = |change: Change| match change.change == ChangeKind::Metadata && change.path == top {
+            true => Ok(()),
+            false => each(change),
+        };
         let mut budget = TreeBudget::new(limits);
-        let mut changes = Vec::new();
         let mut stack = vec![Step::Compare { path: prefix.clone(), a, b, depth: 0 }];
         while let Some(step) = stack.pop() {
             match step {
-                Step::Emit(change) => changes.push(change),
+                Step::Emit(change) => emit(change)?,
                 Step::Compare { path, a, b, depth } => {
-                    self.diff_step(path, a, b, depth, &mut budget, &mut stack, &mut changes)?
+                    self.diff_step(path, a, b, depth, &mut budget, &mut stack, &mut emit)?
                 }
                 Step::OneSide { path, entry, kind, depth } => {
-                    changes.push(one_side_change(&path, &entry, kind));
+                    emit(one_side_change(&path, &entry, kind))?;
                     if let Some(tree) = subtree(&entry) {
                         let entries = self.tree(tree)?.entries;
                         budget.enter(tree, depth + 1, entries.len())?;
@@ -228,10 +253,7 @@ impl Store {
                 }
             }
         }
-        // The directory asked about is the frame, not a change in it.
-        let top = display_path(&absolute(&prefix));
-        changes.retain(|c| !(c.change == ChangeKind::Metadata && c.path == top));
-        Ok(changes)
+        Ok(())
     }
 
     /// Compares one path's entries: reports a change now, or pushes what
@@ -245,7 +267,7 @@ impl Store {
         depth: usize,
         budget: &mut TreeBudget,
         stack: &mut Vec<Step>,
-        out: &mut Vec<Change>,
+        out: &mut dyn FnMut(Change) -> Result<()>,
     ) -> Result<()> {
         let size = |e: &Entry| (e.kind == EntryKind::File).then_some(e.size);
         let change = |change, a: &Entry, b: &Entry| Change {
@@ -291,9 +313,9 @@ impl Store {
             }
             (Some(a), Some(b)) if a.kind == b.kind => {
                 if a.blob != b.blob || a.size != b.size || a.target != b.target || a.rdev != b.rdev {
-                    out.push(change(ChangeKind::Modified, &a, &b));
+                    out(change(ChangeKind::Modified, &a, &b))?;
                 } else if !same_metadata(&a, &b) {
-                    out.push(change(ChangeKind::Metadata, &a, &b));
+                    out(change(ChangeKind::Metadata, &a, &b))?;
                 }
             }
             (a, b) => {
@@ -396,9 +418,9 @@ mod tests {
         let error = error.unwrap_err().to_string();
         assert!(error.contains("tree") && error.contains("more than 100000 entries"), "{error}");
         assert!(visited <= 100_001, "{visited}");
-        let error = store.diff_within(&empty, &bomb, "", limits).unwrap_err().to_string();
+        let error = store.diff_within(&empty, &bomb, "", limits, &mut |_| Ok(())).unwrap_err().to_string();
         assert!(error.contains("more than 100000 entries"), "{error}");
-        let error = store.diff_within(&bomb, &empty, "/a/b", limits).unwrap_err().to_string();
+        let error = store.diff_within(&bomb, &empty, "/a/b", limits, &mut |_| Ok(())).unwrap_err().to_string();
         assert!(error.contains("more than 100000 entries"), "{error}");
     }
 }
