@@ -322,24 +322,30 @@ fn finish_within(mut command: Command) -> (std::process::ExitStatus, String) {
     (status, reader.join().unwrap())
 }
 
+/// Restores the latest dataset of [`pushed_in_small_containers`] straight
+/// from S3 with `extra` arguments, its staging logged; checks that the
+/// restore is exact, and returns the log.
+fn restore_straight_from_s3(extra: &[&str]) -> String {
+    let (fixture, server, _store, source) = pushed_in_small_containers();
+    let target = fixture.path("restored");
+    let url = url();
+    let mut args = vec!["--remote", &url, "restore", "latest", "--to", target.to_str().unwrap()];
+    args.extend(extra);
+    let mut command = cairn(&fixture.path("no-store-here"), &server, &args);
+    command.env("CAIRN_LOG", "cairn_store::dataset::stage=debug");
+    let (status, stderr) = finish_within(command);
+    assert!(status.success(), "{stderr}");
+    diff_r(&source, &target);
+    stderr
+}
+
 /// With next to no memory for what is fetched ahead, a restore straight
 /// from S3 still ends, exact: the fetcher waits for windows of files to be
 /// written while no reader waits, and sends what lands to a staging file
 /// while one does. Without that second rule each would wait for the other.
 #[test]
 fn a_restore_with_almost_no_memory_for_fetching_ahead_is_exact_and_never_stalls() {
-    let (fixture, server, _store, source) = pushed_in_small_containers();
-    let target = fixture.path("restored");
-    let url = url();
-    let mut command = cairn(
-        &fixture.path("no-store-here"),
-        &server,
-        &["--remote", &url, "restore", "latest", "--to", target.to_str().unwrap(), "--memory", "1B", "--jobs", "4"],
-    );
-    command.env("CAIRN_LOG", "cairn_store::dataset::stage=debug");
-    let (status, stderr) = finish_within(command);
-    assert!(status.success(), "{stderr}");
-    diff_r(&source, &target);
+    let stderr = restore_straight_from_s3(&["--memory", "1B", "--jobs", "4"]);
     // The staging files were used (the log says how many bytes went
     // there), so both of the fetcher's rules were exercised.
     let spilled: u64 = stderr
@@ -356,18 +362,7 @@ fn a_restore_with_almost_no_memory_for_fetching_ahead_is_exact_and_never_stalls(
 /// next begins) and restores the same tree.
 #[test]
 fn a_restore_from_s3_in_small_batches_stages_each_batch_and_is_exact() {
-    let (fixture, server, _store, source) = pushed_in_small_containers();
-    let target = fixture.path("restored");
-    let url = url();
-    let mut command = cairn(
-        &fixture.path("no-store-here"),
-        &server,
-        &["--remote", &url, "restore", "latest", "--to", target.to_str().unwrap(), "--batch", "7"],
-    );
-    command.env("CAIRN_LOG", "cairn_store::dataset::stage=debug");
-    let (status, stderr) = finish_within(command);
-    assert!(status.success(), "{stderr}");
-    diff_r(&source, &target);
+    let stderr = restore_straight_from_s3(&["--batch", "7"]);
     let stagings = stderr.matches("staged remote containers").count();
     assert!(stagings > 3, "one staging per batch with files, got {stagings}: {stderr}");
 }
