@@ -373,3 +373,40 @@ fn root_is_warned_when_a_remote_chooses_owners() {
     let quiet = restore("mine", &["--no-owner"]);
     assert!(!quiet.contains("warning"), "{quiet}");
 }
+
+/// A root restore from a remote counts what it would take on trust over
+/// the whole walk before writing anything, even when the walk comes in
+/// batches and what it counts lies past the first.
+#[test]
+fn root_is_warned_of_privileged_xattrs_past_the_first_batch() {
+    use crate::remote::{add_remote, cairn, push, url};
+    use crate::s3::S3Server;
+    if !is_root() {
+        eprintln!("root_is_warned_of_privileged_xattrs_past_the_first_batch: needs root; not run");
+        return;
+    }
+    let fixture = Fixture::new();
+    let server = S3Server::start(&fixture.path("s3"));
+    let source = fixture.path("source");
+    fs::create_dir_all(source.join("a")).unwrap();
+    fs::create_dir_all(source.join("z")).unwrap();
+    for name in ["a/1", "a/2", "a/3", "z/1", "z/2"] {
+        fs::write(source.join(name), name).unwrap();
+    }
+    // Last in the walk: far past a first batch of two steps.
+    xattr::set(source.join("z/1"), "trusted.cairn-test", b"one").unwrap();
+    xattr::set(source.join("z/2"), "trusted.cairn-test", b"two").unwrap();
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    add_remote(&fixture.store(), &server, &[]);
+    push(&fixture.store(), &server);
+    for batch in ["2", "65536"] {
+        let to = fixture.path(&format!("restored-{batch}"));
+        let url = url();
+        let args = ["--remote", &url, "restore", "latest", "--to", to.to_str().unwrap(), "--batch", batch];
+        let output = cairn(&fixture.path("no-store"), &server, &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(stderr.contains("restoring 2 security.* or trusted.* xattrs as root"), "batch {batch}: {stderr}");
+        assert_eq!(xattr::get(to.join("z/2"), "trusted.cairn-test").unwrap().as_deref(), Some(&b"two"[..]));
+    }
+}

@@ -213,7 +213,7 @@ const BATCH_CHUNKS: usize = 128;
 /// later names are linked, not written).
 fn files_and_bytes(steps: &[Step]) -> (u64, u64) {
     steps.iter().fold((0, 0), |(f, b), s| match s {
-        Step::File(_, e) => (f + 1, b + e.size),
+        Step::File(_, e) => (f + 1, b.saturating_add(e.size)),
         _ => (f, b),
     })
 }
@@ -253,7 +253,7 @@ impl Store {
         let mut planned = (0u64, 0u64);
         let mut show_planned = |steps: &[Step], done: bool| {
             let (files, bytes) = files_and_bytes(steps);
-            planned = (planned.0 + files, planned.1 + bytes);
+            planned = (planned.0 + files, planned.1.saturating_add(bytes));
             // While the walk goes on, a whole dataset's totals are its
             // record's (what `datasets` shows), and the walk's own once
             // it is over.
@@ -572,7 +572,7 @@ fn dry_run(steps: &[Step], target: &Path, options: &RestoreOptions, report: &mut
                 Ok(_) if options.overwrite == Overwrite::Never => report.skipped_existing += 1,
                 _ => {
                     report.files_written += 1;
-                    report.bytes_written += entry.size;
+                    report.bytes_written = report.bytes_written.saturating_add(entry.size);
                 }
             },
             Step::Link(..) => report.hardlinks += 1,
