@@ -348,30 +348,38 @@ fn a_tree_nested_deeper_than_any_real_path_is_refused() {
 /// `--no-owner` is what the warning suggests.
 #[test]
 fn root_is_warned_when_a_remote_chooses_owners() {
-    use crate::remote::{add_remote, cairn, push, url};
-    use crate::s3::S3Server;
     if !is_root() {
         eprintln!("root_is_warned_when_a_remote_chooses_owners: needs root; not run");
         return;
     }
     let fixture = Fixture::new();
-    let server = S3Server::start(&fixture.path("s3"));
     docs_tree(&fixture);
-    add_remote(&fixture.store(), &server, &[]);
-    push(&fixture.store(), &server);
-    let restore = |to: &str, extra: &[&str]| {
-        let to = fixture.path(to);
-        let url = url();
-        let mut args = vec!["--remote", &url, "restore", "latest", "--to", to.to_str().unwrap()];
-        args.extend(extra);
-        let output = cairn(&fixture.path("no-store"), &server, &args).output().unwrap();
-        assert!(output.status.success(), "{output:?}");
-        String::from_utf8(output.stderr).unwrap()
-    };
-    let warned = restore("owners", &[]);
+    let server = pushed_to_a_new_remote(&fixture);
+    let warned = restore_from_remote(&fixture, &server, "owners", &[]);
     assert!(warned.contains("warning: restoring owners as root") && warned.contains("--no-owner"), "{warned}");
-    let quiet = restore("mine", &["--no-owner"]);
+    let quiet = restore_from_remote(&fixture, &server, "mine", &["--no-owner"]);
     assert!(!quiet.contains("warning"), "{quiet}");
+}
+
+/// An S3 server holding a copy of `fixture`'s store.
+fn pushed_to_a_new_remote(fixture: &Fixture) -> crate::s3::S3Server {
+    let server = crate::s3::S3Server::start(&fixture.path("s3"));
+    crate::remote::add_remote(&fixture.store(), &server, &[]);
+    crate::remote::push(&fixture.store(), &server);
+    server
+}
+
+/// Restores the latest dataset straight from `server` into `to` (under
+/// the fixture) with `extra` arguments; insists that it succeeds, and
+/// returns what it printed on stderr.
+fn restore_from_remote(fixture: &Fixture, server: &crate::s3::S3Server, to: &str, extra: &[&str]) -> String {
+    let to = fixture.path(to);
+    let url = crate::remote::url();
+    let mut args = vec!["--remote", &url, "restore", "latest", "--to", to.to_str().unwrap()];
+    args.extend(extra);
+    let output = crate::remote::cairn(&fixture.path("no-store"), server, &args).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stderr).unwrap()
 }
 
 /// A root restore from a remote counts what it would take on trust over
@@ -379,14 +387,11 @@ fn root_is_warned_when_a_remote_chooses_owners() {
 /// batches and what it counts lies past the first.
 #[test]
 fn root_is_warned_of_privileged_xattrs_past_the_first_batch() {
-    use crate::remote::{add_remote, cairn, push, url};
-    use crate::s3::S3Server;
     if !is_root() {
         eprintln!("root_is_warned_of_privileged_xattrs_past_the_first_batch: needs root; not run");
         return;
     }
     let fixture = Fixture::new();
-    let server = S3Server::start(&fixture.path("s3"));
     let source = fixture.path("source");
     fs::create_dir_all(source.join("a")).unwrap();
     fs::create_dir_all(source.join("z")).unwrap();
@@ -397,16 +402,12 @@ fn root_is_warned_of_privileged_xattrs_past_the_first_batch() {
     xattr::set(source.join("z/1"), "trusted.cairn-test", b"one").unwrap();
     xattr::set(source.join("z/2"), "trusted.cairn-test", b"two").unwrap();
     fixture.ok(&["backup", source.to_str().unwrap()]);
-    add_remote(&fixture.store(), &server, &[]);
-    push(&fixture.store(), &server);
+    let server = pushed_to_a_new_remote(&fixture);
     for batch in ["2", "65536"] {
-        let to = fixture.path(&format!("restored-{batch}"));
-        let url = url();
-        let args = ["--remote", &url, "restore", "latest", "--to", to.to_str().unwrap(), "--batch", batch];
-        let output = cairn(&fixture.path("no-store"), &server, &args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{stderr}");
+        let to = format!("restored-{batch}");
+        let stderr = restore_from_remote(&fixture, &server, &to, &["--batch", batch]);
         assert!(stderr.contains("restoring 2 security.* or trusted.* xattrs as root"), "batch {batch}: {stderr}");
-        assert_eq!(xattr::get(to.join("z/2"), "trusted.cairn-test").unwrap().as_deref(), Some(&b"two"[..]));
+        let restored = xattr::get(fixture.path(&to).join("z/2"), "trusted.cairn-test").unwrap();
+        assert_eq!(restored.as_deref(), Some(&b"two"[..]));
     }
 }
