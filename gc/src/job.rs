@@ -6,8 +6,9 @@
 //!
 //! 1. **Cascade**, in passes over the `zero` queue, `batch_blobs` entries per
 //!    commit (fewer when their metadata blobs name more than
-//!    `batch_children` children). Collecting a metadata blob can bring its children to zero; they
-//!    are collected by the next pass. It ends when a pass collects nothing.
+//!    `batch_children` children). Collecting a metadata blob can bring its
+//!    children to zero; they are collected later in the same pass or by the
+//!    next. It ends when a pass collects nothing.
 //! 2. **Compact** the containers whose dead share reaches the threshold, a
 //!    group of about `group_bytes` of live records and `group_records`
 //!    records (live or dead: each is looked up and held while its group is
@@ -222,15 +223,16 @@ pub fn worth_compacting(record: &ContainerRecord, threshold: f64) -> bool {
 fn groups(chosen: &[Chosen], group_bytes: u64, group_records: u64) -> Vec<&[Chosen]> {
     let mut out = Vec::new();
     let mut start = 0;
-    let (mut bytes, mut records) = (0, 0);
+    let (mut bytes, mut records) = (0u64, 0u64);
     for (i, c) in chosen.iter().enumerate() {
-        if i > start && (bytes + c.live_bytes > group_bytes || records + c.records > group_records) {
+        let (more_bytes, more_records) = (bytes.saturating_add(c.live_bytes), records.saturating_add(c.records));
+        if i > start && (more_bytes > group_bytes || more_records > group_records) {
             out.push(&chosen[start..i]);
             start = i;
-            (bytes, records) = (0, 0);
+            (bytes, records) = (c.live_bytes, c.records);
+        } else {
+            (bytes, records) = (more_bytes, more_records);
         }
-        bytes += c.live_bytes;
-        records += c.records;
     }
     if start < chosen.len() {
         out.push(&chosen[start..]);

@@ -135,8 +135,8 @@ impl Store {
         // than `max_children` children ends after the one that passes that,
         // and the rest wait for the next batch.
         let mut listed: Vec<(BlobId, IndexEntry, Result<Vec<BlobId>>)> = Vec::new();
-        let (mut named, mut cut) = (0usize, None);
-        for group in metadata.chunks(LIST_AT_ONCE) {
+        let mut named = 0usize;
+        'listing: for group in metadata.chunks(LIST_AT_ONCE) {
             let read: Vec<_> = group
                 .par_iter()
                 .map(|&(_, id, entry)| {
@@ -148,14 +148,10 @@ impl Store {
                 named += item.2.as_ref().map_or(0, Vec::len);
                 listed.push(item);
                 if named > max_children && at + 1 < batch.len() {
-                    cut = Some((at, id));
-                    break;
+                    batch = &batch[..=at];
+                    report.next = Some(id);
+                    break 'listing;
                 }
-            }
-            if let Some((at, id)) = cut {
-                batch = &batch[..=at];
-                report.next = Some(id);
-                break;
             }
         }
         report.examined = batch.len() as u64;

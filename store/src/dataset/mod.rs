@@ -30,8 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use backup::{BackupOptions, BackupReport};
 pub use browse::{Change, ChangeKind, ChunkUse};
+pub use plan::PLAN_BATCH;
 pub use record::{DatasetId, DatasetRecord};
-pub use restore::{Overwrite, PLAN_BATCH, RestoreOptions, RestoreReport};
+pub use restore::{Overwrite, RestoreOptions, RestoreReport};
 pub use stage::STAGE_JOBS;
 pub use tree::{Entry, EntryKind, Tree};
 
