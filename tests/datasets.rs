@@ -414,3 +414,36 @@ fn a_restore_in_batches_of_a_few_entries_restores_the_same_tree() {
     let inode = |rel: &str| std::os::unix::fs::MetadataExt::ino(&fs::metadata(target.join(rel)).unwrap());
     assert_eq!(inode("hard/two"), inode("other/three"), "the later name is a link to the first");
 }
+
+/// Files are created with their own permission bits and get no `fchmod`
+/// when they came out right, so the umask the restore runs under must
+/// never decide a restored mode: under a umask that strips every bit, and
+/// under none, each file comes back with exactly its mode (setuid and
+/// setgid included, which are only set after the owner).
+#[test]
+fn restored_files_get_their_mode_whatever_the_umask() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    fs::create_dir(&source).unwrap();
+    let modes = [0o777, 0o666, 0o644, 0o604, 0o444, 0o400, 0o000, 0o4755, 0o2750, 0o1777];
+    for (n, mode) in modes.iter().enumerate() {
+        let path = source.join(format!("{mode:o}"));
+        fs::write(&path, text(100 + n * 1000, n as u64)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    fixture.ok(&["backup", source.to_str().unwrap(), "--name", "modes"]);
+    let expected = snapshot(&source);
+    for umask in ["0777", "0022", "0000"] {
+        let target = fixture.path(&format!("restored-{umask}"));
+        let restore = fixture.command(&["restore", "modes", "--to", target.to_str().unwrap()]);
+        let mut under_umask = std::process::Command::new("sh");
+        under_umask.args(["-c", &format!("umask {umask} && exec \"$0\" \"$@\"")]);
+        under_umask.arg(restore.get_program()).args(restore.get_args()).env_remove("CAIRN_STORE");
+        crate::util::succeed(under_umask);
+        for mode in modes {
+            let got = fs::symlink_metadata(target.join(format!("{mode:o}"))).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(got, mode, "umask {umask}: a file of mode {mode:o} came back {got:o}");
+        }
+        assert_same(&expected, &snapshot(&target));
+    }
+}

@@ -45,6 +45,35 @@ pub enum Target<'a> {
 /// Mode bits that make a program run as its owner or group.
 const SETID_BITS: u32 = 0o6000;
 
+/// The owner and mode a file the restore has just made already has (one
+/// `fstat`, which unlike `fchown` and `fchmod` changes nothing), so that
+/// [`apply`] makes only the calls that change something: most files are
+/// created with the owner and mode they are to have, and those two calls
+/// were two of the seven a restored file cost.
+#[derive(Clone, Copy, Debug)]
+pub struct Has {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+impl Has {
+    /// What `file` has now; `None` if it cannot be read (then every call
+    /// is made, as for a file found in place).
+    pub fn of(file: &File) -> Option<Has> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        Some(Has { uid: m.uid(), gid: m.gid(), mode: m.mode() & 0o7777 })
+    }
+}
+
+/// The permission bits to create a file for `entry` with: its mode without
+/// the setuid and setgid bits, which only [`apply`] puts on, after `chown`
+/// (which clears them).
+pub fn creation_mode(entry: &Entry) -> u32 {
+    entry.mode & 0o777
+}
+
 /// The mode to restore for `entry`.
 fn restored_mode(entry: &Entry, options: &ApplyOptions) -> u32 {
     if options.setid { entry.mode & 0o7777 } else { entry.mode & 0o7777 & !SETID_BITS }
@@ -53,13 +82,22 @@ fn restored_mode(entry: &Entry, options: &ApplyOptions) -> u32 {
 /// Puts the entry's metadata on `target`: owners (when asked), mode,
 /// xattrs, then times last (everything else changes ctime, and writing
 /// xattrs may touch mtime on some file systems). Returns what could not be
-/// put back; the restore goes on.
-pub fn apply(target: Target<'_>, entry: &Entry, options: &ApplyOptions, names: &Names) -> Vec<String> {
+/// put back; the restore goes on. `has` is what the target has already
+/// (a file just made); an owner or mode it has is not set again.
+pub fn apply(
+    target: Target<'_>,
+    entry: &Entry,
+    options: &ApplyOptions,
+    names: &Names,
+    has: Option<Has>,
+) -> Vec<String> {
     use xattr::FileExt;
     let mut problems = Vec::new();
     let mut note = |what: &str, e: &dyn std::fmt::Display| problems.push(format!("{what}: {e}"));
-    if options.owners {
-        let (uid, gid) = (Some(Uid::from_raw(names.local_uid(entry))), Some(Gid::from_raw(names.local_gid(entry))));
+    let (local_uid, local_gid) = (names.local_uid(entry), names.local_gid(entry));
+    let owned = has.is_some_and(|h| (h.uid, h.gid) == (local_uid, local_gid));
+    if options.owners && !owned {
+        let (uid, gid) = (Some(Uid::from_raw(local_uid)), Some(Gid::from_raw(local_gid)));
         let chowned = match target {
             Target::File(file) => fchownat(file.as_fd(), "", uid, gid, AtFlags::AT_EMPTY_PATH),
             Target::At(dir, name) => fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW),
@@ -70,8 +108,10 @@ pub fn apply(target: Target<'_>, entry: &Entry, options: &ApplyOptions, names: &
     }
     // After chown: chown clears setuid and setgid. Linux symlinks have no
     // mode of their own.
-    if entry.kind != EntryKind::Symlink {
-        let mode = restored_mode(entry, options);
+    // A chown that was made cleared nothing here: `has` is only given for
+    // a file created without setuid and setgid bits.
+    let mode = restored_mode(entry, options);
+    if entry.kind != EntryKind::Symlink && has.is_none_or(|h| h.mode != mode) {
         let chmodded = match target {
             Target::File(file) => {
                 use std::os::unix::fs::PermissionsExt;

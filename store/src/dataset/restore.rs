@@ -40,7 +40,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::Progress;
-use super::apply::{ApplyOptions, Target, apply, make_special_at};
+use super::apply::{ApplyOptions, Has, Target, apply, creation_mode, make_special_at};
 use super::beneath::{Beneath, LastDir, kind_at, remove_at};
 use super::fsmeta::{Names, time_ns};
 use super::plan::{PLAN_BATCH, Planner, Step};
@@ -699,7 +699,7 @@ impl Run<'_> {
             Ok(dir) => File::from(dir),
             Err(e) => return self.problem(rel, format!("metadata not restored: opening it: {e}")),
         };
-        for problem in apply(Target::File(&dir), entry, &self.apply, &self.names) {
+        for problem in apply(Target::File(&dir), entry, &self.apply, &self.names, None) {
             self.problem(rel, problem);
         }
     }
@@ -764,11 +764,11 @@ impl Run<'_> {
         {
             self.unchanged.fetch_add(1, Ordering::Relaxed);
             self.progress.add(1, entry.size);
-            self.metadata(rel, &same, entry);
+            self.metadata(rel, &same, entry, None);
             self.note_head(rel, entry);
             return Ok(true);
         }
-        let Some(file) = self.create(dir, name, rel)? else {
+        let Some(file) = self.create(dir, name, rel, creation_mode(entry))? else {
             self.progress.add(1, entry.size);
             return Ok(false);
         };
@@ -782,7 +782,7 @@ impl Run<'_> {
         self.written.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(written, Ordering::Relaxed);
         self.progress.add(1, 0);
-        self.metadata(rel, &file, entry);
+        self.metadata(rel, &file, entry, Has::of(&file));
         self.note_head(rel, entry);
         Ok(true)
     }
@@ -794,8 +794,9 @@ impl Run<'_> {
     }
 
     /// Through the open file: no path walks, and nothing can be swapped in.
-    fn metadata(&self, rel: &Path, file: &File, entry: &Entry) {
-        for problem in apply(Target::File(file), entry, &self.apply, &self.names) {
+    /// `has`: what the file has already, when the restore just made it.
+    fn metadata(&self, rel: &Path, file: &File, entry: &Entry, has: Option<Has>) {
+        for problem in apply(Target::File(file), entry, &self.apply, &self.names, has) {
             self.problem(rel, problem);
         }
     }
@@ -839,12 +840,15 @@ impl Run<'_> {
         Ok(written)
     }
 
-    /// Creates the file `name` in `dir` (never following a symlink there),
-    /// after clearing what is in the way as `--overwrite` allows; `None`
-    /// when something is there and stays.
-    fn create(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> Done<Option<File>> {
+    /// Creates the file `name` in `dir` (never following a symlink there)
+    /// with the permission bits `mode` (less the umask), after clearing
+    /// what is in the way as `--overwrite` allows; `None` when something is
+    /// there and stays. Created with its own bits rather than 0600 and
+    /// changed later, it mostly needs no `fchmod`; while it is written, the
+    /// directory that holds it is still 0700 if the restore made it.
+    fn create(&self, dir: BorrowedFd<'_>, name: &OsStr, rel: &Path, mode: u32) -> Done<Option<File>> {
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let open = || openat(dir, name, flags, Mode::from_bits_truncate(0o600)).map(File::from);
+        let open = || openat(dir, name, flags, Mode::from_bits_truncate(mode)).map(File::from);
         // Trying first saves a lookup per file in the usual case, an empty target.
         match open() {
             Ok(file) => return Ok(Some(file)),
@@ -965,7 +969,7 @@ impl Run<'_> {
             _ => make_special_at(dir.as_fd(), name, entry),
         };
         made.map_err(|e| target_error("creating it", rel, e))?;
-        for problem in apply(Target::At(dir.as_fd(), name), entry, &self.apply, &self.names) {
+        for problem in apply(Target::At(dir.as_fd(), name), entry, &self.apply, &self.names, None) {
             self.problem(rel, problem);
         }
         Ok(Made::Yes)
