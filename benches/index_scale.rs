@@ -11,8 +11,12 @@
 //! CAIRN_BENCH_ENTRIES=100000000 goes to 100 million;
 //! CAIRN_INDEX_CACHE_MIB sets the block cache, as the command line's
 //! variable of that name does). Under `cargo test` it runs to 100,000 as a
-//! smoke test.
+//! smoke test. CAIRN_BENCH_INDEX_DIR=DIR keeps the index in DIR, and a
+//! later run with the same DIR measures it again without filling it (at
+//! the sizes not below what it holds): for profiling lookups, or measuring
+//! two indexes in turn, without ten minutes of filling each time.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use cairn_store::index::{Index, IndexEntry, cf};
@@ -93,8 +97,13 @@ fn main() {
     if let Some(mib) = std::env::var("CAIRN_INDEX_CACHE_MIB").ok().and_then(|v| v.parse().ok()) {
         cairn_store::index::set_cache_mib(mib);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let index = Index::open(&dir.path().join("index"), false).unwrap();
+    let temporary = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("CAIRN_BENCH_INDEX_DIR").map_or(temporary.path().to_path_buf(), PathBuf::from);
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("filled");
+    let mut filled: u64 = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    sizes.retain(|&size| size >= filled);
+    let index = Index::open(&dir.join("index"), false).unwrap();
     println!(
         "{:>12} {:>12} {:>12} {:>14} {:>14} {:>9} {:>8} {:>8} {:>7} {:>8}  {}",
         "entries",
@@ -110,7 +119,6 @@ fn main() {
         "files per level"
     );
     let probes = if benchmarking { 200_000 } else { 20_000 };
-    let mut filled = 0u64;
     for size in sizes {
         let started = Instant::now();
         while filled < size {
@@ -123,6 +131,7 @@ fn main() {
             filled = end;
         }
         index.flush().unwrap();
+        std::fs::write(&marker, filled.to_string()).unwrap();
         let fill = started.elapsed().as_secs_f64();
         // A real index grows over months, with compaction keeping up; this
         // one was filled in minutes. Measure it settled (up to 20 minutes),

@@ -10,7 +10,8 @@
 //! content of files the parent dataset saw unchanged; `restore.rs` puts a
 //! dataset back with its metadata and never writes outside its target;
 //! `browse.rs` answers `ls`, `find`, `stat`, `cat` and `diff`; `fsmeta.rs`
-//! reads and applies file metadata; `walk.rs` holds the limits and the
+//! reads and applies file metadata; `gather.rs` writes a restored file's
+//! chunks in few calls; `walk.rs` holds the limits and the
 //! iterative walk that everything descending trees from a store uses.
 
 mod apply;
@@ -19,6 +20,7 @@ mod beneath;
 pub mod browse;
 mod clone;
 pub mod fsmeta;
+mod gather;
 mod plan;
 pub mod record;
 pub mod restore;

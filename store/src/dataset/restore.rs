@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +43,7 @@ use super::Progress;
 use super::apply::{ApplyOptions, Has, Target, apply, creation_mode, make_special_at};
 use super::beneath::{Beneath, LastDir, kind_at, remove_at};
 use super::fsmeta::{Names, time_ns};
+use super::gather::Gather;
 use super::plan::{PLAN_BATCH, Planner, Step};
 use super::record::DatasetRecord;
 use super::tree::{Entry, EntryKind};
@@ -203,9 +204,6 @@ pub struct RestoreReport {
     pub problems: Vec<String>,
 }
 
-/// Blocks of zeros at this granularity (and alignment) become holes.
-const HOLE_BLOCK: usize = 4096;
-static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 const BATCH_CHUNKS: usize = 128;
 
 /// The files and bytes of `steps` that a restore writes (hard links'
@@ -864,27 +862,28 @@ impl Run<'_> {
     /// Writes chunks found by [`Store::locate`] to `file`, each checked;
     /// returns what `write_content` does.
     fn write_located(&self, file: &File, path: &Path, chunks: &Located) -> Result<(u64, bool)> {
-        let (mut offset, mut ends_in_hole) = (0u64, false);
+        let output = |e| Error::Output { what: path.display().to_string(), cause: e };
+        let (mut gather, mut offset) = (Gather::new(file), 0u64);
         for (chunk, entry) in chunks {
             let data = check_length(chunk, self.store.read_located_plain(&chunk.id, *entry)?)?;
-            ends_in_hole = write_sparse(file, offset, &data)
-                .map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
-            offset += data.len() as u64;
-            self.progress.add(0, data.len() as u64);
+            let len = data.len() as u64;
+            gather.push(offset, data).map_err(output)?;
+            offset += len;
+            self.progress.add(0, len);
         }
-        Ok((offset, ends_in_hole))
+        Ok((offset, gather.finish().map_err(output)?))
     }
 
     /// Writes a content list to `file`, leaving zero blocks as holes, and
     /// stops with an error before passing `size`. Returns the bytes it
     /// holds and whether its last block is a hole.
     fn write_content(&self, file: &File, path: &Path, mut reader: ContentReader, size: u64) -> Result<(u64, bool)> {
-        let mut offset = 0u64;
-        let mut ends_in_hole = false;
+        let output = |e| Error::Output { what: path.display().to_string(), cause: e };
+        let (mut gather, mut offset) = (Gather::new(file), 0u64);
         loop {
             let entries = reader.next_batch(BATCH_CHUNKS)?;
             if entries.is_empty() {
-                return Ok((offset, ends_in_hole));
+                return Ok((offset, gather.finish().map_err(output)?));
             }
             let listed = entries.iter().try_fold(offset, |sum, c| sum.checked_add(c.len));
             if listed.is_none_or(|end| end > size) {
@@ -896,10 +895,10 @@ impl Run<'_> {
                 });
             }
             for chunk in read_chunks(self.store, &entries)? {
-                ends_in_hole = write_sparse(file, offset, &chunk)
-                    .map_err(|e| Error::Output { what: path.display().to_string(), cause: e })?;
-                offset += chunk.len() as u64;
-                self.progress.add(0, chunk.len() as u64);
+                let len = chunk.len() as u64;
+                gather.push(offset, chunk.into()).map_err(output)?;
+                offset += len;
+                self.progress.add(0, len);
             }
         }
     }
@@ -973,64 +972,5 @@ impl Run<'_> {
             self.problem(rel, problem);
         }
         Ok(Made::Yes)
-    }
-}
-
-/// Writes `data` at `offset`, skipping blocks of zeros (aligned to the
-/// file) so they stay holes; the caller sets the final length. Returns
-/// whether the last block was left a hole.
-fn write_sparse(file: &File, offset: u64, data: &[u8]) -> std::io::Result<bool> {
-    let mut at = 0usize;
-    let mut run_start: Option<usize> = None;
-    while at < data.len() {
-        let block_end = ((offset as usize + at) / HOLE_BLOCK + 1) * HOLE_BLOCK - offset as usize;
-        let end = block_end.min(data.len());
-        let zero = data[at..end] == ZEROS[..end - at];
-        match (zero, run_start) {
-            (false, None) => run_start = Some(at),
-            (true, Some(start)) => {
-                file.write_all_at(&data[start..at], offset + start as u64)?;
-                run_start = None;
-            }
-            _ => {}
-        }
-        at = end;
-    }
-    match run_start {
-        Some(start) => file.write_all_at(&data[start..], offset + start as u64).map(|()| false),
-        None => Ok(!data.is_empty()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_blocks_become_holes_and_the_rest_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::create(&path).unwrap();
-        let mut data = vec![0u8; 5 * HOLE_BLOCK];
-        data[10] = 1;
-        data[4 * HOLE_BLOCK + 5] = 2;
-        // The data ends 100 bytes into a block of zeros: a hole the caller must close.
-        assert!(write_sparse(&file, 100, &data).unwrap(), "the last block is a hole");
-        file.set_len(100 + data.len() as u64).unwrap();
-        let back = std::fs::read(&path).unwrap();
-        assert_eq!(&back[100..], &data[..]);
-        // Only the two blocks holding data are allocated.
-        assert!(std::fs::metadata(&path).unwrap().blocks() * 512 <= 3 * HOLE_BLOCK as u64);
-
-        // Zeros at the end are not written: the caller must set the length.
-        let tail = dir.path().join("tail");
-        let file = File::create(&tail).unwrap();
-        let mut data = vec![0u8; 3 * HOLE_BLOCK];
-        data[0] = 7;
-        assert!(write_sparse(&file, 0, &data).unwrap(), "the last block is a hole");
-        assert_eq!(std::fs::metadata(&tail).unwrap().len(), HOLE_BLOCK as u64);
-        data[3 * HOLE_BLOCK - 1] = 8;
-        assert!(!write_sparse(&file, 0, &data).unwrap(), "the last block holds data");
-        assert_eq!(std::fs::metadata(&tail).unwrap().len(), 3 * HOLE_BLOCK as u64);
     }
 }
