@@ -105,10 +105,11 @@ fn main() {
     sizes.retain(|&size| size >= filled);
     let index = Index::open(&dir.join("index"), false).unwrap();
     println!(
-        "{:>12} {:>12} {:>12} {:>14} {:>14} {:>9} {:>8} {:>8} {:>7} {:>8}  {}",
+        "{:>12} {:>12} {:>12} {:>12} {:>14} {:>14} {:>9} {:>8} {:>8} {:>7} {:>8}  {}",
         "entries",
         "hits/s",
         "misses/s",
+        "then misses",
         "batched hits",
         "batched misses",
         "B/entry",
@@ -150,6 +151,11 @@ fn main() {
         let misses: Vec<BlobId> = (0..probes as u64).map(|i| id(u64::MAX - i)).collect();
         let hit_rate = lookups(&index, &hits, true);
         let miss_rate = lookups(&index, &misses, false);
+        // Again, other ids: what the rest of a long backup's misses cost,
+        // once the first ones have brought the filters they probe into the
+        // cache (as many as fit).
+        let misses: Vec<BlobId> = (0..probes as u64).map(|i| id(u64::MAX / 4 - i)).collect();
+        let warm_miss_rate = lookups(&index, &misses, false);
         // Other ids than the point lookups', so neither finds the blocks
         // the other just brought into the cache.
         let hits: Vec<BlobId> = (0..probes as u64).map(|i| id((i * step * 7919 + 1) % size)).collect();
@@ -160,7 +166,7 @@ fn main() {
         let levels: Vec<String> = index.blob_levels().unwrap().iter().map(u64::to_string).collect();
         let (now, peak) = rss();
         println!(
-            "{size:>12} {hit_rate:>12.0} {miss_rate:>12.0} {batched_hits:>14.0} {batched_misses:>14.0} {:>9.1} {now:>8} {peak:>8} {fill:>7.1} {settle:>8.1}  {}",
+            "{size:>12} {hit_rate:>12.0} {miss_rate:>12.0} {warm_miss_rate:>12.0} {batched_hits:>14.0} {batched_misses:>14.0} {:>9.1} {now:>8} {peak:>8} {fill:>7.1} {settle:>8.1}  {}",
             bytes as f64 / size as f64,
             levels.join("/")
         );

@@ -428,7 +428,9 @@ impl Store {
         // order the windows of files need them, until the last window that
         // needs each is written; each file is written once its bytes have
         // landed, while the next are fetched.
-        let mut plan = self.plan_stage(&mut files, LOCATE_WINDOW)?;
+        // On the restore's threads, not the global pool's one per core: from
+        // a cold disk the plan waits on content lists and index blocks.
+        let mut plan = pool.install(|| self.plan_stage(&mut files, LOCATE_WINDOW))?;
         tracing::debug!(seconds = started.elapsed().as_secs_f64(), ranges = plan.ranges.len(), "planned the files");
         // The plan found where the first files' chunks are, and put the
         // files in the order their chunks were stored; the writers look
