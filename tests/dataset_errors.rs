@@ -118,6 +118,35 @@ fn a_corrupt_container_fails_only_what_needs_it() {
     same_tree(&v1, &again);
 }
 
+/// A directory listing (tree blob) that does not read fails the restore
+/// by container and blob, and only the paths under it are lost.
+#[test]
+fn a_corrupt_directory_listing_fails_the_restore_by_name_and_spares_its_siblings() {
+    let fixture = Fixture::new();
+    let source = fixture.path("source");
+    for (n, dir) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        fs::create_dir_all(source.join(dir).join("inner")).unwrap();
+        fs::write(source.join(dir).join("f"), text(2000, n as u64)).unwrap();
+        fs::write(source.join(dir).join("inner/g"), text(3000, 10 + n as u64)).unwrap();
+    }
+    fixture.ok(&["backup", source.to_str().unwrap()]);
+    let (container, blob) = {
+        let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+        let dataset = store.dataset("latest").unwrap();
+        let listing = store.lookup(&dataset, "c").unwrap().blob.unwrap();
+        flip_byte_in_blob(&store, listing)
+    };
+    let target = fixture.path("target");
+    let error = fixture.fails(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    assert!(error.contains(&container) && error.contains(&blob) && error.contains("cairn check"), "{error}");
+    // Only `c` is lost: the others restore one by one.
+    for dir in ["a", "b", "d", "e"] {
+        let one = fixture.path(&format!("only-{dir}"));
+        fixture.ok(&["restore", "latest", dir, "--to", one.to_str().unwrap()]);
+        same_tree(&source.join(dir), &one.join(dir));
+    }
+}
+
 #[test]
 fn a_full_disk_fails_the_backup_and_loses_nothing() {
     let fixture = Fixture::new();
