@@ -48,54 +48,63 @@ impl<'f> Gather<'f> {
 
     /// Adds `data`, which belongs at `offset` in the file; writes what is
     /// held when `data` does not continue it or the limits are reached.
+    /// Its runs of blocks that are not all zeros are taken as they are
+    /// found (no list of them per chunk: this is every chunk's path).
     pub(crate) fn push(&mut self, offset: u64, data: Plain) -> std::io::Result<()> {
-        let mut runs: Vec<Range<usize>> = Vec::new();
-        let mut at = 0usize;
-        let mut run_start: Option<usize> = None;
-        while at < data.len() {
+        let len = data.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let mut chunk = self.held.len();
+        self.held.push(data);
+        let (mut at, mut run_start, mut taken) = (0usize, None, false);
+        while at < len {
             let block_end = (((offset + at as u64) / HOLE_BLOCK as u64 + 1) * HOLE_BLOCK as u64 - offset) as usize;
-            let end = block_end.min(data.len());
-            let zero = data[at..end] == ZEROS[..end - at];
+            let end = block_end.min(len);
+            let zero = self.held[chunk][at..end] == ZEROS[..end - at];
             match (zero, run_start) {
                 (false, None) => run_start = Some(at),
                 (true, Some(start)) => {
-                    runs.push(start..at);
-                    run_start = None;
+                    chunk = self.take(chunk, offset, start..at)?;
+                    (run_start, taken) = (None, true);
                 }
                 _ => {}
             }
             at = end;
         }
+        self.ends_in_hole = run_start.is_none();
         if let Some(start) = run_start {
-            runs.push(start..data.len());
+            self.take(chunk, offset, start..len)?;
+            taken = true;
         }
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.ends_in_hole = runs.last().is_none_or(|run| run.end < data.len());
-        if runs.is_empty() {
-            return Ok(());
-        }
-        let mut chunk = self.held.len();
-        self.held.push(data);
-        for run in runs {
-            let at = offset + run.start as u64;
-            if !self.pieces.is_empty() && self.start + self.len as u64 != at {
-                chunk = self.flush_keeping(chunk)?;
-            }
-            if self.pieces.is_empty() {
-                self.start = at;
-            }
-            self.len += run.len();
-            self.pieces.push((chunk, run));
-            if self.pieces.len() >= MAX_SLICES || self.len >= MAX_BYTES {
-                chunk = self.flush_keeping(chunk)?;
-            }
+        if !taken {
+            // All zeros: a hole, nothing to write from it.
+            self.held.pop();
         }
         if self.pieces.is_empty() {
             self.held.clear();
         }
         Ok(())
+    }
+
+    /// Takes the bytes `run` of held chunk `chunk` (which belongs at
+    /// `offset`) as the next piece, writing what is held first if the run
+    /// does not continue it, and after if the limits are reached; returns
+    /// the chunk's index in `held` now.
+    fn take(&mut self, mut chunk: usize, offset: u64, run: Range<usize>) -> std::io::Result<usize> {
+        let at = offset + run.start as u64;
+        if !self.pieces.is_empty() && self.start + self.len as u64 != at {
+            chunk = self.flush_keeping(chunk)?;
+        }
+        if self.pieces.is_empty() {
+            self.start = at;
+        }
+        self.len += run.len();
+        self.pieces.push((chunk, run));
+        if self.pieces.len() >= MAX_SLICES || self.len >= MAX_BYTES {
+            chunk = self.flush_keeping(chunk)?;
+        }
+        Ok(chunk)
     }
 
     /// Writes what is held; returns whether the file's last block was

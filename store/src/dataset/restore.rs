@@ -439,9 +439,9 @@ impl Store {
         // up the rest.
         let mut located = std::mem::take(&mut plan.located).into_iter();
         // The remote's ranges are held for the windows the plan counted.
-        let window = if plan.ranges.is_empty() { IN_ORDER_WINDOW } else { LOCATE_WINDOW };
+        let window_len = if plan.ranges.is_empty() { IN_ORDER_WINDOW } else { LOCATE_WINDOW };
         let located: Vec<Vec<Option<Located>>> =
-            files.chunks(window).map(|window| located.by_ref().take(window.len()).collect()).collect();
+            files.chunks(window_len).map(|window| located.by_ref().take(window.len()).collect()).collect();
         if plan.ranges.is_empty() {
             // More files at once than cores: each waits in turn for its
             // container's bytes from a cold disk and for the file system,
