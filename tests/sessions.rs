@@ -49,8 +49,25 @@ fn racing_sessions_writing_the_same_blobs_count_each_once() {
 /// a reference short, to be deleted while something still names it.
 #[test]
 fn a_chunk_named_in_two_batches_of_one_commit_gets_both_references() {
+    chunks_named_twice_get_both_references(None);
+}
+
+/// The same with the stage spilling every 64 entries: the first reference
+/// is counted and spilled to the `stage` family long before the walk
+/// meets the second, which must find it there (the stage keeps a filter
+/// of what it spilled, and a lookup it skips wrongly would count the chunk
+/// afresh, losing the first reference).
+#[test]
+fn a_chunk_named_before_and_after_the_stage_spilled_gets_both_references() {
+    chunks_named_twice_get_both_references(Some(64));
+}
+
+fn chunks_named_twice_get_both_references(stage_limit: Option<usize>) {
     let dir = tempfile::tempdir().unwrap();
     let store = new_store(&dir);
+    if let Some(limit) = stage_limit {
+        store.set_stage_limit(limit);
+    }
     let edge = noise(256 << 10, 31);
     // About 6,000 chunks between the two copies: more than one batch.
     let data = [&edge[..], &noise(48 << 20, 32), &edge].concat();

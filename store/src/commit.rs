@@ -34,6 +34,7 @@ use std::collections::HashMap;
 use rocksdb::WriteBatch;
 
 use crate::error::{Error, Result};
+use crate::id_filter::IdFilter;
 use crate::ids::{BlobId, ContainerId, Tid};
 use crate::index::{Index, IndexEntry, cf};
 use crate::log::{Change, Family};
@@ -448,17 +449,28 @@ pub(crate) struct Stage<'a> {
     overlay: HashMap<BlobId, IndexEntry>,
     limit: usize,
     spilled: bool,
+    /// The ids spilled to the family, once it spilled. Most of a large
+    /// commit's lookups are of ids nothing has counted yet, which the
+    /// family does not hold: each cost a RocksDB multi-get (0.26 s of the
+    /// resolution of a first backup of `/usr/lib`, 468,726 blobs), and
+    /// the filter answers most of them without one.
+    in_family: Option<IdFilter>,
 }
+
+/// Memory of [`Stage::in_family`]: 8 Mi bits, which keep "maybe" for ids
+/// the family lacks under 1% up to about 700,000 spilled ids.
+const STAGE_FILTER_BYTES: usize = 1 << 20;
 
 impl<'a> Stage<'a> {
     fn new(index: &'a Index, limit: usize) -> Stage<'a> {
-        Stage { index, overlay: HashMap::new(), limit, spilled: false }
+        Stage { index, overlay: HashMap::new(), limit, spilled: false, in_family: None }
     }
 
     fn get_many(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
         let mut found: Vec<Option<IndexEntry>> = ids.iter().map(|id| self.overlay.get(id).copied()).collect();
-        if self.spilled {
-            let missing: Vec<usize> = (0..ids.len()).filter(|&i| found[i].is_none()).collect();
+        if let Some(in_family) = &self.in_family {
+            let missing: Vec<usize> =
+                (0..ids.len()).filter(|&i| found[i].is_none() && in_family.may_contain(&ids[i])).collect();
             let keys: Vec<&[u8]> = missing.iter().map(|&i| ids[i].as_bytes().as_slice()).collect();
             for (&i, value) in missing.iter().zip(self.index.get_many(cf::STAGE, &keys, keys.is_sorted())?) {
                 found[i] = value.map(|bytes| crate::index::decode_entry(&ids[i], &bytes)).transpose()?;
@@ -484,6 +496,10 @@ impl<'a> Stage<'a> {
         }
         let mut entries: Vec<_> = self.overlay.drain().collect();
         entries.sort_unstable_by_key(|(id, _)| *id);
+        let in_family = self.in_family.get_or_insert_with(|| IdFilter::new(STAGE_FILTER_BYTES));
+        for (id, _) in &entries {
+            in_family.insert(id);
+        }
         // In batches: one batch of the whole overlay was a 12 MiB string
         // that doubled its way there, the largest allocation of a large
         // commit (heaptrack on a 3 GiB put).

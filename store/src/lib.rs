@@ -20,6 +20,7 @@ pub mod content;
 pub mod dataset;
 pub mod error;
 pub mod fault;
+mod id_filter;
 pub mod ids;
 pub mod index;
 pub mod ingest;
