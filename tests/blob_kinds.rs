@@ -212,7 +212,7 @@ fn get_refuses_content_of_another_length_than_recorded() {
 fn a_store_of_an_older_format_is_refused_by_name_for_new_blobs() {
     let fixture = Fixture::new();
     fixture.ok(&["init"]);
-    assert_eq!(fixture.set_format(2), 5);
+    assert_eq!(fixture.set_format(2), 6);
     let data = fixture.file("data", b"new bytes");
     let error = fixture.fails(&["put", "k", &data]);
     assert!(error.contains("format 2") && error.contains("cairn init"), "{error}");

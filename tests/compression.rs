@@ -48,7 +48,7 @@ fn a_default_store_is_zstd_round_trips_and_is_smaller_than_lz4() {
     assert!(made.contains("zstd compression"), "{made}");
     assert_eq!(config(&lz4)["compression"], "lz4");
     assert_eq!(config(&zstd)["compression"], "zstd");
-    assert_eq!((config(&lz4)["format"].clone(), config(&zstd)["format"].clone()), (5.into(), 5.into()));
+    assert_eq!((config(&lz4)["format"].clone(), config(&zstd)["format"].clone()), (6.into(), 6.into()));
 
     let mut expected = snapshot(&source);
     expected.remove(Path::new("special/socket"));

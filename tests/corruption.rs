@@ -13,7 +13,7 @@ fn flip_byte_in_chunk(fixture: &Fixture, key: &str, nth: usize, compressible: bo
     let record = store.object(key).unwrap();
     let mut reader = ContentReader::new(&store, record.content).unwrap();
     let chunk = reader.next_batch(nth + 1).unwrap()[nth];
-    let flags = store.entry(&chunk.id).unwrap().flags & !cairn_store::container::FLAG_FRAME;
+    let flags = store.entry(&chunk.id).unwrap().flags & !cairn_store::container::FRAME_BITS;
     assert_eq!(flags != 0, compressible, "expected compression state");
     flip_byte_in_blob(&store, chunk.id)
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
 
-use cairn_store::container::{FLAG_FRAME, TableEntry};
+use cairn_store::container::{FLAG_FRAME, FLAG_WIDE, FRAME_TARGET, TableEntry, WIDE_FRAME_TARGET};
 use cairn_store::{BlobKind, ContainerId, OpenMode, Store};
 
 use crate::util::{Fixture, assert_recount_matches, noise, text};
@@ -128,6 +128,73 @@ fn dead_bytes_follow_members_and_a_wholly_dead_frame_is_deleted() {
     assert!(store.index().container(a_container).unwrap().is_none(), "a's container was deleted");
     drop(store);
     assert_eq!(fixture.get("b"), text(600_000, 2));
+    fixture.ok(&["check", "--read-data"]);
+}
+
+/// A store upgraded from format 5 holds frames of 256 KiB and, written
+/// after the upgrade, of 512 KiB (flagged wide). Each member's share of its
+/// frame is counted against its own frame's target: the shares of a frame
+/// never pass its bytes and cover nearly all of a full one, `repair`
+/// counts every container as the writers did, and forgetting the older
+/// object leaves exactly the slack live in its containers.
+#[test]
+fn narrow_and_wide_frames_are_each_counted_by_their_own_rule() {
+    let fixture = Fixture::new();
+    fixture.ok(&["init"]);
+    assert_eq!(fixture.set_format(5), 6);
+    fixture.put("old", &text(1_500_000, 1));
+    let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+    let old_containers: HashSet<ContainerId> = data_tables(&store).into_iter().map(|(id, _)| id).collect();
+    drop(store);
+    fixture.ok(&["upgrade"]);
+    fixture.put("new", &text(1_500_000, 2));
+    let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+    let framed = frames(&data_tables(&store));
+    let raw = |members: &[TableEntry]| members.iter().map(|m| u64::from(m.raw_len)).sum::<u64>();
+    let (wide, narrow): (Vec<_>, Vec<_>) = framed.iter().partition(|(_, m)| m[0].flags & FLAG_WIDE != 0);
+    assert!(wide.len() >= 2 && narrow.len() >= 4, "{} wide, {} narrow frames", wide.len(), narrow.len());
+    for ((container, _), members) in &wide {
+        assert!(!old_containers.contains(container), "a wide frame before the upgrade");
+        assert!((FRAME_TARGET as u64 + 1..=WIDE_FRAME_TARGET as u64).contains(&raw(members)));
+    }
+    for (_, members) in &narrow {
+        assert!(raw(members) <= FRAME_TARGET as u64, "a frame past 256 KiB not flagged wide");
+    }
+    for ((container, offset), members) in &framed {
+        let record = members[0].record_len();
+        let shares: u64 = members.iter().map(TableEntry::accounted_len).sum();
+        let target = if members[0].flags & FLAG_WIDE != 0 { WIDE_FRAME_TARGET } else { FRAME_TARGET } as u64;
+        assert!(shares <= record, "frame {container}:{offset}: shares {shares} of {record} bytes");
+        if raw(members) * 10 >= target * 9 {
+            assert!(shares * 10 >= record * 8, "a full frame {container}:{offset}: shares {shares} of {record}");
+        }
+    }
+    let before: BTreeMap<_, _> = store.containers().unwrap().into_iter().collect();
+    drop(store);
+    fixture.ok(&["check", "--read-data"]);
+    fixture.ok(&["repair"]);
+    let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+    for (id, record) in store.containers().unwrap() {
+        let was = &before[&id];
+        assert_eq!((record.dead_bytes, record.slack_bytes), (was.dead_bytes, was.slack_bytes), "container {id}");
+    }
+    drop(store);
+
+    fixture.ok(&["rm", "old"]);
+    fixture.ok(&["gc", "--compact-threshold", "1.0"]);
+    let store = Store::open(&fixture.store(), OpenMode::ReadOnly).unwrap();
+    for (id, record) in store.containers().unwrap() {
+        if record.kind != cairn_store::container::ContainerKind::Data {
+            continue;
+        }
+        if old_containers.contains(&id) {
+            assert_eq!(record.live_bytes(), record.slack_bytes, "only the slack is live in old's {id}: {record:?}");
+        } else {
+            assert_eq!(record.dead_bytes, 0, "new's container {id} lost nothing: {record:?}");
+        }
+    }
+    drop(store);
+    assert_eq!(fixture.get("new"), text(1_500_000, 2));
     fixture.ok(&["check", "--read-data"]);
 }
 

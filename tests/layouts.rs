@@ -131,7 +131,7 @@ fn a_new_store_writes_compact_layouts_and_counts_footers_exactly() {
 fn a_store_made_before_compact_layouts_keeps_the_fixed_ones() {
     let fixture = Fixture::new();
     fixture.ok(&["init"]);
-    assert_eq!(fixture.set_format(4), 5);
+    assert_eq!(fixture.set_format(4), 6);
     lifecycle(&fixture, FooterLayout::Fixed, PieceLayout::Fixed);
 }
 
@@ -206,7 +206,7 @@ fn upgrade_moves_an_older_store_to_the_compact_layouts() {
     let server = S3Server::start(&fixture.path("s3"));
     let store = fixture.store();
     fixture.ok(&["init"]);
-    assert_eq!(fixture.set_format(4), 5);
+    assert_eq!(fixture.set_format(4), 6);
     let source = fixture.path("source");
     build_source(&source, 6);
     fixture.ok(&["backup", source.to_str().unwrap()]);
@@ -222,9 +222,9 @@ fn upgrade_moves_an_older_store_to_the_compact_layouts() {
     assert!(before.values().all(|(_, layout)| *layout == FooterLayout::Fixed));
 
     let said = fixture.ok(&["upgrade"]);
-    assert!(said.contains("from format 4 to 5"), "{said}");
+    assert!(said.contains("from format 4 to 6"), "{said}");
     let said = fixture.ok(&["upgrade"]);
-    assert!(said.contains("at format 5 already"), "{said}");
+    assert!(said.contains("at format 6 already"), "{said}");
     let first = fixture.path("first");
     fixture.ok(&["restore", "1", "--to", first.to_str().unwrap()]);
     fs::remove_dir_all(&source).unwrap();
@@ -247,7 +247,7 @@ fn upgrade_moves_an_older_store_to_the_compact_layouts() {
     }
     fixture.ok(&["check"]);
     push(&store, &server);
-    assert_eq!(remote_format(), 5);
+    assert_eq!(remote_format(), 6);
     let second = fixture.path("second");
     fixture.ok(&["restore", "2", "--to", second.to_str().unwrap()]);
     for (restored, seed) in [(&first, 6), (&second, 7)] {

@@ -163,7 +163,8 @@ fn a_session_finds_blobs_it_wrote_after_they_left_memory() {
     // Noise does not compress: one copy of each is 13 MiB and a bit.
     let unique = (far.len() + near.len()) as u64;
     assert!(stats.stored_bytes < unique * 21 / 20, "{} bytes stored for {unique} of content", stats.stored_bytes);
-    assert!(stats.containers > 40, "the session sealed (and spilled) many containers: {}", stats.containers);
+    // Containers of 256 KiB, frames of 512 KiB: about a container a frame.
+    assert!(stats.containers > 20, "the session sealed (and spilled) many containers: {}", stats.containers);
     assert!(store.index().scan(cf::PENDING, b"").next().is_none(), "the session's scratch entries outlived it");
 }
 

@@ -211,7 +211,7 @@ impl Drop for SmallDisk {
 /// own bytes when the payload is stored raw) and returns (container id,
 /// blob id a read reports) as messages print them.
 pub fn flip_byte_in_blob(store: &cairn_store::Store, id: cairn_store::BlobId) -> (String, String) {
-    use cairn_store::container::{FLAG_FRAME, RECORD_HEADER_LEN};
+    use cairn_store::container::{FLAG_FRAME, FRAME_BITS, RECORD_HEADER_LEN};
     use std::os::unix::fs::FileExt;
     let entry = store.entry(&id).unwrap();
     let file = std::fs::OpenOptions::new().read(true).write(true).open(store.files().path(entry.container)).unwrap();
@@ -229,7 +229,7 @@ pub fn flip_byte_in_blob(store: &cairn_store::Store, id: cairn_store::BlobId) ->
     } else {
         let members = read_u32(stored) & 0xffff;
         let payload = stored + 2 + 4 * members;
-        if entry.flags & !FLAG_FRAME == 0 {
+        if entry.flags & !FRAME_BITS == 0 {
             let start: u64 = (0..entry.member as u64).map(|i| read_u32(stored + 2 + 4 * i)).sum();
             (payload + start + entry.raw_len as u64 / 2, id)
         } else {

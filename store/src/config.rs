@@ -20,7 +20,7 @@ use crate::ids::IdScheme;
 /// keyed BLAKE3, one key per kind (`ids::IdScheme`); formats 1 (lz4 records
 /// only) and 2 (zstd records too) named them by plain BLAKE3, and are read
 /// but never written (see [`OLDEST_WRITABLE_FORMAT`]).
-pub const STORE_FORMAT: u32 = 5;
+pub const STORE_FORMAT: u32 = 6;
 
 /// The first format whose data chunks are compressed in frames
 /// (`container/frame.rs`); format 3 stores go on storing one record per
@@ -32,6 +32,12 @@ pub const FRAMES_FORMAT: u32 = 4;
 /// writing the fixed layouts, which every cairn reads, so that the cairn
 /// that made them still opens them.
 pub const COMPACT_LAYOUTS_FORMAT: u32 = 5;
+
+/// The first format whose frames are 512 KiB
+/// ([`WIDE_FRAME_TARGET`](crate::container::WIDE_FRAME_TARGET)), flagged
+/// as such when they pass 256 KiB; older stores go on writing frames of
+/// 256 KiB, so that the cairn that made them still reads every record.
+pub const WIDE_FRAMES_FORMAT: u32 = 6;
 
 /// Stores older than this are opened for reading, and for anything that
 /// names no new blob (forget, gc); a command that would store a new blob
@@ -108,6 +114,15 @@ impl StoreConfig {
     /// Whether new data chunks are compressed in frames.
     pub fn frames(&self) -> bool {
         self.format >= FRAMES_FORMAT
+    }
+
+    /// The plaintext this store's writers fill a frame to at most.
+    pub fn frame_target(&self) -> usize {
+        if self.format >= WIDE_FRAMES_FORMAT {
+            crate::container::WIDE_FRAME_TARGET
+        } else {
+            crate::container::FRAME_TARGET
+        }
     }
 
     /// The layout of the footer tables this store's new containers get.

@@ -178,7 +178,7 @@ fn frame_container(dir: &std::path::Path, id: ContainerId, layout: FooterLayout)
     }
     let (flags, stored) = frame.encode(Codec::Zstd(3));
     let ids: Vec<(BlobId, u32)> = members.iter().map(|m| (BlobId::of(m), m.len() as u32)).collect();
-    let real = writer.append_frame(flags, &stored, &ids).unwrap();
+    let real = writer.append_frame(flags, &stored, &ids, crate::container::FRAME_TARGET).unwrap();
     writer.seal().unwrap();
     (members, real)
 }

@@ -39,8 +39,7 @@ use std::thread::JoinHandle;
 use crate::commit::{Commit, Resolution, SessionBlobs};
 use crate::config::StoreConfig;
 use crate::container::{
-    ContainerKind, ContainerWriter, EncodedBlob, FRAME_TARGET, FooterLayout, FrameBuilder, RECORD_HEADER_LEN,
-    TableEntry, encode_blob,
+    ContainerKind, ContainerWriter, EncodedBlob, FooterLayout, FrameBuilder, RECORD_HEADER_LEN, TableEntry, encode_blob,
 };
 use crate::error::{Error, Result};
 use crate::fault::{crash_point, lost_acknowledgement};
@@ -354,7 +353,7 @@ impl WriteSession {
     ) -> Result<Option<Compressing>> {
         let thread = std::thread::current().id();
         let open = state.frames.open.entry(thread).or_default();
-        if open.frame.is_full(data.len(), FRAME_TARGET) {
+        if open.frame.is_full(data.len(), self.store.config.frame_target()) {
             let full = std::mem::take(open);
             self.compress(state, full);
         }
@@ -399,7 +398,7 @@ impl WriteSession {
     fn append_frame(&self, state: &mut SessionState, (flags, stored): (u8, Vec<u8>), members: &[Member]) -> Result<()> {
         let writer = self.room_for(state, ContainerKind::Data, RECORD_HEADER_LEN + stored.len())?;
         let ids: Vec<(BlobId, u32)> = members.iter().map(|(id, len, _)| (*id, *len)).collect();
-        let records = writer.append_frame(flags, &stored, &ids)?;
+        let records = writer.append_frame(flags, &stored, &ids, self.store.config.frame_target())?;
         let container = writer.id();
         state.bytes_written += (RECORD_HEADER_LEN + stored.len()) as u64;
         for (record, (id, _, absent)) in records.into_iter().zip(members) {

@@ -1,7 +1,7 @@
 //! `cairn upgrade`: a store made by an older cairn moved to this one's
 //! format, so that what it writes from then on uses what the format adds
-//! (format 5: compact footer tables and content-list pieces; format 4:
-//! frames). Nothing stored is rewritten: every cairn reads every layout
+//! (format 6: frames of 512 KiB; format 5: compact footer tables and
+//! content-list pieces; format 4: frames). Nothing stored is rewritten: every cairn reads every layout
 //! of its format and the ones before, and containers that compaction
 //! rewrites later get the new layouts. The one cost is that a cairn older
 //! than the new format refuses the store by name, which is why this is a

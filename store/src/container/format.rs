@@ -23,6 +23,16 @@ pub const FLAG_ZSTD: u8 = 2;
 /// [`FLAG_ZSTD`]). A footer or index entry with this bit names one member
 /// of the frame at its offset.
 pub const FLAG_FRAME: u8 = 0x80;
+/// Record flag bit, on a frame only: the frame holds more than
+/// [`FRAME_TARGET`](super::FRAME_TARGET) of plaintext (at most
+/// [`WIDE_FRAME_TARGET`](super::WIDE_FRAME_TARGET)), and its members'
+/// shares of its bytes are taken against the wider target
+/// ([`member_share`]). Written by stores of format 6 on, whose frames are
+/// 512 KiB; an upgraded store holds frames of both kinds.
+pub const FLAG_WIDE: u8 = 0x40;
+/// The bits of a frame's flags that say it is a frame, not how its payload
+/// is stored.
+pub const FRAME_BITS: u8 = FLAG_FRAME | FLAG_WIDE;
 /// Where a frame member's place goes in its footer entry's offset field:
 /// the top 16 bits (a container is far smaller than 2^48 bytes).
 const MEMBER_SHIFT: u32 = 48;
@@ -81,14 +91,16 @@ pub fn encode_header(kind: ContainerKind, id: u64, version: u32) -> [u8; HEADER_
 /// A frame member's share of its frame's `record_len` bytes, for counting
 /// live and dead bytes: the frame's bytes in proportion to the member's
 /// plaintext, taking the frame to hold [`FRAME_TARGET`](super::FRAME_TARGET)
-/// bytes of plaintext (a frame is closed before a member would take it
-/// past that, so its members' shares add up to at most the frame's bytes,
-/// and to less for a frame closed early).
+/// bytes of plaintext, or [`WIDE_FRAME_TARGET`](super::WIDE_FRAME_TARGET)
+/// when its `flags` have [`FLAG_WIDE`] (a frame never holds more than
+/// that, so its members' shares add up to at most the frame's bytes, and
+/// to less for a frame closed early).
 /// An index entry does not carry the frame's own total, so this is the
 /// rule everywhere: the delete job's dead bytes, compaction's and
 /// repair's live bytes.
-pub fn member_share(frame_record_len: u64, raw_len: u32) -> u64 {
-    (frame_record_len * u64::from(raw_len) / super::FRAME_TARGET as u64).min(frame_record_len)
+pub fn member_share(frame_record_len: u64, raw_len: u32, flags: u8) -> u64 {
+    let frame_raw = if flags & FLAG_WIDE != 0 { super::WIDE_FRAME_TARGET } else { super::FRAME_TARGET };
+    (frame_record_len * u64::from(raw_len) / frame_raw as u64).min(frame_record_len)
 }
 
 /// The bytes of `table`'s frames that no member's share covers (a frame
@@ -147,7 +159,7 @@ impl TableEntry {
     /// The bytes of the container this blob accounts for: its record, or
     /// a frame member's share of its frame ([`member_share`]).
     pub fn accounted_len(&self) -> u64 {
-        if self.is_member() { member_share(self.record_len(), self.raw_len) } else { self.record_len() }
+        if self.is_member() { member_share(self.record_len(), self.raw_len, self.flags) } else { self.record_len() }
     }
 
     /// Encodes the record header that precedes the stored bytes.

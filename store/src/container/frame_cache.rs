@@ -18,8 +18,9 @@ use crate::container::frame::Frame;
 use crate::error::Result;
 use crate::ids::ContainerId;
 
-/// Frames kept: 16 MiB of plaintext at the default frame size, enough for
-/// every thread of a restore working through neighbouring files.
+/// Frames kept: 32 MiB of plaintext for a store of 512 KiB frames (16 MiB
+/// for one of 256 KiB), enough for every thread of a restore working
+/// through neighbouring files.
 const FRAMES_KEPT: usize = 64;
 
 /// Where a frame is: its container and its record's offset.

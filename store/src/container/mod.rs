@@ -21,10 +21,12 @@ mod writer;
 pub use encode::{Codec, DEFAULT_ZSTD_LEVEL, EncodedBlob, check_lengths, decode_blob, encode_blob};
 pub use footer::{FooterLayout, records_len};
 pub use format::{
-    ContainerKind, FLAG_FRAME, FLAG_LZ4, FLAG_ZSTD, FOOTER_ENTRY_LEN, HEADER_LEN, RECORD_HEADER_LEN, TRAILER_LEN,
-    TableEntry, frame_slack, member_share,
+    ContainerKind, FLAG_FRAME, FLAG_LZ4, FLAG_WIDE, FLAG_ZSTD, FOOTER_ENTRY_LEN, FRAME_BITS, HEADER_LEN,
+    RECORD_HEADER_LEN, TRAILER_LEN, TableEntry, frame_slack, member_share,
 };
-pub use frame::{FRAME_TARGET, Frame, FrameBuilder, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, Plain, decode_frame};
+pub use frame::{
+    FRAME_TARGET, Frame, FrameBuilder, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, Plain, WIDE_FRAME_TARGET, decode_frame,
+};
 #[cfg(test)]
 pub(crate) use reader::parse_table;
 pub use reader::{ContainerFiles, Footer, read_footer, read_table, verify_container};

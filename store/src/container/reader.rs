@@ -11,7 +11,7 @@ use crate::container::container_path;
 use crate::container::encode::{EncodedBlob, check_lengths, decode_blob};
 use crate::container::footer::FooterLayout;
 use crate::container::format::{
-    FLAG_FRAME, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
+    FOOTER_ENTRY_LEN, FRAME_BITS, HEADER_LEN, MAGIC, RECORD_HEADER_LEN, TRAILER_LEN, TableEntry,
 };
 use crate::container::frame::{Frame, MAX_FRAME_MEMBERS, MAX_FRAME_RAW, Plain, decode_frame};
 use crate::container::frame_cache::FrameCache;
@@ -633,7 +633,7 @@ fn decode_frame_record(container: ContainerId, entry: &TableEntry, record: &[u8]
     if header.kind != BlobKind::Data || header.flags != entry.flags || header.stored_len != entry.stored_len {
         return Err(corrupt("the record there is not the frame the index says".into()));
     }
-    let frame = decode_frame(header.flags & !FLAG_FRAME, record.get(RECORD_HEADER_LEN..).unwrap_or_default())
+    let frame = decode_frame(header.flags & !FRAME_BITS, record.get(RECORD_HEADER_LEN..).unwrap_or_default())
         .map_err(|reason| corrupt(format!("its frame does not decode: {reason}")))?;
     if frame.raw_len() != header.raw_len as usize {
         return Err(corrupt(format!("its frame holds {} bytes, the record says {}", frame.raw_len(), header.raw_len)));

@@ -14,8 +14,9 @@ use crate::container::direct::DirectFile;
 use crate::container::encode::EncodedBlob;
 use crate::container::footer::FooterLayout;
 use crate::container::format::{
-    ContainerKind, FLAG_FRAME, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, TRAILER_LEN, TableEntry, encode_header,
+    ContainerKind, FLAG_FRAME, FLAG_WIDE, FOOTER_ENTRY_LEN, HEADER_LEN, MAGIC, TRAILER_LEN, TableEntry, encode_header,
 };
+use crate::container::frame::FRAME_TARGET;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobKind, ContainerId};
 
@@ -105,13 +106,23 @@ impl ContainerWriter {
     /// Appends one frame of data chunks (`stored`, as
     /// [`FrameBuilder::encode`](super::FrameBuilder::encode) made it with
     /// payload flag `flags`; `members` the chunks' ids and plaintext
-    /// lengths, in the frame's order) and returns the members' table
-    /// entries. The record header names the first member.
-    pub fn append_frame(&mut self, flags: u8, stored: &[u8], members: &[(BlobId, u32)]) -> Result<Vec<TableEntry>> {
+    /// lengths, in the frame's order; `target` the plaintext the frame was
+    /// filled to at most) and returns the members' table entries. The
+    /// record header names the first member. A frame of a wide target
+    /// that holds more than [`FRAME_TARGET`] is flagged [`FLAG_WIDE`], so
+    /// that its members' shares are counted against that target.
+    pub fn append_frame(
+        &mut self,
+        flags: u8,
+        stored: &[u8],
+        members: &[(BlobId, u32)],
+        target: usize,
+    ) -> Result<Vec<TableEntry>> {
         debug_assert_eq!(self.kind, ContainerKind::Data);
-        let flags = flags | FLAG_FRAME;
-        let stored_len = u32::try_from(stored.len()).expect("frames are far smaller than 4 GiB");
         let total: u64 = members.iter().map(|(_, len)| u64::from(*len)).sum();
+        let wide = target > FRAME_TARGET && total > FRAME_TARGET as u64;
+        let flags = flags | FLAG_FRAME | if wide { FLAG_WIDE } else { 0 };
+        let stored_len = u32::try_from(stored.len()).expect("frames are far smaller than 4 GiB");
         let header = TableEntry {
             id: members.first().expect("a frame has members").0,
             kind: BlobKind::Data,

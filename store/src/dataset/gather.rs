@@ -21,7 +21,7 @@ pub(crate) const HOLE_BLOCK: usize = 4096;
 static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 
 /// Pieces in one `pwritev` at most (Linux takes 1,024). Each holds its
-/// chunk, and a member holds its whole decoded frame (256 KiB), so this
+/// chunk, and a member holds its whole decoded frame (up to 512 KiB), so this
 /// bounds what a writing thread keeps beyond the frame cache.
 const MAX_SLICES: usize = 16;
 

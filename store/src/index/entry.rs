@@ -79,7 +79,7 @@ impl IndexEntry {
     /// frame's (`container::member_share`).
     pub fn stored_bytes(&self) -> u64 {
         if self.is_member() {
-            crate::container::member_share(self.stored_len.into(), self.raw_len)
+            crate::container::member_share(self.stored_len.into(), self.raw_len, self.flags)
         } else {
             self.stored_len.into()
         }
@@ -89,7 +89,7 @@ impl IndexEntry {
     /// frame member's share (`container::member_share`).
     pub fn accounted_len(&self) -> u64 {
         if self.is_member() {
-            crate::container::member_share(self.record_len(), self.raw_len)
+            crate::container::member_share(self.record_len(), self.raw_len, self.flags)
         } else {
             self.record_len()
         }
