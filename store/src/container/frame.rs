@@ -34,7 +34,7 @@ pub const FRAME_TARGET: usize = 256 << 10;
 /// than [`FRAME_TARGET`].
 pub const WIDE_FRAME_TARGET: usize = 512 << 10;
 /// Most members a frame may hold: a frame of the smallest chunks (2 KiB
-/// at the default 8 KiB average) reaches the target at 128.
+/// at the default 8 KiB average) reaches a 512 KiB target at 256.
 pub const MAX_FRAME_MEMBERS: usize = 4096;
 /// Most plaintext a frame may hold, whatever its bytes claim.
 pub const MAX_FRAME_RAW: usize = 16 << 20;
@@ -52,8 +52,8 @@ impl FrameBuilder {
         if self.data.capacity() == 0 {
             // A frame's whole plaintext at once: grown by doubling, each
             // frame was copied five more times on its way to 256 KiB.
-            // Pages reserved past what a narrower frame fills are never
-            // touched, so never resident.
+            // A narrower frame (a format-5 store's) leaves the rest
+            // untouched: address space more than memory.
             self.data.reserve(WIDE_FRAME_TARGET.max(member.len()));
         }
         self.data.extend_from_slice(member);
