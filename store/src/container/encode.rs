@@ -266,6 +266,13 @@ mod tests {
         }
         assert!(decode_blob(BlobKind::Data, 0, 5, b"abcd").is_err());
         assert!(decode_blob(BlobKind::Data, 7, 4, b"abcd").unwrap_err().contains("unknown record flags"));
+        // The frame bits mean nothing on a record that is not a frame.
+        for flags in
+            [crate::container::FLAG_WIDE, crate::container::FLAG_WIDE | FLAG_ZSTD, crate::container::FLAG_FRAME]
+        {
+            let error = decode_blob(BlobKind::Data, flags, 4, b"abcd").unwrap_err();
+            assert!(error.contains("unknown record flags"), "{flags:#04x}: {error}");
+        }
     }
 
     /// Regression (issue 15): `raw_len` is a u32 from disk, and decoding
