@@ -421,7 +421,7 @@ impl<'a> Resolution<'a> {
         for id in &self.zeroed {
             batch.put_cf(index.cf(cf::ZERO), id.as_bytes(), tid.0.to_le_bytes());
         }
-        if self.stage.spilled {
+        if self.stage.spilled() {
             let mut stage = self.stage;
             stage.spill()?;
             return Ok(true);
@@ -448,8 +448,7 @@ pub(crate) struct Stage<'a> {
     index: &'a Index,
     overlay: HashMap<BlobId, IndexEntry>,
     limit: usize,
-    spilled: bool,
-    /// The ids spilled to the family, once it spilled. Most of a large
+    /// The ids spilled to the family; `None` until the first spill. Most of a large
     /// commit's lookups are of ids nothing has counted yet, which the
     /// family does not hold: each cost a RocksDB multi-get (0.26 s of the
     /// resolution of a first backup of `/usr/lib`, 468,726 blobs), and
@@ -463,7 +462,12 @@ const STAGE_FILTER_BYTES: usize = 1 << 20;
 
 impl<'a> Stage<'a> {
     fn new(index: &'a Index, limit: usize) -> Stage<'a> {
-        Stage { index, overlay: HashMap::new(), limit, spilled: false, in_family: None }
+        Stage { index, overlay: HashMap::new(), limit, in_family: None }
+    }
+
+    /// Whether anything moved to the family.
+    fn spilled(&self) -> bool {
+        self.in_family.is_some()
     }
 
     fn get_many(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
@@ -490,9 +494,8 @@ impl<'a> Stage<'a> {
     /// Moves the overlay to the family (emptied first by the first spill:
     /// an earlier commit that failed may have left entries there).
     fn spill(&mut self) -> Result<()> {
-        if !self.spilled {
+        if !self.spilled() {
             crate::apply::clear_stage(self.index, false)?;
-            self.spilled = true;
         }
         let mut entries: Vec<_> = self.overlay.drain().collect();
         entries.sort_unstable_by_key(|(id, _)| *id);
