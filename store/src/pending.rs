@@ -108,14 +108,21 @@ impl Pending {
     /// Moves the blobs of `container`, which is being sealed, and the
     /// children of its metadata blobs, to the family.
     pub(crate) fn spill(&mut self, index: &Index, session: SessionId, container: ContainerId) -> Result<()> {
-        let ids: Vec<BlobId> = self.open.iter().filter(|(_, w)| w.container == container).map(|(id, _)| *id).collect();
+        let mut ids: Vec<BlobId> =
+            self.open.iter().filter(|(_, w)| w.container == container).map(|(id, _)| *id).collect();
         if ids.is_empty() {
             return Ok(());
         }
+        // In key order (children's tag sorts before the written one's):
+        // RocksDB's memtable inserts each key starting from where the last
+        // one went, so a sorted batch skips most of the skip list's search
+        // (`perf` on a first backup of `/usr/lib`: the skip list and its key
+        // comparisons took 4.6% of the processor time in hash order, 3.3%
+        // sorted, where the commit's own sorted inserts are most of it).
+        ids.sort_unstable();
         let mut batch = WriteBatch::default();
         let family = index.cf(cf::PENDING);
         for id in &ids {
-            batch.put_cf(family, key(session, WRITTEN, id), encode(&self.open[id]));
             if let Some(children) = self.children.get(id) {
                 batch.put_cf(
                     family,
@@ -123,6 +130,9 @@ impl Pending {
                     children.iter().flat_map(|c| *c.as_bytes()).collect::<Vec<u8>>(),
                 );
             }
+        }
+        for id in &ids {
+            batch.put_cf(family, key(session, WRITTEN, id), encode(&self.open[id]));
         }
         index.write_unlogged(batch)?;
         self.spilled = true;

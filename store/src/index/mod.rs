@@ -106,6 +106,9 @@ pub struct Index {
 /// The block cache of the scratch families (`pending`, `stage`).
 const SCRATCH_CACHE_BYTES: usize = 8 << 20;
 
+/// The data blocks of the scratch families: see [`family_options`].
+const SCRATCH_BLOCK_BYTES: usize = 16 << 10;
+
 /// All column families' memtables together (RocksDB's write buffer
 /// manager): see [`Index::open`].
 const MEMTABLES_BYTES: usize = 16 << 20;
@@ -694,9 +697,14 @@ fn family_options(name: &str, cache: &Cache) -> Options {
         // held: small memtables with a bloom filter.
         options.set_compression_type(DBCompressionType::None);
         options.set_write_buffer_size(8 << 20);
-        // Read a key at a time, in no order, outside the block cache:
-        // each lookup reads its whole block, so keep blocks small.
-        table.set_block_size(1024);
+        // Read outside the block cache, mostly by a commit's sorted
+        // batches of thousands of neighbouring ids, where one block read
+        // serves every id in it. 16 KiB blocks instead of 1 KiB: a first
+        // backup of `/usr/lib` (468,726 new blobs) committed in 1.43-1.64 s
+        // against 1.64-1.92 s, five runs each; a backup that finds most of
+        // its chunks among the ones it wrote earlier (a tree held three
+        // times) was no slower.
+        table.set_block_size(SCRATCH_BLOCK_BYTES);
         options.set_memtable_whole_key_filtering(true);
         options.set_memtable_prefix_bloom_ratio(0.1);
         table.set_data_block_index_type(DataBlockIndexType::BinaryAndHash);
