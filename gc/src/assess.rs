@@ -102,7 +102,7 @@ pub fn assess(root: &Path, store: Option<&Store>, progress: &(dyn Fn(u64) + Sync
     let already_stored = |batch: &mut Vec<(BlobId, u32)>| -> Result<u64> {
         let Some(store) = store else { return Ok(0) };
         let ids: Vec<BlobId> = batch.iter().map(|(id, _)| *id).collect();
-        let entries = store.index().blobs(&ids)?;
+        let entries = store.index().blobs_once(&ids)?;
         let bytes = batch
             .drain(..)
             .zip(entries)

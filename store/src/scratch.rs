@@ -11,15 +11,17 @@
 
 use std::path::Path;
 
-use rocksdb::{DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions};
 
 use crate::error::{Error, Result};
 
 /// How a key's values combine (see [`ScratchMap::with_merge`]).
 pub(crate) type Combine = fn(&[u8], Option<&[u8]>, &rocksdb::MergeOperands) -> Option<Vec<u8>>;
 
-/// Bytes a memtable holds before it is written out.
-const MEMTABLE_BYTES: usize = 32 << 20;
+/// Bytes a memtable holds before it is written out. 8 MiB rather than 32:
+/// `dedupe assess` of 400,000 small files and `check` of their store
+/// peaked 4 and 29 MiB lower, in the same time or less.
+const MEMTABLE_BYTES: usize = 8 << 20;
 
 /// A temporary on-disk map (see the module's doc).
 pub struct ScratchMap {
@@ -98,9 +100,14 @@ impl ScratchMap {
     }
 
     /// Keys from `start` on, in key order, with their values.
+    ///
+    /// Read outside the block cache: a pass in order reads each block once,
+    /// and caching them grew `dedupe assess` of 400,000 files by 18 MiB.
     pub fn iter_from(&self, start: &[u8]) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + '_ {
+        let mut options = ReadOptions::default();
+        options.fill_cache(false);
         self.db
-            .iterator(IteratorMode::From(start, Direction::Forward))
+            .iterator_opt(IteratorMode::From(start, Direction::Forward), options)
             .map(|item| item.map_err(|e| scratch_error("reading", self._dir.path(), e)))
     }
 

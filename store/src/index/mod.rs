@@ -320,11 +320,29 @@ impl Index {
     /// Entries for many blobs at once (RocksDB's batched multi-get, which is
     /// faster still when `ids` are sorted).
     pub fn blobs(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
+        self.blobs_with(ids, &ReadOptions::default())
+    }
+
+    /// Entries for ids that a sweep looks up once each, in key order
+    /// (`dedupe assess`'s pass over every distinct chunk), read outside the
+    /// block cache: each block serves one batch and is not wanted again,
+    /// so caching it would only grow the process by the cache's size and
+    /// push out the blocks that other lookups reuse.
+    pub fn blobs_once(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
+        let mut options = ReadOptions::default();
+        options.fill_cache(false);
+        self.blobs_with(ids, &options)
+    }
+
+    fn blobs_with(&self, ids: &[BlobId], options: &ReadOptions) -> Result<Vec<Option<IndexEntry>>> {
         let mut found = Vec::with_capacity(ids.len());
         for ids in ids.chunks(MULTI_GET_KEYS) {
             let keys = ids.iter().map(|id| id.as_bytes().as_slice());
-            for (result, id) in
-                self.db.batched_multi_get_cf(self.cf(cf::BLOBS), keys, ids.is_sorted()).into_iter().zip(ids)
+            for (result, id) in self
+                .db
+                .batched_multi_get_cf_opt(self.cf(cf::BLOBS), keys, ids.is_sorted(), options)
+                .into_iter()
+                .zip(ids)
             {
                 found.push(match result.map_err(|e| self.err(e))? {
                     None => None,
@@ -768,6 +786,49 @@ mod tests {
         // scratch cache, not in the shared one.
         assert!(used("scratch_cache") > 100_000, "{:?}", index.memory_use().unwrap());
         assert!(used("block_cache") < 100_000, "{:?}", index.memory_use().unwrap());
+    }
+
+    /// A sweep's lookups (`blobs_once`) find what `blobs` finds, and leave
+    /// the block cache as it was; the same lookups through `blobs` fill it
+    /// with the blocks they read.
+    #[test]
+    fn lookups_made_once_are_not_cached() {
+        use crate::BlobKind;
+        use crate::container::TableEntry;
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path(), false).unwrap();
+        let used = |name: &str| index.memory_use().unwrap().iter().find(|(n, _)| *n == name).unwrap().1;
+        let mut ids: Vec<BlobId> = (0..50_000u32).map(|n| BlobId::of(&n.to_le_bytes())).collect();
+        ids.sort_unstable();
+        let mut batch = WriteBatch::default();
+        for (n, id) in ids.iter().enumerate() {
+            let record = TableEntry {
+                id: *id,
+                kind: BlobKind::Data,
+                flags: 0,
+                offset: n as u64 * 10,
+                raw_len: 10,
+                stored_len: 10,
+                member: 0,
+            };
+            batch.put_cf(index.cf(cf::BLOBS), id.as_bytes(), IndexEntry::new(ContainerId(1), &record, 1).encode());
+        }
+        index.write(batch, false).unwrap();
+        index.flush().unwrap();
+        // Every other id, and some the index does not hold.
+        let mut asked: Vec<BlobId> = ids.iter().step_by(2).copied().collect();
+        asked.extend((0..1000u32).map(|n| BlobId::of(&(n + 1_000_000).to_le_bytes())));
+        asked.sort_unstable();
+        let before = used("block_cache");
+        let once = index.blobs_once(&asked).unwrap();
+        let after_once = used("block_cache");
+        assert!(after_once < before + 100_000, "{before} -> {after_once}: {:?}", index.memory_use().unwrap());
+        let cached = index.blobs(&asked).unwrap();
+        assert_eq!(once, cached);
+        assert_eq!(once.iter().filter(|e| e.is_some()).count(), 25_000);
+        // 50,000 entries are over a megabyte of data blocks, each read.
+        let after = used("block_cache");
+        assert!(after > after_once + 1_000_000, "{after_once} -> {after}: {:?}", index.memory_use().unwrap());
     }
 
     /// Every writer's open leaves one options file, the newest (RocksDB
