@@ -357,7 +357,7 @@ impl Index {
     /// keys are in ascending order).
     pub fn get_many<K: AsRef<[u8]>>(&self, family: &str, keys: &[K], sorted: bool) -> Result<Vec<Option<Vec<u8>>>> {
         let mut found = Vec::with_capacity(keys.len());
-        let options = read_options(family);
+        let options = read_options(family, false);
         for keys in keys.chunks(MULTI_GET_KEYS) {
             for result in
                 self.db.batched_multi_get_cf_opt(self.cf(family), keys.iter().map(|k| k.as_ref()), sorted, &options)
@@ -422,7 +422,11 @@ impl Index {
     /// Every key/value of a column family whose key starts with `prefix`, in key order.
     pub fn scan<'a>(&'a self, family: &str, prefix: &'a [u8]) -> impl Iterator<Item = Result<KeyValue>> + 'a {
         self.db
-            .iterator_cf_opt(self.cf(family), read_options(family), IteratorMode::From(prefix, Direction::Forward))
+            .iterator_cf_opt(
+                self.cf(family),
+                read_options(family, true),
+                IteratorMode::From(prefix, Direction::Forward),
+            )
             .map(|item| item.map_err(|e| self.err(e)))
             .take_while(move |item| item.as_ref().map_or(true, |(key, _)| key.starts_with(prefix)))
     }
@@ -439,7 +443,7 @@ impl Index {
             None => IteratorMode::Start,
         };
         self.db
-            .iterator_cf_opt(self.cf(family), read_options(family), mode)
+            .iterator_cf_opt(self.cf(family), read_options(family, true), mode)
             .map(|item| item.map_err(|e| self.err(e)))
             .skip_while(move |item| item.as_ref().is_ok_and(|(key, _)| Some(&**key) == after))
     }
@@ -665,13 +669,17 @@ fn remove_older_options_files(path: &Path) {
     }
 }
 
+/// Options for reading `family`, by lookups or (`scan`) an iterator.
+///
 /// Reads of the scratch families (`pending`, `stage`) touch each block
 /// about once, in a session's or a commit's own order: they would only
 /// push the blocks that lookups of `blobs` reuse out of the block cache,
-/// and grow the process by the cache's whole size on a large commit.
-fn read_options(family: &str) -> ReadOptions {
+/// and grow the process by the cache's whole size on a large commit. So
+/// does a scan of `blobs` (`stats`, `dedupe stats`, `check`, `repair`),
+/// which reads each of its blocks once, in order.
+fn read_options(family: &str, scan: bool) -> ReadOptions {
     let mut options = ReadOptions::default();
-    if family == cf::PENDING || family == cf::STAGE {
+    if family == cf::PENDING || family == cf::STAGE || (scan && family == cf::BLOBS) {
         options.fill_cache(false);
     }
     options
@@ -789,10 +797,10 @@ mod tests {
     }
 
     /// A sweep's lookups (`blobs_once`) find what `blobs` finds, and leave
-    /// the block cache as it was; the same lookups through `blobs` fill it
-    /// with the blocks they read.
+    /// the block cache as it was, as does a scan of the family; the same
+    /// lookups through `blobs` fill it with the blocks they read.
     #[test]
-    fn lookups_made_once_are_not_cached() {
+    fn lookups_made_once_and_scans_are_not_cached() {
         use crate::BlobKind;
         use crate::container::TableEntry;
         let dir = tempfile::tempdir().unwrap();
@@ -823,6 +831,9 @@ mod tests {
         let once = index.blobs_once(&asked).unwrap();
         let after_once = used("block_cache");
         assert!(after_once < before + 100_000, "{before} -> {after_once}: {:?}", index.memory_use().unwrap());
+        assert_eq!(index.scan(cf::BLOBS, b"").count(), 50_000);
+        let after_scan = used("block_cache");
+        assert!(after_scan < before + 100_000, "{before} -> {after_scan}: {:?}", index.memory_use().unwrap());
         let cached = index.blobs(&asked).unwrap();
         assert_eq!(once, cached);
         assert_eq!(once.iter().filter(|e| e.is_some()).count(), 25_000);
