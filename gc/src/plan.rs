@@ -142,7 +142,7 @@ impl<'a> Cascade<'a> {
             }
         }
         let ids: Vec<BlobId> = grouped.iter().map(|(id, _)| *id).collect();
-        let entries = self.store.index().blobs(&ids)?;
+        let entries = self.store.index().blobs_once(&ids)?;
         let keys: Vec<[u8; 33]> = ids.iter().map(|id| key(RELEASED, id.as_bytes())).collect();
         let before = self.scratch.get_many(&keys)?;
         let mut values: Vec<Vec<u8>> = Vec::with_capacity(keys.len());
@@ -209,7 +209,7 @@ impl<'a> Cascade<'a> {
                 ids.extend(name.get(9..).and_then(BlobId::from_slice));
             }
             self.waiting_on_disk.0 += take;
-            let entries = self.store.index().blobs(&ids)?;
+            let entries = self.store.index().blobs_once(&ids)?;
             for (id, entry) in ids.into_iter().zip(entries) {
                 match entry.filter(|e| !e.is_orphan()) {
                     Some(entry) => self.waiting.push((id, entry)),

@@ -323,11 +323,12 @@ impl Index {
         self.blobs_with(ids, &ReadOptions::default())
     }
 
-    /// Entries for ids that a sweep looks up once each, in key order
-    /// (`dedupe assess`'s pass over every distinct chunk), read outside the
-    /// block cache: each block serves one batch and is not wanted again,
-    /// so caching it would only grow the process by the cache's size and
-    /// push out the blocks that other lookups reuse.
+    /// Entries for ids that a sweep looks up about once each (`dedupe
+    /// assess`'s pass over every distinct chunk, a simulated collection's
+    /// cascade), read outside the block cache: each block serves one batch
+    /// and is seldom wanted again, so caching it would only grow the
+    /// process by the cache's size and push out the blocks that other
+    /// lookups reuse.
     pub fn blobs_once(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
         let mut options = ReadOptions::default();
         options.fill_cache(false);
