@@ -17,8 +17,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use cairn_store::config::DEFAULT_CODEC;
-use cairn_store::container::{Codec, FRAME_TARGET, FrameBuilder, encode_blob};
+use cairn_store::config::{DEFAULT_CODEC, STORE_FORMAT, frame_target};
+use cairn_store::container::{Codec, FrameBuilder, encode_blob};
 use cairn_store::ids::{IdKeys, IdScheme};
 use cairn_store::scratch::ScratchMap;
 use cairn_store::{BlobId, BlobKind, ChunkerConfig, Error, Result, Store};
@@ -62,8 +62,12 @@ const CHUNKS_PER_WRITE: usize = 8192;
 pub fn assess(root: &Path, store: Option<&Store>, progress: &(dyn Fn(u64) + Sync)) -> Result<Assessment> {
     let chunker = store.map_or_else(ChunkerConfig::default_cdc, |s| s.chunker().clone());
     let codec = store.map_or(DEFAULT_CODEC, Store::codec);
-    // A new store compresses data in frames, as do stores of format 4 on.
-    let frames = store.is_none_or(|s| s.config().frames());
+    // A new store compresses data in frames, as do stores of format 4 on,
+    // each filled to its format's target.
+    let frames = match store {
+        None => Some(frame_target(STORE_FORMAT)),
+        Some(store) => store.config().frames().then(|| store.config().frame_target()),
+    };
     // Chunks are named as the store names them, so "already stored" compares like with like.
     let ids = store.map_or_else(|| IdScheme::Keyed(IdKeys::public()), |s| s.ids().clone());
     // Per distinct chunk: its plaintext and compressed lengths.
@@ -141,7 +145,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// its bytes and chunks. A file that cannot be read is `Error::Input`.
 fn chunk_file(
     chunker: &ChunkerConfig,
-    (codec, frames): (Codec, bool),
+    (codec, frames): (Codec, Option<usize>),
     ids: &IdScheme,
     path: &Path,
     seen: &ScratchMap,
@@ -165,8 +169,8 @@ fn chunk_file(
         let chunk = chunk.map_err(|cause| Error::Input { what: what(), cause })?;
         let id = ids.id(BlobKind::Data, &chunk.data);
         let raw = chunk.data.len() as u32;
-        if frames {
-            if frame.builder.is_full(chunk.data.len(), FRAME_TARGET) {
+        if let Some(target) = frames {
+            if frame.builder.is_full(chunk.data.len(), target) {
                 frame.close(codec, &mut pending);
             }
             frame.builder.push(&chunk.data);

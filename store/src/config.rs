@@ -39,6 +39,12 @@ pub const COMPACT_LAYOUTS_FORMAT: u32 = 5;
 /// 256 KiB, so that the cairn that made them still reads every record.
 pub const WIDE_FRAMES_FORMAT: u32 = 6;
 
+/// The plaintext a store of `format` fills a frame to at most (for
+/// formats that have frames, [`FRAMES_FORMAT`] on).
+pub fn frame_target(format: u32) -> usize {
+    if format >= WIDE_FRAMES_FORMAT { crate::container::WIDE_FRAME_TARGET } else { crate::container::FRAME_TARGET }
+}
+
 /// Stores older than this are opened for reading, and for anything that
 /// names no new blob (forget, gc); a command that would store a new blob
 /// in one is refused, because a plain id cannot tell a data chunk from a
@@ -118,11 +124,7 @@ impl StoreConfig {
 
     /// The plaintext this store's writers fill a frame to at most.
     pub fn frame_target(&self) -> usize {
-        if self.format >= WIDE_FRAMES_FORMAT {
-            crate::container::WIDE_FRAME_TARGET
-        } else {
-            crate::container::FRAME_TARGET
-        }
+        frame_target(self.format)
     }
 
     /// The layout of the footer tables this store's new containers get.
