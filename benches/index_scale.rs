@@ -5,7 +5,10 @@
 //! table files at each level (what a miss probes). Beside the point
 //! lookups, the same ids looked up as the store does in a backup and a
 //! restore: sorted batches of [`BATCH`] through `Index::blobs` (RocksDB's
-//! batched multi-get).
+//! batched multi-get). Then what a user sees of it: `cairn put` of new,
+//! incompressible bytes (every chunk a miss) into the store whose index
+//! this is, against the same put into an empty store just before it, as
+//! a ratio of their speeds (CAIRN_BENCH_PUT_MIB, default 1024; 0 skips).
 //!
 //! `cargo bench --bench index_scale` (1 and 10 million entries;
 //! CAIRN_BENCH_ENTRIES=100000000 goes to 100 million;
@@ -16,7 +19,10 @@
 //! the sizes not below what it holds): for profiling lookups, or measuring
 //! two indexes in turn, without ten minutes of filling each time.
 
-use std::path::PathBuf;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use cairn_store::index::{Index, IndexEntry, cf};
@@ -83,6 +89,19 @@ fn batched_lookups(index: &Index, ids: &[BlobId], expect_hit: bool) -> f64 {
     ids.len() as f64 / started.elapsed().as_secs_f64()
 }
 
+/// MiB/s of `cairn put` of `mib` MiB of new incompressible bytes (seeded
+/// from the clock, so that a kept store has never seen them) into `store`.
+fn put(store: &Path, mib: u64) -> f64 {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command.arg("--store").arg(store).args(["--no-progress", "put"]);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    command.arg(format!("new-{seed}")).arg("-");
+    let (output, seconds, _) =
+        common::peak::run_watched(&mut command, Some(&|out| common::incompressible(out, mib << 20, seed)));
+    assert!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+    mib as f64 / seconds
+}
+
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let top: u64 = if benchmarking {
@@ -97,15 +116,26 @@ fn main() {
     if let Some(mib) = std::env::var("CAIRN_INDEX_CACHE_MIB").ok().and_then(|v| v.parse().ok()) {
         cairn_store::index::set_cache_mib(mib);
     }
+    let put_mib: u64 = if benchmarking {
+        std::env::var("CAIRN_BENCH_PUT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
+    } else {
+        8
+    };
     let temporary = tempfile::tempdir().unwrap();
     let dir = std::env::var_os("CAIRN_BENCH_INDEX_DIR").map_or(temporary.path().to_path_buf(), PathBuf::from);
     std::fs::create_dir_all(&dir).unwrap();
     let marker = dir.join("filled");
     let mut filled: u64 = std::fs::read_to_string(&marker).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
     sizes.retain(|&size| size >= filled);
-    let index = Index::open(&dir.join("index"), false).unwrap();
+    // The index is a store's, so that a put can go into it; the synthetic
+    // entries name containers that do not exist, which nothing a put
+    // does reads.
+    let store = dir.join("store");
+    if !store.join("config.json").exists() {
+        drop(cairn_store::Store::create(&store, &Default::default()).unwrap());
+    }
     println!(
-        "{:>12} {:>12} {:>12} {:>12} {:>14} {:>14} {:>9} {:>8} {:>8} {:>7} {:>8}  {}",
+        "{:>12} {:>12} {:>12} {:>12} {:>14} {:>14} {:>9} {:>8} {:>8} {:>7} {:>8} {:>9} {:>11} {:>9}  {}",
         "entries",
         "hits/s",
         "misses/s",
@@ -117,10 +147,14 @@ fn main() {
         "peak MiB",
         "fill s",
         "settle s",
+        "put MiB/s",
+        "empty MiB/s",
+        "put ratio",
         "files per level"
     );
     let probes = if benchmarking { 200_000 } else { 20_000 };
     for size in sizes {
+        let index = Index::open(&store.join("index"), false).unwrap();
         let started = Instant::now();
         while filled < size {
             let mut batch = rocksdb::WriteBatch::default();
@@ -165,9 +199,20 @@ fn main() {
         let bytes = index.disk_bytes().unwrap();
         let levels: Vec<String> = index.blob_levels().unwrap().iter().map(u64::to_string).collect();
         let (now, peak) = rss();
+        drop(index);
+        // Back to back, so that the machine's drift over a long run
+        // (fills of minutes) cancels out of the ratio.
+        let (loaded, empty) = if put_mib > 0 {
+            let empty_store = tempfile::tempdir_in(&dir).unwrap();
+            let empty = put(&empty_store.path().join("store"), put_mib);
+            (put(&store, put_mib), empty)
+        } else {
+            (0.0, 0.0)
+        };
         println!(
-            "{size:>12} {hit_rate:>12.0} {miss_rate:>12.0} {warm_miss_rate:>12.0} {batched_hits:>14.0} {batched_misses:>14.0} {:>9.1} {now:>8} {peak:>8} {fill:>7.1} {settle:>8.1}  {}",
+            "{size:>12} {hit_rate:>12.0} {miss_rate:>12.0} {warm_miss_rate:>12.0} {batched_hits:>14.0} {batched_misses:>14.0} {:>9.1} {now:>8} {peak:>8} {fill:>7.1} {settle:>8.1} {loaded:>9.1} {empty:>11.1} {:>9.2}  {}",
             bytes as f64 / size as f64,
+            loaded / empty,
             levels.join("/")
         );
     }

@@ -41,23 +41,6 @@ fn cairn(store: &Path, args: &[&str]) -> Command {
     command
 }
 
-/// `bytes` of BLAKE3's output stream (incompressible, unique per `seed`).
-fn incompressible(out: &mut dyn Write, bytes: u64, seed: u64) {
-    let mut stream = blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof();
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        stream.fill(&mut block[..n]);
-        // A put that failed (a full disk) closed its input: stop, and
-        // let its exit status and error tell why.
-        if out.write_all(&block[..n]).is_err() {
-            return;
-        }
-        left -= n as u64;
-    }
-}
-
 /// `files` small files (100 B to 4 KiB, text-like) in directories of 1000.
 fn small_files(root: &Path, files: usize) -> u64 {
     let mut total = 0;
@@ -103,8 +86,10 @@ fn main() {
             // The smoke run puts 16 MiB.
             let bytes = if *gib == 0 { 16 << 20 } else { gib << 30 };
             let store = work.path().join(format!("put-{round}-{i}"));
-            let (seconds, peak) =
-                measured(cairn(&store, &["put", "big", "-"]), Some(&|out| incompressible(out, bytes, i as u64)));
+            let (seconds, peak) = measured(
+                cairn(&store, &["put", "big", "-"]),
+                Some(&|out| common::incompressible(out, bytes, i as u64)),
+            );
             println!(
                 "put {:>6.0} MiB incompressible   round {round}   peak RSS {:7.1} MiB   {:7.1} MiB/s",
                 mib(bytes),

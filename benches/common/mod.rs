@@ -35,3 +35,20 @@ pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// `bytes` of BLAKE3's output stream (incompressible, unique per `seed`).
+pub fn incompressible(out: &mut dyn std::io::Write, bytes: u64, seed: u64) {
+    let mut stream = blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof();
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        stream.fill(&mut block[..n]);
+        // A put that failed (a full disk) closed its input: stop, and
+        // let its exit status and error tell why.
+        if out.write_all(&block[..n]).is_err() {
+            return;
+        }
+        left -= n as u64;
+    }
+}
