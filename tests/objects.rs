@@ -96,6 +96,18 @@ fn listing_stats_and_stdin_round_trip() {
     let compression = stats["compression_ratio"].as_f64().unwrap();
     assert!(compression > 1.5, "text should compress: {compression}");
     assert!(stats["dedup_ratio"].as_f64().unwrap() >= 1.0);
+    // The index's filters (about ten bits for each of the ~400 blobs, once
+    // the puts' entries are in table files) and the cache they are read
+    // through, which `--index-cache-mib` sets; far from full here, so no
+    // advice to raise it.
+    let filters = stats["index_filter_bytes"].as_u64().unwrap();
+    assert!((100..10_000).contains(&filters), "{filters} bytes of filters");
+    let cached = fixture.command(&["--index-cache-mib", "96", "--json", "stats"]).output().unwrap();
+    let cached: serde_json::Value = serde_json::from_slice(&cached.stdout).unwrap();
+    assert_eq!(cached["index_cache_bytes"], 96u64 << 20);
+    let human = fixture.ok(&["stats"]);
+    assert!(human.contains("filters") && human.contains("block cache 64.0 MiB"), "{human}");
+    assert!(!human.contains("--index-cache-mib"), "{human}");
 
     let out = fixture.command(&["get", "docs/a"]).output().unwrap();
     assert!(out.status.success());

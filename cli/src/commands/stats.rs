@@ -26,7 +26,20 @@ pub fn stats(globals: &Globals) -> Result<()> {
         stats.metadata_containers,
         output::size(stats.dead_bytes)
     );
-    println!("index         {} ({:.0} B per live blob)", output::size(stats.index_bytes), stats.index_bytes_per_blob);
+    println!(
+        "index         {} ({:.0} B per live blob), filters {}, block cache {}",
+        output::size(stats.index_bytes),
+        stats.index_bytes_per_blob,
+        output::size(stats.index_filter_bytes),
+        output::size(stats.index_cache_bytes)
+    );
+    if let Some(mib) = stats.suggested_cache_mib() {
+        println!(
+            "              the filters outgrow the block cache, so backups of new data look chunks up on disk: \
+             --index-cache-mib {mib} (or CAIRN_INDEX_CACHE_MIB={mib}) keeps them in memory, for about {} more",
+            output::size(mib.saturating_mul(1 << 20).saturating_sub(stats.index_cache_bytes))
+        );
+    }
     println!();
     let mut table = Table::new(
         vec!["KIND", "BLOBS", "RAW", "STORED", "GARBAGE", "GARBAGE BYTES"],

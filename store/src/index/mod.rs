@@ -566,6 +566,20 @@ impl Index {
         Ok(entries.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
     }
 
+    /// Bytes of the blob family's bloom filters (RocksDB's aggregated
+    /// table properties): what a lookup of a chunk the store does not have
+    /// reads, one partition per level. While they fit in the block cache,
+    /// such lookups stay in memory; past it, each reads a partition from
+    /// the page cache (ARCHITECTURE.md, "The index at scale").
+    pub fn filter_bytes(&self) -> Result<u64> {
+        let properties = self
+            .db
+            .property_value_cf(self.cf(cf::BLOBS), "rocksdb.aggregated-table-properties")
+            .map_err(|e| self.err(e))?
+            .unwrap_or_default();
+        Ok(table_property(&properties, "filter block size").unwrap_or(0))
+    }
+
     /// After the delete job: the memtables go to table files (so the
     /// write-ahead log they held can go), and when the job removed at
     /// least a twentieth of the blob entries (`removed` of about
@@ -639,8 +653,18 @@ pub fn set_cache_mib(mib: usize) {
     CACHE_MIB.store(mib, std::sync::atomic::Ordering::Relaxed);
 }
 
-fn cache_mib() -> usize {
+/// The block cache's size, MiB, that indexes this process opens get.
+pub fn cache_mib() -> usize {
     CACHE_MIB.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The number named `name` in RocksDB's text form of table properties
+/// (`name=value; ` pairs).
+fn table_property(properties: &str, name: &str) -> Option<u64> {
+    properties.split(';').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key.trim() == name).then(|| value.trim().parse().ok()).flatten()
+    })
 }
 
 /// RocksDB writes a text file of every family's options at each open and
@@ -795,6 +819,25 @@ mod tests {
         // scratch cache, not in the shared one.
         assert!(used("scratch_cache") > 100_000, "{:?}", index.memory_use().unwrap());
         assert!(used("block_cache") < 100_000, "{:?}", index.memory_use().unwrap());
+    }
+
+    /// The filters' size is read from the table properties: about ten
+    /// bits a key for the entries flushed, nothing before the first flush.
+    #[test]
+    fn filter_bytes_are_about_ten_bits_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(dir.path(), false).unwrap();
+        assert_eq!(index.filter_bytes().unwrap(), 0);
+        let mut batch = WriteBatch::default();
+        for n in 0..200_000u32 {
+            batch.put_cf(index.cf(cf::BLOBS), BlobId::of(&n.to_le_bytes()).as_bytes(), [7u8; 30]);
+        }
+        index.write(batch, false).unwrap();
+        index.flush().unwrap();
+        let bytes = index.filter_bytes().unwrap();
+        assert!((200_000..=400_000).contains(&bytes), "{bytes} bytes of filters for 200,000 keys");
+        assert_eq!(table_property("# entries=5; filter block size=1234; x=y", "filter block size"), Some(1234));
+        assert_eq!(table_property("filter block size=oops", "filter block size"), None);
     }
 
     /// A sweep's lookups (`blobs_once`) find what `blobs` finds, and leave
