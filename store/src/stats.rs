@@ -76,8 +76,9 @@ impl StoreStats {
     /// lookup of a new chunk reads filter partitions from disk or the
     /// page cache. The filters get half again their size, rounded up to
     /// 32 MiB, as index blocks and the filters of newer tables share the
-    /// cache (at 100 million entries, 119 MiB of filters: 192 MiB made
-    /// puts of new data 10-20% faster than 64 MiB; ARCHITECTURE.md, "The
+    /// cache. At 100 million entries (125 MiB of filters), 192 MiB instead
+    /// of 64 made misses 1.25-1.7x as fast, and puts of new data up to a
+    /// fifth faster, though not in every round (ARCHITECTURE.md, "The
     /// index at scale").
     pub fn suggested_cache_mib(&self) -> Option<u64> {
         const MIB: u64 = 1 << 20;

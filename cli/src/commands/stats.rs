@@ -35,7 +35,7 @@ pub fn stats(globals: &Globals) -> Result<()> {
     );
     if let Some(mib) = stats.suggested_cache_mib() {
         println!(
-            "              the filters outgrow the block cache, so backups of new data look chunks up on disk: \
+            "              the filters outgrow the block cache, so each new chunk a backup looks up reads them from disk: \
              --index-cache-mib {mib} (or CAIRN_INDEX_CACHE_MIB={mib}) keeps them in memory, for about {} more",
             output::size(mib.saturating_mul(1 << 20).saturating_sub(stats.index_cache_bytes))
         );
