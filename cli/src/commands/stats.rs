@@ -26,11 +26,16 @@ pub fn stats(globals: &Globals) -> Result<()> {
         stats.metadata_containers,
         output::size(stats.dead_bytes)
     );
+    // A small store's newest entries may all be in the index's log, not
+    // yet in table files, and so have no filters to show.
+    let filters = match stats.index_filter_bytes {
+        0 => String::new(),
+        bytes => format!("filters {}, ", output::size(bytes)),
+    };
     println!(
-        "index         {} ({:.0} B per live blob), filters {}, block cache {}",
+        "index         {} ({:.0} B per live blob), {filters}block cache {}",
         output::size(stats.index_bytes),
         stats.index_bytes_per_blob,
-        output::size(stats.index_filter_bytes),
         output::size(stats.index_cache_bytes)
     );
     if let Some(mib) = stats.suggested_cache_mib() {
