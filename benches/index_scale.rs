@@ -131,6 +131,11 @@ fn main() {
     // entries name containers that do not exist, which nothing a put
     // does reads.
     let store = dir.join("store");
+    assert!(
+        !dir.join("index").exists() || store.exists(),
+        "{} holds a bare index, which this bench made before it filled a store's: remove the directory",
+        dir.display()
+    );
     if !store.join("config.json").exists() {
         drop(cairn_store::Store::create(&store, &Default::default()).unwrap());
     }
