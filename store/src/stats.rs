@@ -154,7 +154,7 @@ impl Store {
         let live: u64 = kinds.iter().map(|k| k.blobs).sum();
         stats.index_bytes_per_blob = stats.index_bytes as f64 / live.max(1) as f64;
         stats.index_filter_bytes = index.filter_bytes()?;
-        stats.index_cache_bytes = (crate::index::cache_mib() as u64) << 20;
+        stats.index_cache_bytes = index.cache_bytes()?;
         stats.kinds = kinds;
         Ok(stats)
     }

@@ -320,7 +320,7 @@ impl Index {
     /// Entries for many blobs at once (RocksDB's batched multi-get, which is
     /// faster still when `ids` are sorted).
     pub fn blobs(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
-        self.blobs_with(ids, &ReadOptions::default())
+        self.blobs_with(ids, &read_options(cf::BLOBS, false))
     }
 
     /// Entries for ids that a sweep looks up about once each (`dedupe
@@ -330,9 +330,7 @@ impl Index {
     /// process by the cache's size and push out the blocks that other
     /// lookups reuse.
     pub fn blobs_once(&self, ids: &[BlobId]) -> Result<Vec<Option<IndexEntry>>> {
-        let mut options = ReadOptions::default();
-        options.fill_cache(false);
-        self.blobs_with(ids, &options)
+        self.blobs_with(ids, &read_options(cf::BLOBS, true))
     }
 
     fn blobs_with(&self, ids: &[BlobId], options: &ReadOptions) -> Result<Vec<Option<IndexEntry>>> {
@@ -580,6 +578,16 @@ impl Index {
         Ok(table_property(&properties, "filter block size").unwrap_or(0))
     }
 
+    /// Bytes the block cache that blob lookups go through may hold: what
+    /// this index was opened with, whatever [`set_cache_mib`] says now.
+    pub fn cache_bytes(&self) -> Result<u64> {
+        let capacity = self
+            .db
+            .property_int_value_cf(self.cf(cf::BLOBS), "rocksdb.block-cache-capacity")
+            .map_err(|e| self.err(e))?;
+        Ok(capacity.unwrap_or(0))
+    }
+
     /// After the delete job: the memtables go to table files (so the
     /// write-ahead log they held can go), and when the job removed at
     /// least a twentieth of the blob entries (`removed` of about
@@ -653,8 +661,7 @@ pub fn set_cache_mib(mib: usize) {
     CACHE_MIB.store(mib, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The block cache's size, MiB, that indexes this process opens get.
-pub fn cache_mib() -> usize {
+fn cache_mib() -> usize {
     CACHE_MIB.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -694,17 +701,19 @@ fn remove_older_options_files(path: &Path) {
     }
 }
 
-/// Options for reading `family`, by lookups or (`scan`) an iterator.
+/// Options for reading `family`: by lookups that may come back, or
+/// (`once`) by a scan or a sweep that reads each block about once.
 ///
 /// Reads of the scratch families (`pending`, `stage`) touch each block
 /// about once, in a session's or a commit's own order: they would only
 /// push the blocks that lookups of `blobs` reuse out of the block cache,
 /// and grow the process by the cache's whole size on a large commit. So
-/// does a scan of `blobs` (`stats`, `dedupe stats`, `check`, `repair`),
-/// which reads each of its blocks once, in order.
-fn read_options(family: &str, scan: bool) -> ReadOptions {
+/// do a scan of `blobs` (`stats`, `dedupe stats`, `check`, `repair`),
+/// which reads each of its blocks once, in order, and a sweep's lookups
+/// ([`Index::blobs_once`]).
+fn read_options(family: &str, once: bool) -> ReadOptions {
     let mut options = ReadOptions::default();
-    if family == cf::PENDING || family == cf::STAGE || (scan && family == cf::BLOBS) {
+    if family == cf::PENDING || family == cf::STAGE || (once && family == cf::BLOBS) {
         options.fill_cache(false);
     }
     options
